@@ -1,0 +1,132 @@
+"""Numeric kernels: the only place that computes a distance.
+
+Every index works in *distances* (lower is better) so that merging and top-k are
+metric-agnostic; :func:`to_score` turns a distance into the user-facing score at
+the edge (cosine similarity, inner product, or Euclidean distance).
+
+Cosine is implemented as inner product on unit vectors: callers normalise with
+:func:`prepare` on insert and on query, so the hot loop is one matrix-vector product.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .errors import DimensionError, InvalidArgumentError, InvalidVectorError
+
+Metric = Literal["cosine", "l2", "ip"]
+METRICS: tuple[str, ...] = ("cosine", "l2", "ip")
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise InvalidArgumentError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    return metric
+
+
+def as_matrix(vectors: object, dim: int | None = None) -> np.ndarray:
+    """Validate a batch of vectors: 2-d, finite, float32, C-contiguous; copies only if needed."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"vectors must be numbers: {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise InvalidVectorError(f"expected a 2-d array of vectors, got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionError(f"vector has dimension {arr.shape[1]}, index has dimension {dim}")
+    if not np.isfinite(arr).all():
+        raise InvalidVectorError("vector contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def as_vector(vector: object, dim: int | None = None) -> np.ndarray:
+    """Validate one query vector; returns a 1-d float32 array."""
+    if not isinstance(vector, np.ndarray):
+        try:
+            vector = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVectorError(f"vector must be numbers: {exc}") from None
+    if vector.ndim != 1:
+        raise InvalidVectorError(f"expected a 1-d vector, got shape {vector.shape}")
+    return as_matrix(vector, dim)[0]
+
+
+def prepare(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Bring stored or query vectors into the form the metric's kernel expects.
+
+    For cosine, rows are scaled to unit length (zero rows stay zero); other metrics are unchanged.
+    """
+    if metric != "cosine":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+def sq_norms(vectors: np.ndarray) -> np.ndarray:
+    """Squared row norms, kept beside L2 data so distances cost one matmul."""
+    return np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+
+
+def distances(query: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
+    """Distances from one prepared query to every row of prepared ``data`` (lower is better).
+
+    cosine: 1 - q.x ; ip: -q.x ; l2: squared Euclidean ||q - x||^2 (via norms, clamped at 0).
+    """
+    dots = data @ query
+    if metric == "l2":
+        if data_sq is None:
+            data_sq = sq_norms(data)
+        d = data_sq - 2.0 * dots + float(query @ query)
+        return np.maximum(d, 0.0, out=d)
+    if metric == "cosine":
+        return 1.0 - dots
+    return -dots
+
+
+def batch_distances(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
+    """Distances from each prepared query (rows) to each row of ``data``: shape (nq, n)."""
+    dots = queries @ data.T
+    if metric == "l2":
+        if data_sq is None:
+            data_sq = sq_norms(data)
+        d = data_sq[None, :] - 2.0 * dots + sq_norms(queries)[:, None]
+        return np.maximum(d, 0.0, out=d)
+    if metric == "cosine":
+        return 1.0 - dots
+    return -dots
+
+
+def top_k(dist: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest distances, sorted ascending (ties broken by index)."""
+    n = dist.shape[0]
+    if k <= 0 or n == 0:
+        return np.empty(0, dtype=np.int64)
+    if k < n:
+        part = np.argpartition(dist, k - 1)[:k]
+    else:
+        part = np.arange(n)
+    order = np.lexsort((part, dist[part]))
+    return part[order]
+
+
+def to_score(dist: float | np.ndarray, metric: str) -> float | np.ndarray:
+    """User-facing score: cosine similarity, inner product, or Euclidean distance."""
+    if metric == "cosine":
+        return 1.0 - dist
+    if metric == "ip":
+        return -dist
+    return np.sqrt(np.maximum(dist, 0.0))
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "l2"
+
+
+def check_k(k: object, limit: int = 10_000) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= limit:
+        raise InvalidArgumentError(f"k must be an integer in 1..{limit}, got {k!r}")
+    return int(k)

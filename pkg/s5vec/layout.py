@@ -1,0 +1,202 @@
+"""Storage layout: the only module that knows CBOR and the format version.
+
+A published index is a *manifest* plus *chunks*, each one S5 blob addressed by its
+blake3 CID (see ``docs/FORMAT.md``). Chunk bodies are plain dicts; NumPy arrays in them
+are written as RFC 8746 typed arrays (little-endian, tag 85 = float32 etc., wrapped in
+tag 40 with the shape when they have more than one dimension), so any CBOR decoder can
+read them and ours maps them back with ``numpy.frombuffer`` without copying.
+
+Encoding is canonical (sorted keys, shortest floats), so the same content always gives
+the same bytes and therefore the same CID: an incremental save re-uploads only the
+chunks whose content changed.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any, Iterable, Mapping
+
+import cbor2
+import numpy as np
+
+from .errors import FormatError
+from .s5.cid import blob_cid
+
+FORMAT_NAME = "s5vec"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# RFC 8746 typed-array tags (little-endian variants) and the multi-dimensional array tag.
+_TAG_BY_DTYPE = {
+    "|u1": 64, "<u2": 69, "<u4": 70, "<u8": 71,
+    "|i1": 72, "<i2": 77, "<i4": 78, "<i8": 79,
+    "<f2": 84, "<f4": 85, "<f8": 86,
+}
+_DTYPE_BY_TAG = {tag: np.dtype(dt) for dt, tag in _TAG_BY_DTYPE.items()}
+_TAG_NDARRAY = 40
+
+
+def _default(encoder: cbor2.CBOREncoder, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        arr = value.astype(value.dtype.newbyteorder("<"), copy=False) if value.dtype.byteorder == ">" else value
+        tag = _TAG_BY_DTYPE.get(arr.dtype.str)
+        if tag is None:
+            raise FormatError(f"cannot store arrays of dtype {value.dtype}")
+        payload = cbor2.CBORTag(tag, np.ascontiguousarray(arr).tobytes())
+        if arr.ndim == 1:
+            encoder.encode(payload)
+        else:
+            encoder.encode(cbor2.CBORTag(_TAG_NDARRAY, [list(arr.shape), payload]))
+    elif isinstance(value, np.integer):
+        encoder.encode(int(value))
+    elif isinstance(value, np.floating):
+        encoder.encode(float(value))
+    elif isinstance(value, np.bool_):
+        encoder.encode(bool(value))
+    else:
+        raise FormatError(f"cannot store a value of type {type(value).__name__}")
+
+
+def _tag_hook(decoder: cbor2.CBORDecoder, tag: cbor2.CBORTag) -> Any:
+    dtype = _DTYPE_BY_TAG.get(tag.tag)
+    if dtype is not None:
+        if not isinstance(tag.value, bytes) or len(tag.value) % dtype.itemsize:
+            raise FormatError(f"typed array (tag {tag.tag}) has a bad payload")
+        return np.frombuffer(tag.value, dtype=dtype)
+    if tag.tag == _TAG_NDARRAY:
+        try:
+            shape, flat = tag.value
+            return flat.reshape([int(s) for s in shape])
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"bad multi-dimensional array: {exc}") from None
+    return tag
+
+
+def dumps(obj: Any) -> bytes:
+    """Canonical CBOR with NumPy arrays as typed arrays."""
+    return cbor2.dumps(obj, default=_default, canonical=True)
+
+
+def loads(data: bytes) -> Any:
+    """Decode CBOR; any malformed or truncated input becomes a :class:`FormatError`."""
+    try:
+        return cbor2.loads(data, tag_hook=_tag_hook)
+    except FormatError:
+        raise
+    except Exception as exc:  # cbor2 raises CBORDecodeError, but also ValueError/TypeError/... on junk
+        raise FormatError(f"malformed CBOR: {exc}") from None
+
+
+def encode_chunk(kind: str, body: Mapping[str, Any]) -> bytes:
+    return dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "chunk": kind, "body": dict(body)})
+
+
+def decode_chunk(data: bytes, kind: str | None = None) -> dict[str, Any]:
+    obj = loads(data)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME or "chunk" not in obj:
+        raise FormatError("not an s5vec chunk")
+    _check_version(obj.get("version"))
+    if kind is not None and obj["chunk"] != kind:
+        raise FormatError(f"expected a {kind!r} chunk, got {obj['chunk']!r}")
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise FormatError("chunk body is not a map")
+    return body
+
+
+def _check_version(version: Any) -> None:
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"unsupported s5vec format version {version!r} (this reader knows {SUPPORTED_VERSIONS})")
+
+
+MANIFEST_FIELDS = ("kind", "dim", "metric", "count", "index", "chunks")
+
+
+def encode_manifest(
+    *, kind: str, dim: int, metric: str, count: int, index: Mapping[str, Any],
+    chunks: list[dict[str, Any]], parent: str | None = None, spec: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    doc: dict[str, Any] = {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "manifest",
+        "kind": kind, "spec": spec or kind, "dim": int(dim), "metric": metric, "count": int(count),
+        "created": round(time.time(), 3), "parent": parent, "index": dict(index), "chunks": chunks,
+    }
+    if extra:
+        doc["extra"] = dict(extra)
+    return dumps(doc)
+
+
+def decode_manifest(data: bytes) -> dict[str, Any]:
+    doc = loads(data)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME or doc.get("type") != "manifest":
+        raise FormatError("not an s5vec manifest")
+    _check_version(doc.get("version"))
+    missing = [f for f in MANIFEST_FIELDS if f not in doc]
+    if missing:
+        raise FormatError(f"manifest lacks {', '.join(missing)}")
+    if not isinstance(doc["dim"], int) or doc["dim"] <= 0 or not isinstance(doc["count"], int):
+        raise FormatError("manifest has a bad dim or count")
+    if not isinstance(doc["chunks"], list) or not isinstance(doc["index"], dict):
+        raise FormatError("manifest has bad chunks or index entries")
+    return doc
+
+
+class StoreWriter:
+    """ChunkWriter over a chunk store: encodes, uploads only unknown CIDs, lists what it wrote.
+
+    ``known`` holds CIDs already on the portal (e.g. every chunk of the parent manifest):
+    a chunk whose CID is known is not uploaded again.
+    """
+
+    def __init__(self, store: Any, known: Iterable[str] = ()) -> None:
+        self.store = store
+        self.known = set(known)
+        self.chunks: list[dict[str, Any]] = []
+        self.uploaded = 0
+        self.skipped = 0
+
+    def put(self, kind: str, body: Mapping[str, Any]) -> str:
+        data = encode_chunk(kind, body)
+        cid = blob_cid(data)
+        if cid in self.known:
+            self.skipped += 1
+        else:
+            got = self.store.put(data)
+            if got != cid:
+                raise FormatError(f"portal stored the chunk under {got}, expected {cid}")
+            self.known.add(cid)
+            self.uploaded += 1
+        self.chunks.append({"cid": cid, "kind": kind, "size": len(data)})
+        return cid
+
+
+class StoreReader:
+    """ChunkReader over a chunk store, with an LRU of *decoded* chunks bounded by their encoded size."""
+
+    def __init__(self, store: Any, cache_bytes: int = 64 * 2**20) -> None:
+        self.store = store
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._held = 0
+        self.decoded = 0
+
+    def get(self, cid: str, kind: str) -> dict[str, Any]:
+        hit = self._cache.get(cid)
+        if hit is not None:
+            self._cache.move_to_end(cid)
+            return hit[1]
+        data = self.store.get(cid)
+        body = decode_chunk(data, kind)
+        self.decoded += 1
+        size = len(data)
+        if size <= self.cache_bytes:
+            self._cache[cid] = (size, body)
+            self._held += size
+            while self._held > self.cache_bytes:
+                _, (old, _) = self._cache.popitem(last=False)
+                self._held -= old
+        return body
+
+    def __contains__(self, cid: str) -> bool:
+        return cid in self._cache

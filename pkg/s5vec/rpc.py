@@ -1,0 +1,123 @@
+"""The worker protocol, Python side: one ``handle(op, args)`` the worker awaits for every message.
+
+It never raises: every outcome is a JSON string, ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"name", "message"}}``, so a bad request can never kill the worker.
+Errors raised on purpose keep their class name (``DimensionError``, ``IntegrityError``...);
+anything else is reported as ``InternalError`` with its type and message.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any, Awaitable, Callable
+
+from .errors import InvalidArgumentError, S5VecError
+
+_dbs: dict[int, Any] = {}
+_next_handle = 1
+
+
+def _to_py(value: Any) -> Any:
+    """Convert a JsProxy (Pyodide) into Python objects; plain Python passes through."""
+    to_py = getattr(value, "to_py", None)
+    return to_py() if callable(to_py) else value
+
+
+def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if name not in args or args[name] is None:
+        if default is ...:
+            raise InvalidArgumentError(f"missing argument {name!r}")
+        return default
+    value = args[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise InvalidArgumentError(f"argument {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _db(args: dict[str, Any]) -> Any:
+    handle = _arg(args, "handle", int)
+    if handle not in _dbs:
+        raise InvalidArgumentError(f"no open database with handle {handle}")
+    return _dbs[handle]
+
+
+async def _version(args: dict[str, Any]) -> dict[str, Any]:
+    import numpy
+
+    from . import __version__
+
+    return {"s5vec": __version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "platform": sys.platform}
+
+
+async def _open(args: dict[str, Any]) -> dict[str, Any]:
+    global _next_handle
+    from .api import Database
+
+    cid = _arg(args, "manifest", str)
+    portals = _arg(args, "portals", list)
+    cache = _arg(args, "cacheBytes", int, 64 * 2**20)
+    timeout = _arg(args, "timeout", (int, float), 15.0)
+    db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=float(timeout))
+    handle, _next_handle = _next_handle, _next_handle + 1
+    _dbs[handle] = db
+    return {"handle": handle, "info": db.info()}
+
+
+async def _search(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    if "vector" not in args:
+        raise InvalidArgumentError("missing argument 'vector'")
+    k = args.get("k", 10)
+    flt = args.get("filter")
+    params = _arg(args, "params", dict, {})
+    return await db.search_async(args["vector"], 10 if k is None else k, flt, params)
+
+
+async def _close(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    db.close()
+    del _dbs[args["handle"]]
+    return {}
+
+
+async def _stats(args: dict[str, Any]) -> dict[str, Any]:
+    return _db(args).stats()
+
+
+OPS: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+    "version": _version, "open": _open, "search": _search, "close": _close, "stats": _stats,
+}
+
+
+async def handle(op: Any, args: Any = None) -> str:
+    try:
+        op = _to_py(op)
+        args = _to_py(args) if args is not None else {}
+        if not isinstance(args, dict):
+            raise InvalidArgumentError("request arguments must be an object")
+        fn = OPS.get(op) if isinstance(op, str) else None
+        if fn is None:
+            raise InvalidArgumentError(f"unknown request type {op!r}; expected one of {', '.join(OPS)}")
+        result = await fn(args)
+        return json.dumps({"ok": True, "result": result}, default=_json_default)
+    except S5VecError as exc:
+        return _error(exc.name, str(exc))
+    except Exception as exc:  # the worker must survive anything
+        return _error("InternalError", f"{type(exc).__name__}: {exc}")
+
+
+def _error(name: str, message: str) -> str:
+    return json.dumps({"ok": False, "error": {"name": name, "message": message}})
+
+
+def _json_default(value: Any) -> Any:
+    """Metadata is CBOR-able, which is wider than JSON: bytes as hex, datetimes as ISO, NumPy as lists."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,51 @@
+import cbor2
+import numpy as np
+import pytest
+
+from s5vec import layout
+from s5vec.errors import FormatError
+
+
+def test_typed_arrays_round_trip_and_are_rfc8746():
+    body = {"v": np.arange(12, dtype=np.float32).reshape(3, 4), "c": np.arange(5, dtype=np.uint8),
+            "i": np.array([-1, 7], np.int32), "ids": ["a", "b"], "n": np.int64(3), "f": np.float32(0.5)}
+    data = layout.encode_chunk("test", body)
+    # readable by any CBOR decoder: tag 40 holding [shape, tag 85 (float32 LE)]
+    raw = cbor2.loads(data)["body"]
+    assert raw["v"].tag == 40 and raw["v"].value[0] == [3, 4] and raw["v"].value[1].tag == 85
+    assert raw["c"].tag == 64 and raw["i"].tag == 78
+    out = layout.decode_chunk(data, "test")
+    np.testing.assert_array_equal(out["v"], body["v"])
+    assert out["v"].dtype == np.float32 and out["c"].dtype == np.uint8
+    assert out["n"] == 3 and out["f"] == 0.5 and out["ids"] == ["a", "b"]
+
+
+def test_encoding_is_deterministic():
+    a = layout.encode_chunk("x", {"b": 1, "a": np.ones(3, np.float32)})
+    b = layout.encode_chunk("x", {"a": np.ones(3, np.float32), "b": 1})
+    assert a == b
+
+
+def test_malformed_and_truncated_raise_format_error():
+    data = layout.encode_chunk("x", {"a": np.ones(30, np.float32)})
+    for bad in (data[: len(data) // 2], b"", b"\xff\xff\xff", b"\x9f\x01", cbor2.dumps({"format": "other"})):
+        with pytest.raises(FormatError):
+            layout.decode_chunk(bad)
+    with pytest.raises(FormatError):
+        layout.decode_chunk(data, "y")  # wrong chunk kind
+    bad_typed = cbor2.dumps({"format": "s5vec", "version": 1, "chunk": "x", "body": {"a": cbor2.CBORTag(85, b"abc")}})
+    with pytest.raises(FormatError):
+        layout.decode_chunk(bad_typed)
+
+
+def test_manifest_round_trip_and_version_check():
+    data = layout.encode_manifest(kind="flat", dim=4, metric="cosine", count=2, index={"rows": ["x"]},
+                                  chunks=[{"cid": "x", "kind": "flat_rows", "size": 10}], parent=None)
+    doc = layout.decode_manifest(data)
+    assert doc["kind"] == "flat" and doc["dim"] == 4 and doc["parent"] is None
+    future = cbor2.loads(data)
+    future["version"] = 99
+    with pytest.raises(FormatError, match="version"):
+        layout.decode_manifest(cbor2.dumps(future))
+    with pytest.raises(FormatError):
+        layout.decode_manifest(layout.encode_chunk("flat_rows", {}))
