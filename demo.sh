@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up, then run the demo: a local S5 portal, a 20,000-video collection published to it,
+# and the demo page (searches run in a Pyodide worker in your browser).
+#   PORTAL_PORT (5050), WEB_PORT (8080), DEMO_COUNT (20000), DEMO_INDEX (hybrid) may be set.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup.sh
+PORTAL_PORT=${PORTAL_PORT:-5050}
+WEB_PORT=${WEB_PORT:-8080}
+COUNT=${DEMO_COUNT:-20000}
+KIND=${DEMO_INDEX:-hybrid}
+S5VEC=.venv/bin/s5vec
+mkdir -p demo-data
+if [ ! -s demo-data/records-$COUNT.jsonl ]; then
+  $S5VEC demo-data --out demo-data/records-$COUNT.jsonl --count "$COUNT"
+fi
+$S5VEC portal --dir demo-data/portal --port "$PORTAL_PORT" > demo-data/portal.log 2>&1 &
+PORTAL_PID=$!
+trap 'kill $PORTAL_PID 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q listening demo-data/portal.log 2>/dev/null && break; sleep 0.1; done
+PORTAL=http://127.0.0.1:$PORTAL_PORT
+# The demo's "now" is the newest upload, so the hybrid's recent window holds the last 90 days.
+CID=$($S5VEC publish demo-data/records-$COUNT.jsonl --portal "$PORTAL" --index "$KIND" | tail -n 1)
+echo "published manifest $CID to $PORTAL" >&2
+$S5VEC demo-config --records demo-data/records-$COUNT.jsonl --manifest "$CID" --portal "$PORTAL" \
+  --out web/dist/demo-config.json
+echo
+echo "  Open http://127.0.0.1:$WEB_PORT/  (Ctrl-C stops the portal and the page)"
+echo
+$S5VEC web --dir web/dist --port "$WEB_PORT"

@@ -1,0 +1,227 @@
+"""Hybrid time-routed index: recent vectors in HNSW, historical ones in IVF.
+
+Why: a video platform's new uploads arrive all the time and are searched most; HNSW takes
+inserts cheaply and is small enough to load whole. The long tail of old videos is large,
+changes rarely, and is best served by IVF lists fetched lazily, list by list.
+
+Routing is by record timestamp: newer than ``now - recent_threshold`` goes to HNSW, older
+to IVF. :meth:`migrate` moves records that have aged out of the recent window from HNSW to
+IVF: it adds them to IVF first and only then deletes them from HNSW, so a failure part-way
+loses nothing, and search de-duplicates by id, so nothing is ever returned twice.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .. import kernels
+from ..errors import FormatError, InvalidArgumentError, UnknownIdError
+from ..filters import Filter
+from .base import ChunkReader, ChunkWriter
+from .hnsw import HNSWIndex
+from .ivf import IVFIndex
+from .records import check_batch
+
+HNSW_PARAMS = ("M", "ef_construction", "ef_search", "chunk_rows", "seed")
+IVF_PARAMS = ("nlist", "nprobe", "codec", "pq_m", "rerank", "store_full", "lists_per_chunk", "cache_bytes")
+HNSW_SEARCH = ("ef",)
+IVF_SEARCH = ("nprobe", "rerank")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``"90d"``, ``"12h"``, ``"1.5y"``."""
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"bad duration {value!r}")
+    if isinstance(value, (int, float)):
+        secs = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*", value)
+        if not m:
+            raise InvalidArgumentError(f"bad duration {value!r}; use seconds or e.g. '30d', '12h'")
+        secs = float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)
+    else:
+        raise InvalidArgumentError(f"bad duration {value!r}")
+    if not secs > 0:
+        raise InvalidArgumentError("recent_threshold must be positive")
+    return secs
+
+
+class HybridIndex:
+    kind = "hybrid"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        recent_threshold: Any = "30d",
+        clock: Callable[[], float] | None = None,
+        hnsw: Mapping[str, Any] | None = None,
+        ivf: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        self.dim = int(dim)
+        self.metric = kernels.check_metric(metric)
+        self.recent_threshold = parse_duration(recent_threshold)
+        self.clock = clock or time.time
+        hp, ip = dict(hnsw or {}), dict(ivf or {})
+        for key, val in params.items():
+            if key in HNSW_PARAMS:
+                hp[key] = val
+            elif key in IVF_PARAMS:
+                ip[key] = val
+            else:
+                raise InvalidArgumentError(f"unknown hybrid parameter {key!r}")
+        self.recent = HNSWIndex(self.dim, metric=self.metric, **hp)
+        self.historical = IVFIndex(self.dim, metric=self.metric, **ip)
+
+    def spec(self) -> str:
+        days = self.recent_threshold / 86400
+        parts = [getattr(p, "spec", lambda: p.kind)() for p in (self.recent, self.historical)]
+        return f"Hybrid({parts[0]}|{parts[1]};recent={days:g}d)"
+
+    # -- routing ----------------------------------------------------------------
+    def cutoff(self, now: float | None = None) -> float:
+        return (self.clock() if now is None else now) - self.recent_threshold
+
+    def _part_of(self, id: str):
+        if id in self.recent:
+            return self.recent
+        if id in self.historical:
+            return self.historical
+        return None
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        timestamps: Sequence[float] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        now: float | None = None,
+    ) -> None:
+        ids, mat, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
+        if timestamps is None:
+            ts = np.full(len(ids), self.clock() if now is None else now, np.float64)
+        recent = ts >= self.cutoff(now)
+        # An upsert may move a record between parts: drop the old copy where it would not be replaced.
+        for part, mask in ((self.recent, ~recent), (self.historical, recent)):
+            stale = [i for i, m in zip(ids, mask) if m and i in part]
+            if stale:
+                part.delete(stale)
+        total, done = len(ids), 0
+        for part, mask in ((self.recent, recent), (self.historical, ~recent)):
+            sel = np.flatnonzero(mask)
+            if sel.size == 0:
+                continue
+
+            def sub_progress(d: int, _t: int, base: int = done) -> None:
+                if progress:
+                    progress(base + d, total)
+
+            part.add([ids[i] for i in sel], mat[sel], [metas[i] for i in sel], ts[sel], progress=sub_progress)
+            done += int(sel.size)
+        if progress:
+            progress(total, total)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(ids))
+        unknown = [i for i in ids if self._part_of(i) is None]
+        if unknown:
+            raise UnknownIdError(f"unknown id(s): {', '.join(map(str, unknown[:5]))}")
+        rec = [i for i in ids if i in self.recent]
+        hist = [i for i in ids if i not in self.recent]
+        if rec:
+            self.recent.delete(rec)
+        if hist:
+            self.historical.delete(hist)
+        return len(ids)
+
+    def migrate(self, now: float | None = None, batch: int = 10_000) -> int:
+        """Move records older than the recent window from HNSW to IVF; returns how many moved."""
+        cutoff = self.cutoff(now)
+        aged = [(i, v, m, t) for i, v, m, t in self.recent.items() if t < cutoff]
+        for lo in range(0, len(aged), batch):
+            part = aged[lo: lo + batch]
+            ids = [a[0] for a in part]
+            self.historical.add(ids, np.stack([a[1] for a in part]), [a[2] for a in part], [a[3] for a in part])
+            self.recent.delete(ids)
+        if aged and hasattr(self.recent, "vacuum"):
+            self.recent.vacuum()
+        return len(aged)
+
+    # -- queries ----------------------------------------------------------------
+    @staticmethod
+    def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        hp, ip = {}, {}
+        for key, val in params.items():
+            if key in HNSW_SEARCH:
+                hp[key] = val
+            elif key in IVF_SEARCH:
+                ip[key] = val
+            else:
+                raise InvalidArgumentError(f"unknown search parameter {key!r} (hybrid takes ef, nprobe, rerank)")
+        return hp, ip
+
+    def search(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[tuple[str, float]]:
+        q = kernels.as_vector(query, self.dim)
+        k = kernels.check_k(k)
+        hp, ip = self._split(params)
+        best: dict[str, float] = {}
+        for part, p in ((self.recent, hp), (self.historical, ip)):
+            if len(part):
+                for i, d in part.search(q, k, filter, **p):
+                    if i not in best or d < best[i]:
+                        best[i] = d
+        return sorted(best.items(), key=lambda kv: (kv[1], kv[0]))[:k]
+
+    def chunks_for(self, query: Any, k: int = 10, **params: Any) -> list[str]:
+        _, ip = self._split(params)
+        return self.historical.chunks_for(query, k, **ip) if len(self.historical) else []
+
+    def metadata(self, id: str) -> dict[str, Any]:
+        part = self._part_of(id)
+        if part is None:
+            raise UnknownIdError(f"unknown id: {id}")
+        return part.metadata(id)
+
+    def timestamp(self, id: str) -> float:
+        part = self._part_of(id)
+        if part is None:
+            raise UnknownIdError(f"unknown id: {id}")
+        return part.timestamp(id)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray, dict[str, Any], float]]:
+        yield from self.recent.items()
+        yield from self.historical.items()
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.historical)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self.recent or id in self.historical
+
+    def load_all(self) -> None:
+        if hasattr(self.historical, "load_all"):
+            self.historical.load_all()
+
+    # -- persistence ------------------------------------------------------------
+    def save(self, writer: ChunkWriter) -> dict[str, Any]:
+        return {"dim": self.dim, "metric": self.metric, "recent_threshold": self.recent_threshold,
+                "recent": self.recent.save(writer), "historical": self.historical.save(writer)}
+
+    @classmethod
+    def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HybridIndex":
+        try:
+            obj = cls.__new__(cls)
+            obj.dim, obj.metric = int(desc["dim"]), kernels.check_metric(desc["metric"])
+            obj.recent_threshold = parse_duration(desc["recent_threshold"])
+            obj.clock = time.time
+            obj.recent = HNSWIndex.load(desc["recent"], reader)
+            obj.historical = IVFIndex.load(desc["historical"], reader)
+        except (KeyError, TypeError, InvalidArgumentError) as exc:
+            raise FormatError(f"bad hybrid index descriptor: {exc}") from None
+        return obj

@@ -1,0 +1,107 @@
+"""The CLI contract other scripts rely on, against a real portal process on 127.0.0.1."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s5vec.index.flat import FlatIndex
+
+from conftest import ROOT, clustered
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pkg"))
+
+
+def s5vec(*args, check=True, stdin=None):
+    p = subprocess.run([sys.executable, "-m", "s5vec", *args], capture_output=True, text=True, env=ENV,
+                       input=stdin, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"s5vec {args} failed: {p.stderr}")
+    return p
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    d = tmp_path_factory.mktemp("portal")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "s5vec", "portal", "--dir", str(d), "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, env=ENV)
+    line = proc.stdout.readline()
+    assert "listening" in line, line
+    yield f"http://127.0.0.1:{port}", d
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    x = clustered(800, 24, 10, seed=3)
+    with open(d / "recs.jsonl", "w") as fh:
+        for i, v in enumerate(x):
+            fh.write(json.dumps({"id": f"d{i}", "vector": v.tolist(), "metadata": {"ch": f"c{i % 4}"},
+                                 "timestamp": 1.6e9 + i}) + "\n")
+    with open(d / "queries.jsonl", "w") as fh:
+        for v in x[:5]:
+            fh.write(json.dumps((v + 0.05).tolist()) + "\n")
+    return d, x
+
+
+def test_publish_then_search_flat_matches_oracle(portal, data):
+    url, _ = portal
+    d, x = data
+    p = s5vec("publish", str(d / "recs.jsonl"), "--portal", url, "--index", "flat")
+    cid = p.stdout.strip().splitlines()[-1]
+    assert cid.startswith("b")
+    out = s5vec("search", cid, "--portal", url, "--queries", str(d / "queries.jsonl"), "-k", "5").stdout
+    lines = [json.loads(l) for l in out.strip().splitlines()]
+    assert len(lines) == 5
+    oracle = FlatIndex(24)
+    oracle.add([f"d{i}" for i in range(len(x))], x)
+    for q, hits in zip(x[:5] + 0.05, lines):
+        assert [h["id"] for h in hits] == [i for i, _ in oracle.search(q, 5)]
+        assert set(hits[0]) == {"id", "score"}
+    out = s5vec("search", cid, "--portal", url, "--queries", str(d / "queries.jsonl"), "-k", "3",
+                "--filter", '{"ch": "c2"}').stdout
+    assert all(int(h["id"][1:]) % 4 == 2 for l in out.splitlines() for h in json.loads(l))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["search", "bnotacid", "--portal", "URL", "--queries", "Q"], "CIDError"),
+    (["search", "CID", "--portal", "URL", "--queries", "Q", "--filter", '{"a": {"$regex": 1}}'], "FilterError"),
+    (["search", "CID", "--portal", "http://127.0.0.1:9", "--queries", "Q"], "PortalError"),
+    (["publish", "MISSING", "--portal", "URL"], "cannot read"),
+    (["publish", "BADJSON", "--portal", "URL"], "not valid JSON"),
+    (["publish", "RECS", "--portal", "URL", "--index", "annoy"], "unknown index kind"),
+])
+def test_bad_input_is_one_line_not_a_traceback(portal, data, args, needle, tmp_path):
+    url, _ = portal
+    d, _ = data
+    (tmp_path / "bad.jsonl").write_text('{"id": "a", "vector": [1, 2\n')
+    cid = s5vec("publish", str(d / "recs.jsonl"), "--portal", url, "--index", "flat").stdout.split()[-1]
+    subst = {"URL": url, "Q": str(d / "queries.jsonl"), "CID": cid, "MISSING": str(tmp_path / "none.jsonl"),
+             "BADJSON": str(tmp_path / "bad.jsonl"), "RECS": str(d / "recs.jsonl")}
+    p = s5vec(*[subst.get(a, a) for a in args], check=False)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_wrong_dimension_query_is_reported_with_its_line(portal, data, tmp_path):
+    url, _ = portal
+    d, _ = data
+    cid = s5vec("publish", str(d / "recs.jsonl"), "--portal", url, "--index", "flat").stdout.split()[-1]
+    (tmp_path / "q.jsonl").write_text("[1, 2, 3]\n")
+    p = s5vec("search", cid, "--portal", url, "--queries", str(tmp_path / "q.jsonl"), check=False)
+    assert p.returncode == 1 and "DimensionError" in p.stderr and "q.jsonl:1" in p.stderr
