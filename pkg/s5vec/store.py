@@ -1,0 +1,273 @@
+"""Chunk store: fetch, verify and cache raw chunk bytes over any :class:`BlobClient`.
+
+* ``get(cid)``            -- from the LRU cache, else ``client.download`` (verified there).
+* ``prefetch(cids)``      -- parallel ``client.download_many`` of the missing ones.
+  Prefetched blobs are *pinned until read*: if the LRU has to evict one before any
+  ``get`` asked for it (or it is bigger than the whole cache), it moves to a side
+  table and the next ``get`` still returns it without a second download.
+* ``put(data)``           -- upload unless this store already uploaded or fetched it.
+* ``stats()`` / ``counter()`` -- totals, and a per-operation measurement helper.
+
+Counters are totals over the store's life; ``counter()`` measures a window (e.g. one
+search).  With concurrent users of one store the window includes their traffic too.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from .errors import IntegrityError, InvalidArgumentError
+from .s5.cid import BlobId, blob_cid
+from .s5.client import BlobClient
+
+__all__ = ["ChunkStore", "StoreCounter"]
+
+_COUNTED = (
+    "bytes_fetched",
+    "chunks_fetched",
+    "cache_hits",
+    "cache_misses",
+    "chunks_uploaded",
+    "chunks_skipped",
+    "bytes_uploaded",
+    "evictions",
+)
+
+
+def _key(cid: "str | BlobId") -> str:
+    return BlobId.parse(cid).to_string()
+
+
+class StoreCounter:
+    """Difference of a store's counters over a window (live while open, frozen after)."""
+
+    def __init__(self, store: "ChunkStore") -> None:
+        self._store = store
+        self._base = store._snapshot()
+        self._final: dict[str, int] | None = None
+
+    def _diff(self) -> dict[str, int]:
+        if self._final is not None:
+            return dict(self._final)
+        now = self._store._snapshot()
+        return {k: now[k] - self._base[k] for k in _COUNTED}
+
+    def close(self) -> dict[str, int]:
+        if self._final is None:
+            self._final = self._diff()
+        return dict(self._final)
+
+    def as_dict(self) -> dict[str, int]:
+        return self._diff()
+
+    def __getattr__(self, name: str) -> int:
+        if name in _COUNTED:
+            return self._diff()[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"StoreCounter({self._diff()})"
+
+
+class ChunkStore:
+    """Fetch-verify-cache of raw chunk bytes, bounded in bytes (LRU)."""
+
+    def __init__(self, client: BlobClient, cache_bytes: int = 64 * 2**20) -> None:
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise InvalidArgumentError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
+        self.client = client
+        self.cache_limit = cache_bytes
+        self._lock = threading.RLock()
+        self._cache: "OrderedDict[str, bytes]" = OrderedDict()
+        self._cache_bytes = 0
+        self._unread: set[str] = set()  # prefetched, not yet returned by get()
+        self._pinned: dict[str, bytes] = {}  # prefetched but evicted / too big, not yet read
+        self._known: set[str] = set()  # cids the portal(s) hold: uploaded or fetched by us
+        self._c = dict.fromkeys(_COUNTED, 0)
+
+    # ------------------------------------------------------------------ cache internals
+    def _insert(self, key: str, data: bytes, *, unread: bool) -> None:
+        """Put ``data`` in the LRU (lock held).  Evicted unread prefetches are pinned."""
+        if unread:
+            self._unread.add(key)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return
+        n = len(data)
+        if n > self.cache_limit:
+            if unread:
+                self._pinned[key] = data
+            return
+        self._cache[key] = data
+        self._cache_bytes += n
+        while self._cache_bytes > self.cache_limit:
+            old, blob = self._cache.popitem(last=False)
+            self._cache_bytes -= len(blob)
+            self._c["evictions"] += 1
+            if old in self._unread:
+                self._pinned[old] = blob
+
+    def _lookup(self, key: str) -> bytes | None:
+        """Cache/pinned lookup (lock held); marks the entry as read."""
+        data = self._cache.get(key)
+        if data is not None:
+            self._cache.move_to_end(key)
+        else:
+            data = self._pinned.pop(key, None)
+            if data is not None:
+                self._unread.discard(key)
+                self._insert(key, data, unread=False)
+        if data is not None:
+            self._unread.discard(key)
+            self._c["cache_hits"] += 1
+        return data
+
+    def _record_fetch(self, key: str, data: bytes, *, unread: bool) -> None:
+        self._c["bytes_fetched"] += len(data)
+        self._c["chunks_fetched"] += 1
+        self._known.add(key)
+        self._insert(key, data, unread=unread)
+
+    # ------------------------------------------------------------------ reads
+    def __contains__(self, cid: "str | BlobId") -> bool:
+        key = _key(cid)
+        with self._lock:
+            return key in self._cache or key in self._pinned
+
+    def get(self, cid: "str | BlobId") -> bytes:
+        """The verified bytes of ``cid`` (cache first, then the client)."""
+        key = _key(cid)
+        with self._lock:
+            data = self._lookup(key)
+            if data is not None:
+                return data
+            self._c["cache_misses"] += 1
+        data = self.client.download(cid if isinstance(cid, str) else key)
+        with self._lock:
+            self._record_fetch(key, data, unread=False)
+        return data
+
+    async def prefetch(self, cids: Iterable["str | BlobId"]) -> None:
+        """Fetch the CIDs not already held, in parallel, into the cache (pinned until read)."""
+        wanted: dict[str, str] = {}
+        with self._lock:
+            for c in cids:
+                key = _key(c)
+                if key in self._cache or key in self._pinned or key in wanted:
+                    if key in self._cache:
+                        self._cache.move_to_end(key)
+                    continue
+                wanted[key] = c if isinstance(c, str) else key
+        if not wanted:
+            return
+        got = await self.client.download_many(list(wanted.values()))
+        with self._lock:
+            for key, orig in wanted.items():
+                data = got.get(orig)
+                if data is None:
+                    data = got.get(key)
+                if data is None:  # a client that silently skipped one: get() will fetch it
+                    continue
+                self._record_fetch(key, data, unread=True)
+
+    def prefetch_sync(self, cids: Iterable["str | BlobId"]) -> None:
+        """Blocking :meth:`prefetch` for synchronous callers."""
+        cids = list(cids)
+        if sys.platform == "emscripten":
+            # Pyodide: no threads, and the WebLoop cannot be blocked on; the sync
+            # client path (pyodide_http -> synchronous XHR) fetches one by one.
+            for c in cids:
+                key = _key(c)
+                with self._lock:
+                    if key in self._cache or key in self._pinned:
+                        continue
+                data = self.client.download(c if isinstance(c, str) else key)
+                with self._lock:
+                    self._record_fetch(key, data, unread=True)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.prefetch(cids))
+            return
+        # called from inside a running loop (CPython): run the coroutine on a helper thread
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5prefetch") as ex:
+            ex.submit(asyncio.run, self.prefetch(cids)).result()
+
+    # ------------------------------------------------------------------ writes
+    def put(self, data: bytes, *, cache: bool = False) -> str:
+        """Upload ``data`` unless already known; returns its CID.
+
+        With ``cache=True`` the bytes also go into the read cache.
+        """
+        data = bytes(data)
+        cid = blob_cid(data)
+        with self._lock:
+            known = cid in self._known
+            if known:
+                self._c["chunks_skipped"] += 1
+        if not known:
+            got = self.client.upload(data)
+            if BlobId.parse(got) != BlobId.parse(cid):  # clients already check; belt and braces
+                raise IntegrityError(f"upload returned {got}, expected {cid}")
+            with self._lock:
+                self._known.add(cid)
+                self._c["chunks_uploaded"] += 1
+                self._c["bytes_uploaded"] += len(data)
+        if cache:
+            with self._lock:
+                self._insert(cid, data, unread=False)
+        return cid
+
+    def mark_known(self, cids: Iterable["str | BlobId"]) -> None:
+        """Declare CIDs as already stored on the portal (``put`` will skip them)."""
+        with self._lock:
+            self._known.update(_key(c) for c in cids)
+
+    # ------------------------------------------------------------------ housekeeping
+    def clear(self) -> None:
+        """Drop the cache and the pinned prefetches (counters and known CIDs stay)."""
+        with self._lock:
+            self._cache.clear()
+            self._cache_bytes = 0
+            self._pinned.clear()
+            self._unread.clear()
+
+    def _snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._c)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            s = dict(self._c)
+            s.update(
+                cache_bytes=self._cache_bytes,
+                cache_entries=len(self._cache),
+                cache_limit=self.cache_limit,
+                pinned_bytes=sum(len(v) for v in self._pinned.values()),
+                pinned_entries=len(self._pinned),
+            )
+            return s
+
+    def snapshot(self) -> dict[str, int]:
+        """Current counter values (pass to :meth:`diff` later)."""
+        return self._snapshot()
+
+    def diff(self, before: dict[str, int]) -> dict[str, int]:
+        """Counter changes since ``before`` (from :meth:`snapshot`)."""
+        now = self._snapshot()
+        return {k: now[k] - before.get(k, 0) for k in _COUNTED}
+
+    @contextmanager
+    def counter(self) -> Iterator[StoreCounter]:
+        """``with store.counter() as c: ...; c.bytes_fetched, c.chunks_fetched``."""
+        c = StoreCounter(self)
+        try:
+            yield c
+        finally:
+            c.close()
