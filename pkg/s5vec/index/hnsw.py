@@ -1,0 +1,865 @@
+"""HNSW graph index (Malkov & Yashunin, 2016/2018) in pure Python + NumPy.
+
+Layout (``n`` = slots in use, slots are append-only until :meth:`HNSWIndex.vacuum` compacts):
+
+- ``_vecs``  float32 ``[cap, dim]``: vectors *prepared* for the metric (unit length for cosine);
+  ``_sq`` their squared norms (used by the l2 kernel).
+- ``_ids`` / ``_meta`` per slot lists, ``_slot`` live id -> slot, ``_ts`` float64 timestamps,
+  ``_levels`` int32 top layer of each node, ``_dead`` bool tombstones.
+- layer 0: ``_nb0`` int32 ``[cap, 2M]`` neighbour rows, packed left and padded with -1,
+  ``_cnt0`` int32 counts; layers >= 1: ``_up[l - 1]`` dict slot -> int32 array (at most M).
+
+Search hot loop: for each popped candidate its unvisited neighbours are gathered with one
+fancy index and their distances computed with one :func:`s5vec.kernels.distances` call; the
+visited set is a generation-stamped int32 array, the heaps are :mod:`heapq`.
+
+Tombstoned and filtered-out nodes are traversed but never returned.  With a filter (or
+tombstones) the layer-0 search keeps expanding until ``ef`` *accepted* nodes are held (the
+hnswlib rule), so it only runs dry when every node reachable from the entry point has been
+visited; the remaining nodes (unreachable, e.g. after heavy deletion) are then scanned in
+distance order, so a search returns ``k`` results whenever ``k`` matching records exist.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .. import kernels
+from ..errors import FormatError, InvalidArgumentError, UnknownIdError
+from ..filters import Filter, fields_of, parse as parse_filter
+from .base import ChunkReader, ChunkWriter
+
+_INF = float("inf")
+_MAX_LEVEL = 30
+_FORMAT_VERSION = 1
+_EF_LIMIT = 1_000_000
+
+
+def _check_int(name: str, value: object, lo: int, hi: int = 1 << 31) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+        raise InvalidArgumentError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+class HNSWIndex:
+    """Hierarchical navigable small world graph; see the module docstring for the layout."""
+
+    kind = "hnsw"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.dim = _check_int("dim", dim, 1, 1 << 20)
+        self.metric = kernels.check_metric(metric)
+        self.M = _check_int("M", M, 2, 1024)
+        self.ef_construction = _check_int("ef_construction", ef_construction, 1, _EF_LIMIT)
+        self.ef_search = _check_int("ef_search", ef_search, 1, _EF_LIMIT)
+        self.seed = _check_int("seed", seed, 0, (1 << 63) - 1)
+        self.M0 = 2 * self.M
+        #: candidates expanded per step of the beam search (1 = the paper's loop); batching cuts
+        #: NumPy calls per distance computed, which is what costs in CPython and even more in Pyodide
+        self.expand_batch = 4
+        self._mult = 1.0 / math.log(self.M)
+        self._inserted = 0  # total insertions ever; seeds the level RNG of each batch
+        self._reset(16)
+
+    # ------------------------------------------------------------------ storage
+
+    def _reset(self, cap: int) -> None:
+        self._n = 0
+        self._cap = cap
+        self._vecs = np.zeros((cap, self.dim), dtype=np.float32)
+        self._sq = np.zeros(cap, dtype=np.float32)
+        self._ts = np.zeros(cap, dtype=np.float64)
+        self._levels = np.zeros(cap, dtype=np.int32)
+        self._dead = np.zeros(cap, dtype=bool)
+        self._nb0 = np.full((cap, self.M0), -1, dtype=np.int32)
+        self._cnt0 = np.zeros(cap, dtype=np.int32)
+        self._visit = np.zeros(cap + 1, dtype=np.int32)  # [cap] is the sentinel for padding -1
+        self._scratch = np.zeros(cap + 1, dtype=np.int32)
+        self._stamp = 0
+        self._ids: list[str] = []
+        self._meta: list[dict[str, Any]] = []
+        self._slot: dict[str, int] = {}
+        self._up: list[dict[int, np.ndarray]] = []
+        self._entry = -1
+        self._max_level = -1
+        self._n_dead = 0
+
+    def _reserve(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = self._cap
+        while cap < need:
+            cap *= 2
+
+        def grow(a: np.ndarray, fill: Any = 0) -> np.ndarray:
+            out = np.full((cap,) + a.shape[1:], fill, dtype=a.dtype)
+            out[: self._n] = a[: self._n]
+            return out
+
+        self._vecs = grow(self._vecs)
+        self._sq = grow(self._sq)
+        self._ts = grow(self._ts)
+        self._levels = grow(self._levels)
+        self._dead = grow(self._dead, False)
+        self._nb0 = grow(self._nb0, -1)
+        self._cnt0 = grow(self._cnt0)
+        self._visit = np.zeros(cap + 1, dtype=np.int32)
+        self._scratch = np.zeros(cap + 1, dtype=np.int32)
+        self._stamp = 0
+        self._cap = cap
+
+    def _new_stamp(self) -> int:
+        self._stamp += 1
+        if self._stamp >= 2**31 - 1:
+            self._visit[:] = 0
+            self._stamp = 1
+        self._visit[-1] = self._stamp
+        return self._stamp
+
+    def _neighbours(self, s: int, level: int) -> np.ndarray:
+        if level == 0:
+            return self._nb0[s, : self._cnt0[s]]
+        return self._up[level - 1][s]
+
+    def _dist(self, q: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        return kernels.distances(q, self._vecs[slots], self.metric, self._sq[slots])
+
+    # ------------------------------------------------------------------ public accessors
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._slot
+
+    def _live_slot(self, id: str) -> int:
+        try:
+            return self._slot[id]
+        except (KeyError, TypeError):
+            raise UnknownIdError(f"unknown id {id!r}") from None
+
+    def metadata(self, id: str) -> dict[str, Any]:
+        return dict(self._meta[self._live_slot(id)])
+
+    def timestamp(self, id: str) -> float:
+        return float(self._ts[self._live_slot(id)])
+
+    def vector(self, id: str) -> np.ndarray:
+        """The stored vector (as prepared for the metric: unit length for cosine)."""
+        return self._vecs[self._live_slot(id)].copy()
+
+    def ids(self) -> list[str]:
+        return [self._ids[s] for s in np.flatnonzero(~self._dead[: self._n]).tolist()]
+
+    def items(self) -> Iterator[tuple[str, np.ndarray, dict[str, Any], float]]:
+        """(id, vector, metadata, timestamp) of every live record, in slot order."""
+        for s in np.flatnonzero(~self._dead[: self._n]).tolist():
+            yield self._ids[s], self._vecs[s].copy(), dict(self._meta[s]), float(self._ts[s])
+
+    def chunks_for(self, query: np.ndarray, k: int = 10, **params: Any) -> list[str]:
+        return []  # loaded whole
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "live": len(self),
+            "slots": self._n,
+            "tombstones": self._n_dead,
+            "max_level": self._max_level,
+            "entry": self._entry,
+        }
+
+    # ------------------------------------------------------------------ mutation
+
+    def _validate_batch(
+        self,
+        ids: Sequence[str],
+        vectors: object,
+        metadata: Sequence[Mapping[str, Any]] | None,
+        timestamps: Sequence[float] | None,
+    ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError("ids must be a sequence of strings")
+        ids = list(ids)
+        for i in ids:
+            if not isinstance(i, str):
+                raise InvalidArgumentError(f"ids must be strings, got {type(i).__name__}")
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise InvalidArgumentError(f"duplicate id {dup!r} in batch")
+        n = len(ids)
+        if n == 0:
+            arr = np.asarray(vectors, dtype=np.float32) if vectors is not None else np.empty((0, self.dim))
+            if arr.size != 0:
+                raise InvalidArgumentError("got vectors but no ids")
+            return ids, np.empty((0, self.dim), np.float32), [], np.empty(0, np.float64)
+        mat = kernels.as_matrix(vectors, self.dim)
+        if mat.shape[0] != n:
+            raise InvalidArgumentError(f"{n} ids but {mat.shape[0]} vectors")
+        if metadata is None:
+            metas: list[dict[str, Any]] = [{} for _ in range(n)]
+        else:
+            if isinstance(metadata, Mapping) or not isinstance(metadata, Iterable):
+                raise InvalidArgumentError("metadata must be a sequence of dicts, one per id")
+            metas = []
+            for m in metadata:
+                if m is None:
+                    metas.append({})
+                elif isinstance(m, Mapping):
+                    metas.append(dict(m))
+                else:
+                    raise InvalidArgumentError(f"metadata must be dicts, got {type(m).__name__}")
+            if len(metas) != n:
+                raise InvalidArgumentError(f"{n} ids but {len(metas)} metadata entries")
+        if timestamps is None:
+            ts = np.full(n, time.time(), dtype=np.float64)
+        else:
+            try:
+                ts = np.asarray(list(timestamps), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InvalidArgumentError("timestamps must be numbers (Unix seconds)") from None
+            if ts.shape != (n,):
+                raise InvalidArgumentError(f"{n} ids but {ts.size} timestamps")
+            if not np.isfinite(ts).all():
+                raise InvalidArgumentError("timestamps must be finite")
+        return ids, mat, metas, ts
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        timestamps: Sequence[float] | None = None,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> None:
+        """Insert records; an id already present is replaced (its old slot is tombstoned)."""
+        ids, mat, metas, ts = self._validate_batch(ids, vectors, metadata, timestamps)
+        total = len(ids)
+        if total == 0:
+            return
+        prepared = kernels.prepare(mat, self.metric)
+        sq = kernels.sq_norms(prepared)
+        rng = np.random.default_rng([self.seed, self._inserted])
+        u = 1.0 - rng.random(total)  # in (0, 1]
+        levels = np.minimum((-np.log(u) * self._mult).astype(np.int64), _MAX_LEVEL).tolist()
+        self._inserted += total
+        self._reserve(self._n + total)
+        every = max(1, min(1000, total // 100))
+        for i in range(total):
+            old = self._slot.get(ids[i])
+            if old is not None:
+                self._tombstone(old)
+            s = self._n
+            self._n += 1
+            self._vecs[s] = prepared[i]
+            self._sq[s] = sq[i]
+            self._ts[s] = ts[i]
+            self._levels[s] = levels[i]
+            self._ids.append(ids[i])
+            self._meta.append(metas[i])
+            self._slot[ids[i]] = s
+            self._insert_slot(s, levels[i])
+            if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
+                progress(i + 1, total)
+
+    def _tombstone(self, s: int) -> None:
+        self._dead[s] = True
+        self._n_dead += 1
+        del self._slot[self._ids[s]]
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Tombstone records (they stay in the graph for routing until :meth:`vacuum`)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = list(dict.fromkeys(ids))
+        missing = [i for i in ids if not isinstance(i, str) or i not in self._slot]
+        if missing:
+            raise UnknownIdError(f"unknown id {missing[0]!r}")
+        for i in ids:
+            self._tombstone(self._slot[i])
+        return len(ids)
+
+    # ------------------------------------------------------------------ graph construction
+
+    def _heuristic(self, ds: np.ndarray, cands: np.ndarray, m: int, keep_pruned: bool = False) -> np.ndarray:
+        """Algorithm 4: ``cands`` sorted by distance ``ds`` to the base; keep a candidate only if
+        it is closer to the base than to every neighbour already kept."""
+        n = cands.shape[0]
+        if n <= m:
+            return cands
+        sub = self._vecs[cands]
+        sq = self._sq[cands]
+        metric = self.metric
+        # Candidates still eligible are the set bits of ``ok`` (bit j = j-th nearest to the base).
+        # Selecting i discards every later j that is closer to i than to the base.  One distance
+        # row per *selected* candidate (not a full pairwise matrix: a small sgemm is slower than
+        # a few gemv calls once OpenBLAS decides to thread it).
+        ok = (1 << n) - 1
+        sel: list[int] = []
+        while ok and len(sel) < m:
+            i = (ok & -ok).bit_length() - 1
+            sel.append(i)
+            j = i + 1
+            if j >= n:
+                break
+            bad = kernels.distances(sub[i], sub[j:], metric, sq[j:]) < ds[j:]
+            ok &= ~((int.from_bytes(np.packbits(bad, bitorder="little").tobytes(), "little") << j) | (1 << i))
+        if keep_pruned and len(sel) < m:
+            chosen = set(sel)
+            sel.extend([j for j in range(n) if j not in chosen][: m - len(sel)])
+            sel.sort()
+        return cands[sel]
+
+    def _greedy(self, q: np.ndarray, ep: int, dep: float, level: int) -> tuple[int, float]:
+        """ef=1 descent on an upper layer."""
+        for _ in range(self._n + 1):  # each step strictly decreases the distance
+            nb = self._up[level - 1][ep]
+            if nb.shape[0] == 0:
+                break
+            d = self._dist(q, nb)
+            j = int(d.argmin())
+            dj = float(d[j])
+            if dj >= dep:
+                break
+            ep, dep = int(nb[j]), dj
+        return ep, dep
+
+    def _search_layer(
+        self,
+        q: np.ndarray,
+        eps: list[tuple[float, int]],
+        ef: int,
+        level: int,
+        accept: Callable[[np.ndarray], list[bool]] | None = None,
+    ) -> list[tuple[float, int]]:
+        """Beam search on one layer; returns up to ``ef`` accepted (distance, slot), best first.
+
+        ``accept(slots) -> list[bool]`` decides which nodes may be *returned*; all are traversed.
+        """
+        stamp = self._new_stamp()
+        visit = self._visit
+        vecs = self._vecs
+        sq = self._sq
+        metric = self.metric
+        dist = kernels.distances
+        push, pop, pushpop = heapq.heappush, heapq.heappop, heapq.heappushpop
+        if level == 0:
+            nb0 = self._nb0
+        else:
+            upl = self._up[level - 1]
+        cand = list(eps)
+        heapq.heapify(cand)
+        res: list[tuple[float, int]] = []  # max-heap by -distance
+        ep_slots = np.fromiter((s for _, s in eps), dtype=np.int64, count=len(eps))
+        visit[ep_slots] = stamp
+        oks = accept(ep_slots) if accept is not None else None
+        for j, (d, s) in enumerate(eps):
+            if oks is None or oks[j]:
+                if len(res) < ef:
+                    push(res, (-d, s))
+                elif d < -res[0][0]:
+                    pushpop(res, (-d, s))
+        bound = -res[0][0] if len(res) >= ef else _INF
+        need_sq = metric == "l2"
+        batch = self.expand_batch
+        scratch = self._scratch
+        arange = np.arange(batch * self.M0, dtype=np.int32)
+        for _ in range(self._n + 1):  # every slot enters the candidate heap at most once
+            if not cand:
+                break
+            d, c = pop(cand)
+            if d > bound:
+                break
+            # Expand up to ``batch`` candidates that are all within the bound in one go: one
+            # gather, one visited test, one distance call for all of their neighbours.
+            if batch > 1 and cand and cand[0][0] <= bound:
+                cs = [c]
+                while cand and len(cs) < batch and cand[0][0] <= bound:
+                    cs.append(pop(cand)[1])
+                if level == 0:
+                    nb = nb0[cs].ravel()
+                else:
+                    nb = np.concatenate([upl[x] for x in cs])
+                nb = nb[visit[nb] != stamp]  # padding -1 hits the sentinel, always "visited"
+                if nb.shape[0] == 0:
+                    continue
+                # drop duplicates (shared neighbours): last write wins in the scratch array
+                ar = arange[: nb.shape[0]]
+                scratch[nb] = ar
+                nb = nb[scratch[nb] == ar]
+            else:
+                nb = nb0[c] if level == 0 else upl[c]
+                nb = nb[visit[nb] != stamp]
+                if nb.shape[0] == 0:
+                    continue
+            visit[nb] = stamp
+            ds = dist(q, vecs[nb], metric, sq[nb] if need_sq else None)
+            if bound != _INF:
+                keep = ds < bound
+                nb = nb[keep]
+                if nb.shape[0] == 0:
+                    continue
+                ds = ds[keep]
+            oks = accept(nb) if accept is not None else None
+            for j, (dd, s) in enumerate(zip(ds.tolist(), nb.tolist())):
+                if dd < bound:
+                    push(cand, (dd, s))
+                    if oks is None or oks[j]:
+                        if len(res) < ef:
+                            push(res, (-dd, s))
+                            if len(res) >= ef:
+                                bound = -res[0][0]
+                        else:
+                            pushpop(res, (-dd, s))
+                            bound = -res[0][0]
+        out = [(-nd, s) for nd, s in res]
+        out.sort()
+        return out
+
+    def _insert_slot(self, s: int, level: int) -> None:
+        """Connect slot ``s`` (vector already stored) into the graph on layers 0..level."""
+        if self._entry < 0:
+            self._entry, self._max_level = s, level
+            while len(self._up) < level:
+                self._up.append({})
+            for l in range(1, level + 1):
+                self._up[l - 1].setdefault(s, np.empty(0, dtype=np.int32))
+            return
+        q = self._vecs[s]
+        ep = self._entry
+        dep = float(self._dist(q, np.array([ep]))[0])
+        for l in range(self._max_level, level, -1):
+            ep, dep = self._greedy(q, ep, dep, l)
+        eps = [(dep, ep)]
+        while len(self._up) < level:
+            self._up.append({})
+        for l in range(min(level, self._max_level), -1, -1):
+            found = self._search_layer(q, eps, self.ef_construction, l)
+            if found:
+                ds = np.fromiter((p[0] for p in found), dtype=np.float32, count=len(found))
+                cs = np.fromiter((p[1] for p in found), dtype=np.int32, count=len(found))
+                sel = self._heuristic(ds, cs, self.M)
+            else:
+                sel = np.empty(0, dtype=np.int32)
+            if l == 0:
+                self._nb0[s, : sel.shape[0]] = sel
+                self._nb0[s, sel.shape[0] :] = -1
+                self._cnt0[s] = sel.shape[0]
+            else:
+                self._up[l - 1][s] = sel.astype(np.int32)
+            for e in sel.tolist():
+                self._add_link(e, s, l)
+            if found:
+                eps = found
+        for l in range(self._max_level + 1, level + 1):
+            self._up[l - 1][s] = np.empty(0, dtype=np.int32)
+        if level > self._max_level:
+            self._entry, self._max_level = s, level
+
+    def _add_link(self, e: int, s: int, level: int) -> None:
+        """Add the edge e -> s; if e's list overflows, shrink it with the heuristic."""
+        if level == 0:
+            c = int(self._cnt0[e])
+            row = self._nb0[e, :c]
+            if c < self.M0:
+                if not (row == s).any():
+                    self._nb0[e, c] = s
+                    self._cnt0[e] = c + 1
+                return
+            mmax = self.M0
+        else:
+            row = self._up[level - 1][e]
+            if row.shape[0] < self.M:
+                if not (row == s).any():
+                    self._up[level - 1][e] = np.append(row, np.int32(s))
+                return
+            mmax = self.M
+        if (row == s).any():
+            return
+        cands = np.append(row, np.int32(s))
+        d = self._dist(self._vecs[e], cands)
+        order = np.argsort(d, kind="stable")
+        sel = self._heuristic(d[order], cands[order], mmax)
+        self._set_row(e, level, sel)
+
+    def _set_row(self, e: int, level: int, sel: np.ndarray) -> None:
+        if level == 0:
+            k = sel.shape[0]
+            self._nb0[e, :k] = sel
+            self._nb0[e, k:] = -1
+            self._cnt0[e] = k
+        else:
+            self._up[level - 1][e] = sel.astype(np.int32)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        filter: Filter | Mapping[str, Any] | None = None,
+        ef: int | None = None,
+        **params: Any,
+    ) -> list[tuple[str, float]]:
+        """Best ``k`` (id, distance) for one query, best first. ``ef`` widens the beam
+        (default ``ef_search``, never below ``k``); other keyword parameters are ignored."""
+        k = kernels.check_k(k)
+        if ef is not None:
+            ef = _check_int("ef", ef, 1, _EF_LIMIT)
+        flt = filter if isinstance(filter, Filter) or filter is None else parse_filter(filter)
+        q = kernels.prepare(kernels.as_vector(query, self.dim)[None, :], self.metric)[0]
+        if not self._slot:
+            return []
+        ef = max(ef or self.ef_search, k)
+        accept = self._acceptor(flt)
+        ep = self._entry
+        dep = float(self._dist(q, np.array([ep]))[0])
+        for l in range(self._max_level, 0, -1):
+            ep, dep = self._greedy(q, ep, dep, l)
+        res = self._search_layer(q, [(dep, ep)], ef, 0, accept)
+        if len(res) < k:
+            res = self._scan_rest(q, res, k, accept)
+        return [(self._ids[s], d) for d, s in res[:k]]
+
+    def _acceptor(self, flt: Filter | None) -> Callable[[np.ndarray], list[bool]] | None:
+        if flt is None and self._n_dead == 0:
+            return None
+        dead = self._dead
+        if flt is None:
+            return lambda slots: (~dead[slots]).tolist()
+        cache: dict[int, bool] = {}
+        meta, ts = self._meta, self._ts
+
+        def accept(slots: np.ndarray) -> list[bool]:
+            out = []
+            for s, dd in zip(slots.tolist(), dead[slots].tolist()):
+                if dd:
+                    out.append(False)
+                    continue
+                ok = cache.get(s)
+                if ok is None:
+                    ok = cache[s] = bool(flt.matches(fields_of(meta[s], float(ts[s]))))
+                out.append(ok)
+            return out
+
+        return accept
+
+    def _scan_rest(
+        self, q: np.ndarray, res: list[tuple[float, int]], k: int, accept: Callable[[np.ndarray], list[bool]] | None
+    ) -> list[tuple[float, int]]:
+        """The traversal ran dry before finding k accepted nodes, so it visited every node
+        reachable from the entry point; scan the others (live, unvisited) in distance order."""
+        n = self._n
+        rest = np.flatnonzero((self._visit[:n] != self._stamp) & ~self._dead[:n])
+        if rest.shape[0] == 0:
+            return res
+        d = self._dist(q, rest)
+        order = np.argsort(d, kind="stable")
+        out = list(res)
+        step = max(64, 4 * k)
+        for lo in range(0, order.shape[0], step):
+            part = order[lo : lo + step]
+            slots = rest[part]
+            oks = accept(slots) if accept is not None else [True] * slots.shape[0]
+            for dd, s, ok in zip(d[part].tolist(), slots.tolist(), oks):
+                if ok:
+                    out.append((dd, s))
+            if len(out) >= k:
+                break
+        out.sort()
+        return out
+
+    # ------------------------------------------------------------------ vacuum
+
+    def vacuum(self) -> int:
+        """Remove tombstoned nodes for real, repair the links that pointed at them, compact slots.
+
+        Each live node that lost neighbours re-picks them (heuristic) among its surviving
+        neighbours and the surviving neighbours of the removed ones.  Returns the number removed.
+        """
+        n = self._n
+        dead = self._dead[:n].copy()
+        removed = int(dead.sum())
+        if removed == 0:
+            return 0
+        if removed == n:
+            inserted = self._inserted
+            self._reset(16)
+            self._inserted = inserted
+            return removed
+        dead_x = np.append(dead, False)  # index -1 (padding) -> not dead
+        # layer 0
+        nb0, cnt0 = self._nb0, self._cnt0
+        hit = dead_x[nb0[:n]].any(axis=1) & ~dead
+        for s in np.flatnonzero(hit).tolist():
+            row = nb0[s, : cnt0[s]]
+            lost = row[dead[row]]
+            pool = [row]
+            pool.extend(nb0[x, : cnt0[x]] for x in lost.tolist())
+            self._repair(s, 0, np.concatenate(pool), dead, self.M0)
+        # upper layers
+        for l in range(1, len(self._up) + 1):
+            layer = self._up[l - 1]
+            for s, row in list(layer.items()):
+                if dead[s] or row.shape[0] == 0 or not dead[row].any():
+                    continue
+                pool = [row]
+                pool.extend(layer[x] for x in row[dead[row]].tolist())
+                self._repair(s, l, np.concatenate(pool), dead, self.M)
+        # compact
+        live = np.flatnonzero(~dead)
+        m = live.shape[0]
+        remap = np.full(n + 1, -1, dtype=np.int32)  # last entry maps padding -1 -> -1
+        remap[live] = np.arange(m, dtype=np.int32)
+        rows = remap[nb0[live]]
+        order = np.argsort(rows < 0, axis=1, kind="stable")
+        rows = np.take_along_axis(rows, order, axis=1)
+        ups: list[dict[int, np.ndarray]] = []
+        for layer in self._up:
+            new: dict[int, np.ndarray] = {}
+            for s in sorted(layer):
+                if not dead[s]:
+                    r = remap[layer[s]]
+                    new[int(remap[s])] = r[r >= 0].astype(np.int32)
+            ups.append(new)
+        vecs, sq, ts, levels = self._vecs[live], self._sq[live], self._ts[live], self._levels[live]
+        ids = [self._ids[s] for s in live.tolist()]
+        meta = [self._meta[s] for s in live.tolist()]
+        inserted = self._inserted
+        cap = 16
+        while cap < m:
+            cap *= 2
+        self._reset(cap)
+        self._inserted = inserted
+        self._n = m
+        self._vecs[:m], self._sq[:m], self._ts[:m], self._levels[:m] = vecs, sq, ts, levels
+        self._nb0[:m] = rows
+        self._cnt0[:m] = (rows >= 0).sum(axis=1)
+        self._ids, self._meta = ids, meta
+        self._slot = {i: s for s, i in enumerate(ids)}
+        top = int(levels.max())
+        self._up = ups[:top]
+        self._max_level = top
+        self._entry = int(np.flatnonzero(levels == top)[0])
+        # nodes left without any layer-0 neighbour are re-linked by a fresh search
+        if m > 1:
+            for s in np.flatnonzero(self._cnt0[:m] == 0).tolist():
+                self._relink0(s)
+        return removed
+
+    def _relink0(self, s: int) -> None:
+        """Give an isolated node layer-0 neighbours by a search from the entry point."""
+        q = self._vecs[s]
+        if s == self._entry:
+            others = np.flatnonzero(self._cnt0[: self._n] > 0)
+            if others.shape[0] == 0:
+                others = np.array([1 if s == 0 else 0])
+            ep = int(others[0])
+            dep = float(self._dist(q, np.array([ep]))[0])
+        else:
+            ep = self._entry
+            dep = float(self._dist(q, np.array([ep]))[0])
+            for l in range(self._max_level, 0, -1):
+                ep, dep = self._greedy(q, ep, dep, l)
+        found = [p for p in self._search_layer(q, [(dep, ep)], self.ef_construction, 0) if p[1] != s]
+        if not found:
+            return
+        ds = np.fromiter((p[0] for p in found), dtype=np.float32, count=len(found))
+        cs = np.fromiter((p[1] for p in found), dtype=np.int32, count=len(found))
+        sel = self._heuristic(ds, cs, self.M)
+        self._set_row(s, 0, sel)
+        for e in sel.tolist():
+            self._add_link(e, s, 0)
+
+    def _repair(self, s: int, level: int, pool: np.ndarray, dead: np.ndarray, mmax: int) -> None:
+        pool = np.unique(pool[pool >= 0])
+        pool = pool[~dead[pool] & (pool != s)]
+        if pool.shape[0] < self.M:  # too few: widen to two hops through the survivors
+            extra = [self._neighbours(x, level) for x in pool.tolist()]
+            if extra:
+                pool = np.unique(np.concatenate([pool, *extra]))
+                pool = pool[~dead[pool] & (pool != s)]
+        if pool.shape[0] == 0:
+            self._set_row(s, level, pool.astype(np.int32))
+            return
+        d = self._dist(self._vecs[s], pool)
+        order = np.argsort(d, kind="stable")[: max(2 * mmax, self.ef_construction)]
+        sel = self._heuristic(d[order], pool[order].astype(np.int32), mmax)
+        self._set_row(s, level, sel)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, writer: ChunkWriter, chunk_rows: int = 4096) -> dict[str, Any]:
+        """Write "hnsw_nodes" chunks (ids, vectors, metadata, timestamps, levels per slot range),
+        "hnsw_links" chunks (tombstones and layer-0 rows for the same ranges) and one
+        "hnsw_upper" chunk (upper layers as CSR, entry point, params).  Ranges start at multiples
+        of ``chunk_rows``, so an unchanged range yields byte-identical chunks."""
+        chunk_rows = _check_int("chunk_rows", chunk_rows, 1, 1 << 24)
+        n = self._n
+        nodes: list[str] = []
+        links: list[str] = []
+        for lo in range(0, n, chunk_rows):
+            hi = min(n, lo + chunk_rows)
+            nodes.append(
+                writer.put(
+                    "hnsw_nodes",
+                    {
+                        "start": lo,
+                        "ids": self._ids[lo:hi],
+                        "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
+                        "metadata": self._meta[lo:hi],
+                        "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
+                        "levels": np.ascontiguousarray(self._levels[lo:hi]),
+                    },
+                )
+            )
+            links.append(
+                writer.put(
+                    "hnsw_links",
+                    {
+                        "start": lo,
+                        "deleted": self._dead[lo:hi].astype(np.uint8),
+                        "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
+                    },
+                )
+            )
+        layers = []
+        for layer in self._up:
+            keys = sorted(layer)
+            rows = [layer[s] for s in keys]
+            offsets = np.zeros(len(keys) + 1, dtype=np.int32)
+            if rows:
+                offsets[1:] = np.cumsum([r.shape[0] for r in rows])
+            flat = np.concatenate(rows).astype(np.int32) if rows else np.empty(0, np.int32)
+            layers.append({"nodes": np.asarray(keys, dtype=np.int32), "offsets": offsets, "links": flat})
+        upper = writer.put(
+            "hnsw_upper",
+            {
+                "count": n,
+                "entry": self._entry,
+                "max_level": self._max_level,
+                "inserted": self._inserted,
+                "layers": layers,
+            },
+        )
+        return {
+            "kind": self.kind,
+            "version": _FORMAT_VERSION,
+            "dim": self.dim,
+            "metric": self.metric,
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "seed": self.seed,
+            "count": n,
+            "live": len(self),
+            "chunk_rows": chunk_rows,
+            "nodes": nodes,
+            "links": links,
+            "upper": upper,
+        }
+
+    @classmethod
+    def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HNSWIndex":
+        try:
+            if desc.get("kind") != cls.kind or desc.get("version") != _FORMAT_VERSION:
+                raise FormatError(f"not an hnsw v{_FORMAT_VERSION} descriptor")
+            idx = cls(
+                desc["dim"],
+                desc["metric"],
+                M=desc["M"],
+                ef_construction=desc["ef_construction"],
+                ef_search=desc["ef_search"],
+                seed=desc["seed"],
+            )
+            n = int(desc["count"])
+            rows = int(desc["chunk_rows"])
+            nodes, links = list(desc["nodes"]), list(desc["links"])
+            want = -(-n // rows) if n else 0
+            if len(nodes) != want or len(links) != want:
+                raise FormatError("hnsw descriptor chunk lists do not match its count")
+            cap = 16
+            while cap < n:
+                cap *= 2
+            idx._reset(cap)
+            ids: list[str] = []
+            meta: list[dict[str, Any]] = []
+            for c, (ncid, lcid) in enumerate(zip(nodes, links)):
+                lo, hi = c * rows, min(n, (c + 1) * rows)
+                nb, lb = reader.get(ncid, "hnsw_nodes"), reader.get(lcid, "hnsw_links")
+                if int(nb["start"]) != lo or int(lb["start"]) != lo:
+                    raise FormatError("hnsw chunk out of order")
+                r = hi - lo
+                cids, cmeta = list(nb["ids"]), list(nb["metadata"])
+                if len(cids) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids):
+                    raise FormatError("hnsw_nodes chunk has the wrong number of ids or metadata")
+                if not all(isinstance(m, Mapping) for m in cmeta):
+                    raise FormatError("hnsw_nodes metadata must be maps")
+                ids.extend(cids)
+                meta.extend(dict(m) for m in cmeta)
+                idx._vecs[lo:hi] = _arr(nb["vectors"], np.float32, (r, idx.dim))
+                idx._ts[lo:hi] = _arr(nb["timestamps"], np.float64, (r,))
+                idx._levels[lo:hi] = _arr(nb["levels"], np.int32, (r,))
+                idx._dead[lo:hi] = _arr(lb["deleted"], np.uint8, (r,)) != 0
+                idx._nb0[lo:hi] = _arr(lb["layer0"], np.int32, (r, idx.M0))
+            up = reader.get(desc["upper"], "hnsw_upper")
+            if int(up["count"]) != n:
+                raise FormatError("hnsw_upper chunk does not match the descriptor")
+            idx._n = n
+            idx._sq[:n] = kernels.sq_norms(idx._vecs[:n])
+            nb0 = idx._nb0[:n]
+            valid = nb0 >= 0
+            if (nb0 >= n).any() or (nb0 < -1).any() or (valid[:, 1:] & ~valid[:, :-1]).any():
+                raise FormatError("hnsw layer-0 links out of range or not packed")
+            idx._cnt0[:n] = valid.sum(axis=1)
+            idx._ids, idx._meta = ids, meta
+            idx._slot = {ids[s]: s for s in np.flatnonzero(~idx._dead[:n]).tolist()}
+            if len(idx._slot) != n - int(idx._dead[:n].sum()):
+                raise FormatError("hnsw chunk holds a live id twice")
+            idx._n_dead = n - len(idx._slot)
+            for layer in up["layers"]:
+                keys = _arr(layer["nodes"], np.int32, None)
+                offs = _arr(layer["offsets"], np.int64, (keys.shape[0] + 1,))
+                flat = _arr(layer["links"], np.int32, None)
+                if offs[0] != 0 or offs[-1] != flat.shape[0] or (np.diff(offs) < 0).any() or (
+                    np.diff(offs) > idx.M
+                ).any():
+                    raise FormatError("hnsw upper layer offsets are inconsistent")
+                if ((keys < 0) | (keys >= n)).any() or ((flat < 0) | (flat >= n)).any():
+                    raise FormatError("hnsw upper layer links out of range")
+                idx._up.append(
+                    {int(s): flat[offs[j] : offs[j + 1]].copy() for j, s in enumerate(keys.tolist())}
+                )
+            idx._entry, idx._max_level = int(up["entry"]), int(up["max_level"])
+            idx._inserted = int(up["inserted"])
+            if n and not (0 <= idx._entry < n and idx._max_level == len(idx._up)):
+                raise FormatError("hnsw entry point or level count is inconsistent")
+            return idx
+        except FormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise FormatError(f"malformed hnsw index: {exc!r}") from None
+
+
+def _arr(value: Any, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:
+    a = np.asarray(value, dtype=dtype)
+    if shape is None:
+        a = a.reshape(-1)
+    elif a.shape != shape:
+        if a.size == 0 and math.prod(shape) == 0:
+            return np.zeros(shape, dtype=dtype)
+        raise FormatError(f"hnsw array has shape {a.shape}, expected {shape}")
+    return a
