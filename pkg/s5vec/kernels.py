@@ -130,3 +130,44 @@ def check_k(k: object, limit: int = 10_000) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= limit:
         raise InvalidArgumentError(f"k must be an integer in 1..{limit}, got {k!r}")
     return int(k)
+
+
+def subspace_distances(
+    query: np.ndarray, codebooks: np.ndarray, metric: str, codebook_sq: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-subspace distances for product quantization (asymmetric distance tables).
+
+    ``query`` has shape (m, dsub) (one prepared query split into m subvectors), ``codebooks``
+    has shape (m, ksub, dsub). Returns an (m, ksub) float32 table: squared Euclidean distances
+    for ``l2``, negated inner products otherwise (summing a row choice per subspace gives the
+    ``l2`` distance or ``-q.x`` of the reconstructed vector; a cosine caller adds 1).
+    """
+    dots = np.matmul(codebooks, query[:, :, None])[:, :, 0]
+    if metric == "l2":
+        if codebook_sq is None:
+            codebook_sq = np.einsum("mkd,mkd->mk", codebooks, codebooks, dtype=np.float32)
+        q_sq = np.einsum("md,md->m", query, query, dtype=np.float32)
+        d = codebook_sq - 2.0 * dots + q_sq[:, None]
+        return np.maximum(d, 0.0, out=d).astype(np.float32, copy=False)
+    return (-dots).astype(np.float32, copy=False)
+
+
+def nearest(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index of, and distance to, the nearest row of ``data`` for every prepared query row.
+
+    Same distances as :func:`batch_distances`, but the per-query constant of ``l2`` is added
+    only after the argmin, which saves passes over the (nq, n) matrix (k-means assignment).
+    """
+    dots = queries @ data.T
+    rows = np.arange(dots.shape[0])
+    if metric == "l2":
+        if data_sq is None:
+            data_sq = sq_norms(data)
+        dots *= -2.0
+        dots += data_sq[None, :]
+        idx = dots.argmin(axis=1)
+        d = dots[rows, idx] + sq_norms(queries)
+        return idx, np.maximum(d, 0.0, out=d)
+    idx = dots.argmax(axis=1)
+    best = dots[rows, idx]
+    return idx, (1.0 - best if metric == "cosine" else -best).astype(np.float32, copy=False)

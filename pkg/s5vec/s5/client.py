@@ -162,6 +162,11 @@ class PortalClient(_Counters):
     def blob_url(self, portal: str, cid: str) -> str:
         return f"{portal}/s5/blob/{urllib.parse.quote(cid, safe='')}"
 
+    @staticmethod
+    def reload_url(url: str) -> str:
+        """The same blob under a URL no HTTP cache holds (portals ignore the query)."""
+        return f"{url}?reload={uuid.uuid4().hex[:12]}"
+
     def _mark_bad(self, cid: str, portal: str) -> None:
         with self._lock:
             self._bad.setdefault(cid, set()).add(portal)
@@ -224,9 +229,17 @@ class PortalClient(_Counters):
             if status == 200 and isinstance(body, bytes):
                 try:
                     verify(cid, body)
-                except IntegrityError as e:
-                    self._mark_bad(cid, portal)
-                    return "integrity", str(e)
+                except IntegrityError:
+                    # A browser may have cached bad bytes (blobs are served immutable with the CID as
+                    # ETag, so revalidation cannot help): ask once more under a URL no cache holds.
+                    status, body = self._get_once(self.reload_url(url))
+                    try:
+                        if status != 200 or not isinstance(body, bytes):
+                            raise IntegrityError(f"portal {portal} served bytes that do not match {cid}")
+                        verify(cid, body)
+                    except IntegrityError as e:
+                        self._mark_bad(cid, portal)
+                        return "integrity", str(e)
                 return "ok", body
             if status == 404:
                 return "notfound", "404 not found"
@@ -345,10 +358,17 @@ class PortalClient(_Counters):
                         body = await asyncio.wait_for(resp.bytes(), self.timeout)
                         try:
                             verify(cid, body)
-                        except IntegrityError as e:
-                            self._mark_bad(cid, portal)
-                            outcome = ("integrity", str(e))
-                            break
+                        except IntegrityError:
+                            # Possibly stale bytes in the HTTP cache: fetch once more past it.
+                            resp = await asyncio.wait_for(
+                                pyfetch(self.reload_url(url), headers=headers, cache="reload"), self.timeout)
+                            body = await asyncio.wait_for(resp.bytes(), self.timeout) if resp.status == 200 else b""
+                            try:
+                                verify(cid, body)
+                            except IntegrityError as e:
+                                self._mark_bad(cid, portal)
+                                outcome = ("integrity", str(e))
+                                break
                         self._count_down(len(body))
                         return body
                     if status == 404:

@@ -1,0 +1,1 @@
+"""End-to-end tests in real Chromium (a package so its conftest does not shadow tests/conftest.py)."""

@@ -1,0 +1,583 @@
+"""Clustering and vector codecs used by the IVF index.
+
+* :func:`kmeans` - k-means++ initialisation (on a sample for large inputs) followed by Lloyd
+  iterations, or mini-batch k-means (Sculley 2010) for large inputs / when ``batch_size`` is given.
+  Empty clusters are re-seeded from the largest cluster. ``metric="cosine"`` runs spherical
+  k-means (unit-length centroids, assignment by cosine distance on unit vectors).
+* :func:`assign` - nearest centroid of every row (blocked, so memory stays bounded).
+* Codecs (:class:`Codec` protocol): :class:`Float32Codec` (identity), :class:`SQ8Codec`
+  (per-dimension min/max scalar quantization to uint8) and :class:`PQCodec` (product
+  quantization, asymmetric distance computation through an (m, ksub) lookup table).
+
+Every codec works on vectors already *prepared* for its metric (see :func:`s5vec.kernels.prepare`:
+cosine vectors are unit length) and returns *distances* in the sense of :mod:`s5vec.kernels`
+(lower is better). All distance arithmetic goes through :mod:`s5vec.kernels`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import kernels
+from .errors import FormatError, InvalidArgumentError
+
+MINIBATCH_THRESHOLD = 50_000
+"""Inputs with more rows than this use mini-batch k-means automatically."""
+
+_DIST_BUDGET = 1 << 22  # entries of a (rows x k) distance block: 16 MiB of float32
+
+Progress = Callable[[int, int], Any]
+
+
+def _as_float32_2d(x: Any) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if arr.ndim != 2:
+        raise InvalidArgumentError(f"expected a 2-d array, got shape {arr.shape}")
+    return arr
+
+
+def _train_metric(metric: str) -> str:
+    """Clustering metric: spherical (cosine) for cosine data, Euclidean otherwise."""
+    return "cosine" if metric == "cosine" else "l2"
+
+
+def _normalise_rows(c: np.ndarray) -> np.ndarray:
+    return kernels.prepare(c, "cosine")
+
+
+def assign(
+    x: np.ndarray, centroids: np.ndarray, metric: str = "l2", *, return_distances: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest centroid (by ``metric`` distance) of every row of ``x``.
+
+    ``x`` and ``centroids`` must be prepared for ``metric``. Works in row blocks so that the
+    (rows x k) distance matrix stays around 16 MiB. With ``return_distances`` also returns
+    the distance to that centroid.
+    """
+    x = _as_float32_2d(x)
+    centroids = _as_float32_2d(centroids)
+    n, k = x.shape[0], centroids.shape[0]
+    labels = np.empty(n, dtype=np.int64)
+    dmin = np.empty(n, dtype=np.float32)
+    c_sq = kernels.sq_norms(centroids) if metric == "l2" else None
+    block = max(1, _DIST_BUDGET // max(k, 1))
+    for s in range(0, n, block):
+        lab, d = kernels.nearest(x[s : s + block], centroids, metric, c_sq)
+        labels[s : s + block] = lab
+        dmin[s : s + block] = d
+    if return_distances:
+        return labels, dmin
+    return labels
+
+
+def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator, metric: str) -> np.ndarray:
+    """Greedy-free k-means++ seeding (D^2 sampling) over the rows of ``x``."""
+    n, d = x.shape
+    centers = np.empty((k, d), dtype=np.float32)
+    x_sq = kernels.sq_norms(x) if metric == "l2" else None
+    idx = int(rng.integers(n))
+    centers[0] = x[idx]
+    closest = np.maximum(kernels.distances(x[idx], x, metric, x_sq), 0.0).astype(np.float64)
+    for i in range(1, k):
+        total = closest.sum()
+        if total <= 0.0:  # every point coincides with a centre already: pick any point
+            idx = int(rng.integers(n))
+        else:
+            idx = int(np.searchsorted(np.cumsum(closest), rng.random() * total, side="right"))
+            idx = min(idx, n - 1)
+        centers[i] = x[idx]
+        np.minimum(closest, np.maximum(kernels.distances(x[idx], x, metric, x_sq), 0.0), out=closest)
+    return centers
+
+
+def _cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster row sums (float64) and counts, vectorised with a sort + reduceat."""
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    if labels.shape[0] == 0:
+        return sums, counts
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    nonzero = counts > 0
+    sums[nonzero] = np.add.reduceat(x[order], starts[nonzero], axis=0, dtype=np.float64)
+    return sums, counts
+
+
+def _reseed_empty(
+    x: np.ndarray, centers: np.ndarray, labels: np.ndarray, dmin: np.ndarray, counts: np.ndarray
+) -> int:
+    """Move every empty centre onto the worst-fitting point of the currently largest cluster.
+
+    Updates ``centers``, ``labels``, ``dmin`` and ``counts`` in place; returns how many moved.
+    """
+    empty = np.flatnonzero(counts == 0)
+    moved = 0
+    for j in empty:
+        big = int(np.argmax(counts))
+        if counts[big] <= 1:
+            break  # fewer distinct points than clusters: nothing left to split
+        members = np.flatnonzero(labels == big)
+        p = int(members[np.argmax(dmin[members])])
+        centers[j] = x[p]
+        labels[p] = j
+        dmin[p] = 0.0
+        counts[big] -= 1
+        counts[j] = 1
+        moved += 1
+    return moved
+
+
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    *,
+    iters: int = 20,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    metric: str = "l2",
+    tol: float = 1e-4,
+    init_sample: int | None = None,
+) -> np.ndarray:
+    """Cluster the rows of ``x`` into ``k`` centroids; returns a (k, dim) float32 array.
+
+    k-means++ seeding runs on a random sample of ``max(10_000, 16 k)`` rows (all rows when
+    fewer). Then, for at most :data:`MINIBATCH_THRESHOLD` rows and no ``batch_size``, Lloyd
+    iterations (stopping early when the inertia improves by less than ``tol`` relatively);
+    otherwise mini-batch k-means with per-centre learning rates (``iters * 3`` steps of
+    ``batch_size`` rows, default ``max(4096, 16 k)``). Empty clusters are re-seeded from the
+    worst-fitting point of the largest cluster. ``metric`` is ``"l2"`` or ``"cosine"``
+    (spherical k-means on unit vectors; ``"ip"`` clusters as ``"l2"``).
+    ``progress(done, total)`` is called after every iteration / step.
+    """
+    x = _as_float32_2d(x)
+    n = x.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if n < k:
+        raise InvalidArgumentError(f"k-means needs at least k={k} rows, got {n}")
+    if not np.isfinite(x).all():
+        raise InvalidArgumentError("k-means input contains NaN or infinity")
+    if iters < 1:
+        raise InvalidArgumentError(f"iters must be >= 1, got {iters}")
+    metric = _train_metric(metric)
+    if metric == "cosine":
+        x = _normalise_rows(x)
+    rng = np.random.default_rng(seed)
+
+    sample_n = init_sample if init_sample is not None else max(10_000, 16 * k)
+    if n > sample_n:
+        sample = x[np.sort(rng.choice(n, sample_n, replace=False))]
+    else:
+        sample = x
+    centers = _kmeanspp(sample, k, rng, metric)
+    if k == n:
+        return x.copy()
+
+    if batch_size is None and n <= MINIBATCH_THRESHOLD:
+        return _lloyd(x, centers, iters, metric, tol, progress)
+    b = int(batch_size) if batch_size is not None else max(4096, 16 * k)
+    if b < 1:
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
+    return _minibatch(x, centers, min(b, n), iters * 3, metric, rng, progress)
+
+
+def _lloyd(
+    x: np.ndarray, centers: np.ndarray, iters: int, metric: str, tol: float, progress: Progress | None
+) -> np.ndarray:
+    k = centers.shape[0]
+    prev = math.inf
+    for it in range(iters):
+        labels, dmin = assign(x, centers, metric, return_distances=True)
+        inertia = float(dmin.sum(dtype=np.float64))
+        sums, counts = _cluster_sums(x, labels, k)
+        nonzero = counts > 0
+        new = centers.copy()
+        new[nonzero] = (sums[nonzero] / counts[nonzero, None]).astype(np.float32)
+        _reseed_empty(x, new, labels, dmin, counts)
+        if metric == "cosine":
+            new = _normalise_rows(new)
+        centers = new
+        if progress is not None:
+            progress(it + 1, iters)
+        if prev < math.inf and prev - inertia <= tol * max(prev, 1e-30):
+            break
+        prev = inertia
+    return np.ascontiguousarray(centers, dtype=np.float32)
+
+
+def _minibatch(
+    x: np.ndarray,
+    centers: np.ndarray,
+    b: int,
+    steps: int,
+    metric: str,
+    rng: np.random.Generator,
+    progress: Progress | None,
+) -> np.ndarray:
+    """Sculley's mini-batch k-means, batch-vectorised: c_j += (S_j - n_j c_j) / v_j."""
+    n = x.shape[0]
+    k = centers.shape[0]
+    centers = centers.astype(np.float64)
+    seen = np.zeros(k, dtype=np.float64)
+    reseed_every = 10
+    for step in range(steps):
+        batch = x[rng.choice(n, b, replace=False)] if b < n else x
+        c32 = centers.astype(np.float32)
+        if metric == "cosine":
+            c32 = _normalise_rows(c32)
+        labels, dmin = assign(batch, c32, metric, return_distances=True)
+        sums, counts = _cluster_sums(batch, labels, k)
+        hit = counts > 0
+        seen[hit] += counts[hit]
+        centers[hit] += (sums[hit] - counts[hit, None] * centers[hit]) / seen[hit, None]
+        if metric == "cosine":
+            centers = _normalise_rows(centers)
+        # Dead centres (never or rarely hit) are moved onto badly fitting batch points.
+        if (step + 1) % reseed_every == 0 or step == steps - 1:
+            dead = np.flatnonzero(seen < 1e-3 * seen.sum() / k) if step + 1 < steps else np.flatnonzero(seen == 0)
+            if dead.size:
+                worst = np.argsort(-dmin, kind="stable")[: dead.size]
+                centers[dead[: worst.size]] = batch[worst]
+                seen[dead[: worst.size]] = 1.0
+        if progress is not None:
+            progress(step + 1, steps)
+    out = centers.astype(np.float32)
+    if metric == "cosine":
+        out = _normalise_rows(out)
+    # Final guarantee on the full data: no centre without members (when the data allow it).
+    labels, dmin = assign(x, out, metric, return_distances=True)
+    counts = np.bincount(labels, minlength=k)
+    if (counts == 0).any():
+        _reseed_empty(x, out, labels, dmin, counts)
+    return np.ascontiguousarray(out)
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray, metric: str = "l2") -> float:
+    """Sum of distances of every row to its nearest centroid (the k-means objective)."""
+    metric = _train_metric(metric)
+    x = _as_float32_2d(x)
+    if metric == "cosine":
+        x = _normalise_rows(x)
+    _, d = assign(x, centroids, metric, return_distances=True)
+    return float(d.sum(dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Vector codec: train on prepared vectors, encode them into compact codes, score codes.
+
+    ``distance_table(query)`` precomputes whatever a query needs (the query itself for
+    float32/SQ8, the (m, ksub) lookup table for PQ); ``distances(query, codes, table=None)``
+    returns one distance per code row (lower is better), reusing ``table`` when given.
+    """
+
+    name: str
+    dim: int
+    metric: str
+
+    @property
+    def trained(self) -> bool: ...
+
+    @property
+    def code_dtype(self) -> np.dtype: ...
+
+    @property
+    def code_size(self) -> int: ...
+
+    def train(self, x: np.ndarray) -> None: ...
+
+    def encode(self, x: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, codes: np.ndarray) -> np.ndarray: ...
+
+    def distance_table(self, query: np.ndarray) -> Any: ...
+
+    def distances(self, query: np.ndarray, codes: np.ndarray, table: Any = None) -> np.ndarray: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def _check_dim_metric(dim: int, metric: str) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+    kernels.check_metric(metric)
+
+
+class Float32Codec:
+    """Identity codec: codes are the float32 vectors themselves (exact distances)."""
+
+    name = "flat"
+
+    def __init__(self, dim: int, metric: str = "l2") -> None:
+        _check_dim_metric(dim, metric)
+        self.dim = int(dim)
+        self.metric = metric
+
+    @property
+    def trained(self) -> bool:
+        return True
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    @property
+    def code_size(self) -> int:
+        return self.dim
+
+    def train(self, x: np.ndarray) -> None:
+        return None
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return _as_float32_2d(x)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(codes, dtype=np.float32)
+
+    def distance_table(self, query: np.ndarray) -> np.ndarray:
+        return query
+
+    def distances(
+        self, query: np.ndarray, codes: np.ndarray, table: Any = None, data_sq: np.ndarray | None = None
+    ) -> np.ndarray:
+        return kernels.distances(query, codes, self.metric, data_sq)
+
+    def state(self) -> dict[str, Any]:
+        return {"codec": self.name, "dim": self.dim, "metric": self.metric}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "Float32Codec":
+        return cls(int(state["dim"]), str(state["metric"]))
+
+
+class SQ8Codec:
+    """Per-dimension scalar quantizer: x ~ vmin + code * scale with one uint8 per dimension.
+
+    The range comes from the training data; values outside it are clipped. Distances decode
+    a block of codes to float32 and call :func:`s5vec.kernels.distances`.
+    """
+
+    name = "sq8"
+
+    def __init__(self, dim: int, metric: str = "l2") -> None:
+        _check_dim_metric(dim, metric)
+        self.dim = int(dim)
+        self.metric = metric
+        self.vmin: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.vmin is not None
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def code_size(self) -> int:
+        return self.dim
+
+    def train(self, x: np.ndarray) -> None:
+        x = _as_float32_2d(x)
+        if x.shape[0] == 0 or x.shape[1] != self.dim:
+            raise InvalidArgumentError(f"SQ8 training needs a non-empty (n, {self.dim}) array")
+        lo = x.min(axis=0)
+        hi = x.max(axis=0)
+        span = hi - lo
+        self.vmin = lo.astype(np.float32)
+        self.scale = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+
+    def _need(self) -> None:
+        if self.vmin is None:
+            raise InvalidArgumentError("SQ8 codec is not trained")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        self._need()
+        x = _as_float32_2d(x)
+        q = np.rint((x - self.vmin) / self.scale)
+        return np.clip(q, 0, 255).astype(np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        self._need()
+        out = codes.astype(np.float32)
+        out *= self.scale
+        out += self.vmin
+        return out
+
+    def distance_table(self, query: np.ndarray) -> np.ndarray:
+        return query
+
+    def distances(self, query: np.ndarray, codes: np.ndarray, table: Any = None) -> np.ndarray:
+        return kernels.distances(query, self.decode(codes), self.metric)
+
+    def state(self) -> dict[str, Any]:
+        self._need()
+        return {"codec": self.name, "dim": self.dim, "metric": self.metric, "vmin": self.vmin, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "SQ8Codec":
+        c = cls(int(state["dim"]), str(state["metric"]))
+        c.vmin = np.asarray(state["vmin"], dtype=np.float32).reshape(c.dim)
+        c.scale = np.asarray(state["scale"], dtype=np.float32).reshape(c.dim)
+        return c
+
+
+def default_pq_m(dim: int) -> int:
+    """Largest divisor of ``dim`` not above ``dim // 8`` (at least 1): ~8 dimensions per byte."""
+    target = max(1, dim // 8)
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+class PQCodec:
+    """Product quantizer: ``m`` sub-vectors, each coded by one of ``2**nbits`` centroids (uint8).
+
+    Training runs :func:`kmeans` per subspace (on at most ``train_size`` rows). Search uses
+    asymmetric distance computation: :meth:`distance_table` builds an (m, ksub) table of
+    sub-distances from the exact query to every sub-centroid (squared L2 for ``l2``, negated
+    inner products for ``ip``/``cosine``, plus 1 for cosine), and :meth:`distances` sums one
+    table entry per subspace for all codes with a single gather + row sum.
+    """
+
+    name = "pq"
+
+    def __init__(
+        self,
+        dim: int,
+        m: int | None = None,
+        nbits: int = 8,
+        metric: str = "l2",
+        *,
+        seed: int = 0,
+        iters: int = 10,
+        train_size: int = 10_000,
+    ) -> None:
+        _check_dim_metric(dim, metric)
+        self.dim = int(dim)
+        m = default_pq_m(self.dim) if m is None else m
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or self.dim % m:
+            raise InvalidArgumentError(f"PQ m must be a positive divisor of dim={self.dim}, got {m!r}")
+        if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)) or not 1 <= nbits <= 8:
+            raise InvalidArgumentError(f"PQ nbits must be an integer in 1..8, got {nbits!r}")
+        self.m = int(m)
+        self.nbits = int(nbits)
+        self.dsub = self.dim // self.m
+        self.metric = metric
+        self.seed = seed
+        self.iters = iters
+        self.train_size = train_size
+        self.codebooks: np.ndarray | None = None  # (m, ksub, dsub)
+        self._cb_sq: np.ndarray | None = None
+        self._offsets: np.ndarray | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.codebooks is not None
+
+    @property
+    def ksub(self) -> int:
+        return 0 if self.codebooks is None else int(self.codebooks.shape[1])
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def code_size(self) -> int:
+        return self.m
+
+    def _set_codebooks(self, cb: np.ndarray) -> None:
+        self.codebooks = np.ascontiguousarray(cb, dtype=np.float32)
+        self._cb_sq = np.einsum("mkd,mkd->mk", self.codebooks, self.codebooks, dtype=np.float32)
+        self._offsets = (np.arange(self.m, dtype=np.intp) * self.codebooks.shape[1])[None, :]
+
+    def train(self, x: np.ndarray) -> None:
+        x = _as_float32_2d(x)
+        n = x.shape[0]
+        if n == 0 or x.shape[1] != self.dim:
+            raise InvalidArgumentError(f"PQ training needs a non-empty (n, {self.dim}) array")
+        rng = np.random.default_rng(self.seed)
+        if n > self.train_size:
+            x = x[np.sort(rng.choice(n, self.train_size, replace=False))]
+            n = x.shape[0]
+        ksub = min(1 << self.nbits, n)
+        cb = np.empty((self.m, ksub, self.dsub), dtype=np.float32)
+        for j in range(self.m):
+            sub = np.ascontiguousarray(x[:, j * self.dsub : (j + 1) * self.dsub])
+            cb[j] = kmeans(sub, ksub, iters=self.iters, seed=self.seed + j)
+        self._set_codebooks(cb)
+
+    def _need(self) -> None:
+        if self.codebooks is None:
+            raise InvalidArgumentError("PQ codec is not trained")
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        self._need()
+        x = _as_float32_2d(x)
+        codes = np.empty((x.shape[0], self.m), dtype=np.uint8)
+        for j in range(self.m):
+            codes[:, j] = assign(x[:, j * self.dsub : (j + 1) * self.dsub], self.codebooks[j], "l2")
+        return codes
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        self._need()
+        codes = np.asarray(codes)
+        parts = self.codebooks[np.arange(self.m)[None, :], codes.astype(np.intp)]  # (n, m, dsub)
+        return parts.reshape(codes.shape[0], self.dim)
+
+    def distance_table(self, query: np.ndarray) -> np.ndarray:
+        self._need()
+        q = np.asarray(query, dtype=np.float32).reshape(self.m, self.dsub)
+        table = kernels.subspace_distances(q, self.codebooks, "l2" if self.metric == "l2" else "ip", self._cb_sq)
+        if self.metric == "cosine":
+            table = table.copy()
+            table[0] += 1.0  # cosine distance = 1 - q.x; the constant rides on subspace 0
+        return table
+
+    def distances(self, query: np.ndarray, codes: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+        if table is None:
+            table = self.distance_table(query)
+        if codes.shape[0] == 0:
+            return np.empty(0, dtype=np.float32)
+        flat = table.ravel()
+        return flat[codes + self._offsets].sum(axis=1, dtype=np.float32)
+
+    def state(self) -> dict[str, Any]:
+        self._need()
+        return {
+            "codec": self.name,
+            "dim": self.dim,
+            "metric": self.metric,
+            "m": self.m,
+            "nbits": self.nbits,
+            "codebooks": self.codebooks,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "PQCodec":
+        c = cls(int(state["dim"]), int(state["m"]), int(state["nbits"]), str(state["metric"]))
+        cb = np.asarray(state["codebooks"], dtype=np.float32)
+        c._set_codebooks(cb.reshape(c.m, -1, c.dsub))
+        return c
+
+
+_CODECS = {"flat": Float32Codec, "sq8": SQ8Codec, "pq": PQCodec}
+
+
+def codec_from_state(state: Mapping[str, Any]) -> Codec:
+    """Rebuild any codec from its :meth:`state` dict."""
+    try:
+        cls = _CODECS[state["codec"]]
+    except (KeyError, TypeError):
+        raise FormatError(f"unknown codec state {state!r:.80}") from None
+    return cls.from_state(state)  # type: ignore[attr-defined]

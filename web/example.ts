@@ -1,0 +1,44 @@
+// Example app using the s5vec bridge from TypeScript (type-checked: npx tsc --noEmit -p web/tsconfig.json).
+// At runtime, import from wherever web/dist is served, e.g. "/s5vec/s5vec.js".
+import { S5Vec, S5VecError, type Filter, type Hit, type SearchStats } from "./s5vec.js";
+
+interface VideoMeta {
+  title: string;
+  channel: string;
+  uploaded_ts: number;
+}
+
+export async function moreLikeThis(
+  manifest: string,
+  portals: string[],
+  query: Float32Array,
+  channel?: string,
+): Promise<{ hits: Hit<VideoMeta>[]; stats: SearchStats | null }> {
+  const db = await S5Vec.open({
+    manifest,
+    portals,
+    startTimeoutMs: 30_000,
+    onProgress: ({ step, phase, ms }) => console.log(`s5vec ${step} ${phase} ${ms.toFixed(0)} ms`),
+  });
+  try {
+    const since = Math.floor(Date.UTC(2024, 0, 1) / 1000);
+    const filter: Filter = { uploaded_ts: { $gte: since } };
+    if (channel) filter.channel = channel;
+    const hits = await db.search<VideoMeta>(query, { k: 10, filter });
+    for (const h of hits) console.log(h.id, h.score.toFixed(3), h.metadata.title);
+    console.log(`${db.info.count} vectors, ${db.info.dim}-d`, db.lastStats?.bytesFetched, "bytes fetched");
+    return { hits, stats: db.lastStats };
+  } catch (err) {
+    if (err instanceof S5VecError && err.name === "DimensionError") {
+      throw new Error(`query must have ${db.info.dim} dimensions`);
+    }
+    throw err;
+  } finally {
+    await db.close();
+  }
+}
+
+export async function runtimeSummary(): Promise<string> {
+  const rt = await S5Vec.runtime();
+  return `numpy ${rt.numpyVersion} on Python ${rt.pythonVersion}, ready in ${rt.startupMs.toFixed(0)} ms`;
+}
