@@ -67,3 +67,42 @@ def test_empty_and_json():
 def test_bad_filters_raise(bad):
     with pytest.raises(FilterError):
         parse(bad)
+
+
+def test_summary_bounds_are_sound_and_tight():
+    """bound(summary) never undercounts (an IVF list skipped by it truly has no match)."""
+    import random
+
+    from s5vec.filters import summarize
+
+    rnd = random.Random(4)
+    chans = [f"ch{i}" for i in range(50)]
+    groups = []
+    for g in range(40):
+        recs = [{"ch": rnd.choice(chans[g % 5 * 10: g % 5 * 10 + (3 if g % 2 else 40)]),
+                 "views": rnd.randrange(g * 100, g * 100 + 500), "tags": rnd.sample(["a", "b", "c", "d"], 2),
+                 "date": f"2024-{rnd.randrange(1, 13):02d}-01", "flag": rnd.random() < 0.2}
+                for _ in range(rnd.randrange(0, 60))]
+        ts = [1000.0 + g * 10 + i for i in range(len(recs))]
+        groups.append((recs, ts))
+    docs = [{"ch": "ch3"}, {"ch": {"$in": ["ch11", "ch42"]}}, {"views": {"$gte": 1500, "$lt": 1600}},
+            {"views": {"$gt": 3899}}, {"date": {"$lt": "2024-02-01"}}, {"tags": "d"}, {"flag": True},
+            {"$or": [{"ch": "ch0"}, {"views": {"$lte": 50}}]}, {"ch": {"$ne": "ch1"}}, {"missing": 1},
+            {"_timestamp": {"$gte": 1200, "$lt": 1210}}, {"$and": [{"ch": "ch20"}, {"tags": "a"}]}]
+    pruned = 0
+    for doc in docs:
+        f = parse(doc)
+        for recs, ts in groups:
+            actual = sum(f.matches(fields_of(r, t)) for r, t in zip(recs, ts))
+            b = f.bound(summarize(recs, ts))
+            assert b >= actual, (doc, b, actual)
+            pruned += b == 0 and len(recs) > 0
+    assert pruned > 100  # the summaries really do rule groups out
+
+
+def test_summary_keeps_types_apart():
+    from s5vec.filters import summarize
+
+    s = summarize([{"x": True}, {"x": 1}, {"x": "1"}])
+    assert parse({"x": True}).bound(s) == 1 and parse({"x": 1}).bound(s) == 1 and parse({"x": "1"}).bound(s) == 1
+    assert parse({"x": False}).bound(s) == 0

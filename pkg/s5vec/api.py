@@ -194,7 +194,7 @@ class Database:
         t0 = time.perf_counter()
         q, k, flt, params = self._prepare(vector, k, filter, params)
         before = self.store.stats()
-        self.store.prefetch_sync(self.index.chunks_for(q, k, **params))
+        self.store.prefetch_sync(self.index.chunks_for(q, k, filter=flt, **params))
         return self._finish(q, k, flt, params, before, t0)
 
     async def search_async(self, vector: Any, k: int = 10, filter: Any = None,
@@ -202,7 +202,7 @@ class Database:
         t0 = time.perf_counter()
         q, k, flt, params = self._prepare(vector, k, filter, params)
         before = self.store.stats()
-        await self.store.prefetch(self.index.chunks_for(q, k, **params))
+        await self.store.prefetch(self.index.chunks_for(q, k, filter=flt, **params))
         return self._finish(q, k, flt, params, before, t0)
 
     # -- editing (CPython) ------------------------------------------------------

@@ -178,9 +178,9 @@ class HybridIndex:
                         best[i] = d
         return sorted(best.items(), key=lambda kv: (kv[1], kv[0]))[:k]
 
-    def chunks_for(self, query: Any, k: int = 10, **params: Any) -> list[str]:
+    def chunks_for(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[str]:
         _, ip = self._split(params)
-        return self.historical.chunks_for(query, k, **ip) if len(self.historical) else []
+        return self.historical.chunks_for(query, k, filter=filter, **ip) if len(self.historical) else []
 
     def metadata(self, id: str) -> dict[str, Any]:
         part = self._part_of(id)

@@ -39,13 +39,15 @@ import numpy as np
 from .. import kernels
 from .. import quantizers as qz
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
-from ..filters import Filter, fields_of, parse
+from ..filters import Filter, fields_of, parse, summarize
 from .base import ChunkReader, ChunkWriter
 
 CENTROIDS_KIND = "ivf_centroids"
+SUMMARIES_KIND = "ivf_summaries"
 LIST_KIND = "ivf_list"
 DESC_VERSION = 1
 _PENDING = -1
+FILTER_DEPTH = 4  # a filtered search probes until its lists are expected to hold 4k matches
 _ADD_BLOCK = 16_384
 
 
@@ -246,6 +248,9 @@ class IVFIndex:
         self._reader: ChunkReader | None = None
         self._lazy = False
         self._chunk_cids: list[str | None] = [None] * self._nchunks
+        # per-list metadata summaries (filters.summarize) so filtered searches skip lists that
+        # cannot match; None = not computed yet (resident lists) or unknown (old manifests)
+        self._summaries: list[dict[str, Any] | None] = [None] * self.nlist
         self._centroids_cid: str | None = None
         self._pending_cid: str | None = None
         self._lru: OrderedDict[int, tuple[int, dict[int, _List]]] = OrderedDict()
@@ -419,6 +424,7 @@ class IVFIndex:
         self._loc = {}
         self._centroids_cid = None
         self._chunk_cids = [None] * self._nchunks
+        self._summaries = [None] * self.nlist
         self._pending_cid = None
         if ids:
             self._insert_trained(ids, vecs, metas, ts, codes=codes)
@@ -582,6 +588,7 @@ class IVFIndex:
             self._counts[l] = len(lst)
             self._register(l, lst, start)
             self._chunk_cids[l // self.lists_per_chunk] = None
+            self._summaries[l] = None
 
     def _remove(self, ids: Iterable[str]) -> None:
         loc = self._loc
@@ -601,6 +608,7 @@ class IVFIndex:
             else:
                 self._counts[l] = len(lst)
                 self._chunk_cids[l // self.lists_per_chunk] = None
+                self._summaries[l] = None
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove records; raises UnknownIdError (changing nothing) if any id is unknown."""
@@ -734,6 +742,42 @@ class IVFIndex:
     def _probe(self, q: np.ndarray, nprobe: int) -> np.ndarray:
         return self._probe_dist(q, nprobe)[0]
 
+    def _summary(self, l: int) -> dict[str, Any] | None:
+        """The list's metadata summary: loaded with the centroids, or computed from a resident list."""
+        s = self._summaries[l]
+        if s is None and self._lists and self._lists[l] is not None:
+            lst = self._lists[l]
+            s = self._summaries[l] = summarize(lst.metadata, lst.timestamps.tolist())
+        return s
+
+    def _probe_filtered(self, q: np.ndarray, nprobe: int, flt: Filter | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lists to probe, nearest centroid first.
+
+        Without a filter: the ``nprobe`` nearest. With one: the nearest lists whose summary says
+        they *can* hold a match (lists that cannot are skipped without being fetched), at least
+        ``nprobe`` of them and enough that their *expected* matches reach ``FILTER_DEPTH * k``.
+        So a filter correlated with the lists (a channel with its own topic) probes the nearest
+        lists that hold it, and an uncorrelated selective filter probes deeper, as it must to
+        find its nearest matches, instead of returning whatever few sit in the nearest lists.
+        """
+        if flt is None or self.centroids is None:
+            return self._probe_dist(q, nprobe)
+        d = kernels.distances(q, self.centroids, self.metric, self._csq)
+        out: list[int] = []
+        expected = 0.0
+        for l in np.lexsort((np.arange(d.shape[0]), d)).tolist():
+            count = int(self._counts[l])
+            if count == 0:
+                continue
+            s = self._summary(l)
+            if s is not None and flt.bound(s) <= 0:
+                continue
+            out.append(l)
+            expected += count if s is None else flt.estimate(s)
+            if len(out) >= nprobe and expected >= FILTER_DEPTH * k:
+                break
+        return np.asarray(out, dtype=np.int64), d
+
     def probed_lists(self, query: Any, nprobe: int | None = None) -> list[int]:
         """Numbers of the lists a search would probe, nearest centroid first."""
         q = self._prepare_query(query)
@@ -750,9 +794,10 @@ class IVFIndex:
         if not self._lazy:
             return []
         q = self._prepare_query(query)
+        flt = filter if filter is None or isinstance(filter, Filter) else parse(filter)
         out: list[str] = []
         seen: set[int] = set()
-        for l in self._probe(q, self._check_nprobe(nprobe)):
+        for l in self._probe_filtered(q, self._check_nprobe(nprobe), flt, kernels.check_k(k))[0]:
             if self._counts[l] == 0:
                 continue
             c = int(l) // self.lists_per_chunk
@@ -848,7 +893,7 @@ class IVFIndex:
             dists.append(kernels.distances(q, p.vectors, self.metric, p.sq if self.metric == "l2" else None))
             exact.append(True)
         if self.trained and self._counts.sum() > 0:
-            probe, cdist = self._probe_dist(q, nprobe_n)
+            probe, cdist = self._probe_filtered(q, nprobe_n, flt, k)
             per_list_table = self.residual and self.metric == "l2"
             table = None if per_list_table else self.codec.distance_table(q)
             for l in probe:
@@ -881,6 +926,9 @@ class IVFIndex:
             cand = kernels.top_k(all_d, need)
         else:
             cand = self._filtered_candidates(all_d, src, rows, sources, flt, need)
+            if cand.size < k and self.trained and nprobe_n < self.nlist:
+                # the summaries' bounds were optimistic: widen the probe (bounded by nlist)
+                return self.search(query, k, flt, nprobe=min(self.nlist, nprobe_n * 2), rerank=rerank)
         if cand.size == 0:
             return []
 
@@ -981,7 +1029,11 @@ class IVFIndex:
                     self._chunk_cids[c] = old
                 assert old is not None
                 list_cids.append(old)
-        chunks = [cid] + ([pending_cid] if pending_cid else []) + list_cids
+        summaries_cid = None
+        if self.trained:
+            # its own chunk, so an edit re-uploads these few KB and not the centroids
+            summaries_cid = writer.put(SUMMARIES_KIND, {"lists": [self._summary(l) or {} for l in range(self.nlist)]})
+        chunks = [cid] + ([summaries_cid] if summaries_cid else []) + ([pending_cid] if pending_cid else []) + list_cids
         return {
             "kind": self.kind,
             "version": DESC_VERSION,
@@ -991,6 +1043,7 @@ class IVFIndex:
             "trained": self.trained,
             "count": len(self),
             "centroids": cid,
+            "summaries": summaries_cid,
             "pending": pending_cid,
             "lists_per_chunk": self.lists_per_chunk,
             "counts": [int(c) for c in self._counts],
@@ -1043,6 +1096,11 @@ class IVFIndex:
                 if len(cids) != idx._nchunks:
                     raise FormatError(f"IVF descriptor has {len(cids)} list chunks, expected {idx._nchunks}")
                 idx._chunk_cids = list(cids)
+                if desc.get("summaries"):
+                    sums = reader.get(desc["summaries"], SUMMARIES_KIND)["lists"]
+                    if len(sums) != idx.nlist:
+                        raise FormatError(f"IVF summaries chunk has {len(sums)} lists, expected {idx.nlist}")
+                    idx._summaries = [s if isinstance(s, dict) and "n" in s else None for s in sums]
                 idx._lists = [None] * idx.nlist
                 idx._lazy = True
                 idx._loc = None
