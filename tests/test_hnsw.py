@@ -384,3 +384,23 @@ def test_load_rejects_malformed(small):
         HNSWIndex.load(bad, store)
     with pytest.raises(FormatError):
         HNSWIndex.load({**desc, "version": 99}, store)
+
+
+def test_filter_mask_cache_follows_changes(small):
+    """Filtered searches cache a match mask per filter; every change must invalidate it."""
+    idx, x, q = small
+    flt = parse({"c": 3})
+    broad = parse({"c": {"$ne": 3}})  # ~97% of records: the graph walk with the cached mask
+    before = [i for i, _ in idx.search(q[0], 5, filter=flt)]
+    assert all(idx.metadata(i)["c"] == 3 for i in before)
+    assert all(idx.metadata(i)["c"] != 3 for i, _ in idx.search(q[0], 5, filter=broad))
+    idx.add(["planted"], q[0:1], [{"c": 3}], timestamps=[0.0])
+    assert idx.search(q[0], 1, filter=flt)[0][0] == "planted"
+    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=broad)]
+    idx.add(["planted"], q[0:1], [{"c": 4}], timestamps=[0.0])  # upsert changes its metadata
+    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=flt)]
+    assert idx.search(q[0], 1, filter=broad)[0][0] == "planted"
+    idx.delete(["planted"])
+    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=broad)]
+    idx.vacuum()
+    assert [i for i, _ in idx.search(q[0], 5, filter=flt)] == before

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import OrderedDict
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -37,6 +38,11 @@ _INF = float("inf")
 _MAX_LEVEL = 30
 _FORMAT_VERSION = 1
 _EF_LIMIT = 1_000_000
+# A filter matching at most this many records (or this share of them) is answered exactly by
+# brute force over its matches; a broader one walks the graph with a cached match mask.
+_BRUTE_MIN = 2048
+_BRUTE_FRACTION = 0.05
+_MASK_CACHE = 16
 
 
 def _check_int(name: str, value: object, lo: int, hi: int = 1 << 31) -> int:
@@ -524,7 +530,18 @@ class HNSWIndex:
         if not self._slot:
             return []
         ef = max(ef or self.ef_search, k)
-        accept = self._acceptor(flt)
+        if flt is not None:
+            mask = self._filter_mask(flt)
+            matching = np.flatnonzero(mask)
+            if matching.shape[0] <= max(_BRUTE_MIN, _BRUTE_FRACTION * len(self)):
+                # selective filter: exact search over the few matches beats walking the graph
+                # through thousands of non-matching nodes
+                d = self._dist(q, matching)
+                top = kernels.top_k(d, k)
+                return [(self._ids[int(matching[i])], float(d[i])) for i in top]
+            accept = lambda slots: mask[slots].tolist()  # noqa: E731
+        else:
+            accept = self._acceptor(None)
         ep = self._entry
         dep = float(self._dist(q, np.array([ep]))[0])
         for l in range(self._max_level, 0, -1):
@@ -533,6 +550,23 @@ class HNSWIndex:
         if len(res) < k:
             res = self._scan_rest(q, res, k, accept)
         return [(self._ids[s], d) for d, s in res[:k]]
+
+    def _filter_mask(self, flt: Filter) -> np.ndarray:
+        """Live slots matching ``flt``, as a bool array; cached per filter until the index changes."""
+        cache = self.__dict__.setdefault("_masks", OrderedDict())
+        key = (flt.key(), self._n, self._inserted, self._n_dead)
+        mask = cache.get(key)
+        if mask is not None:
+            cache.move_to_end(key)
+            return mask
+        n = self._n
+        meta, ts, dead = self._meta, self._ts[:n].tolist(), self._dead[:n].tolist()
+        mask = np.fromiter(
+            (not dead[s] and flt.matches(fields_of(meta[s], ts[s])) for s in range(n)), dtype=bool, count=n)
+        cache[key] = mask
+        while len(cache) > _MASK_CACHE:
+            cache.popitem(last=False)
+        return mask
 
     def _acceptor(self, flt: Filter | None) -> Callable[[np.ndarray], list[bool]] | None:
         if flt is None and self._n_dead == 0:
