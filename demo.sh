@@ -19,8 +19,10 @@ PORTAL_PID=$!
 trap 'kill $PORTAL_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening demo-data/portal.log 2>/dev/null && break; sleep 0.1; done
 PORTAL=http://127.0.0.1:$PORTAL_PORT
-# The demo's "now" is the newest upload, so the hybrid's recent window holds the last 90 days.
-CID=$($S5VEC publish demo-data/records-$COUNT.jsonl --portal "$PORTAL" --index "$KIND" | tail -n 1)
+# Uploads run until 2026-11-01; a 120-day recent window puts the newest few percent in HNSW.
+PARAMS=()
+[ "$KIND" = hybrid ] && PARAMS=(--param "recent_threshold=${DEMO_RECENT:-120d}")
+CID=$($S5VEC publish demo-data/records-$COUNT.jsonl --portal "$PORTAL" --index "$KIND" "${PARAMS[@]}" | tail -n 1)
 echo "published manifest $CID to $PORTAL" >&2
 $S5VEC demo-config --records demo-data/records-$COUNT.jsonl --manifest "$CID" --portal "$PORTAL" \
   --out web/dist/demo-config.json
