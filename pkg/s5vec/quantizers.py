@@ -94,7 +94,7 @@ def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator, metric: str) -> n
 
 def _cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster row sums (float64) and counts, vectorised with a sort + reduceat."""
-    counts = np.bincount(labels, minlength=k)
+    counts = np.bincount(labels.astype(np.intp, copy=False), minlength=k)  # intp: wasm32-safe
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     if labels.shape[0] == 0:
         return sums, counts
@@ -250,7 +250,7 @@ def _minibatch(
         out = _normalise_rows(out)
     # Final guarantee on the full data: no centre without members (when the data allow it).
     labels, dmin = assign(x, out, metric, return_distances=True)
-    counts = np.bincount(labels, minlength=k)
+    counts = np.bincount(labels.astype(np.intp, copy=False), minlength=k)  # intp: wasm32-safe
     if (counts == 0).any():
         _reseed_empty(x, out, labels, dmin, counts)
     return np.ascontiguousarray(out)

@@ -915,7 +915,8 @@ class IVFIndex:
                 exact.append(self._shared)
         if not sources:
             return []
-        sizes = np.fromiter((d.shape[0] for d in dists), dtype=np.int64, count=len(dists))
+        # intp, not int64: np.repeat casts its counts to intp 'safely', which int64 -> int32 is not on wasm32 (Pyodide)
+        sizes = np.fromiter((d.shape[0] for d in dists), dtype=np.intp, count=len(dists))
         all_d = np.concatenate(dists) if len(dists) > 1 else dists[0]
         src = np.repeat(np.arange(len(sources)), sizes)
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
