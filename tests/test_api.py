@@ -146,3 +146,18 @@ def test_rpc_never_raises(published, monkeypatch):
         assert not out["ok"] and out["error"]["name"] == name, out
     assert call("close", {"handle": h})["ok"]
     assert call("search", {"handle": h, "vector": x[0].tolist()})["error"]["name"] == "InvalidArgumentError"
+
+
+def test_cache_bytes_reaches_the_ivf_list_cache():
+    from s5vec.index.ivf import IVFIndex
+
+    x = clustered(3000, 16, 8, seed=2)
+    idx = IVFIndex(16, nlist=16, nprobe=4, train_min=1000)
+    idx.add([f"r{i}" for i in range(3000)], x)
+    store = ChunkStore(MemoryClient())
+    cid, _ = api.save(idx, store)
+    db = api.Database.open(cid, store=ChunkStore(store.client, cache_bytes=50_000), cache_bytes=50_000)
+    assert db.index.cache_bytes == 50_000
+    for q in x[:30]:
+        db.search(q, 5)
+    assert 0 < db.index.cached_bytes() <= 50_000

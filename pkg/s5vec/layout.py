@@ -13,7 +13,6 @@ chunks whose content changed.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from typing import Any, Iterable, Mapping
 
 import cbor2
@@ -172,31 +171,18 @@ class StoreWriter:
 
 
 class StoreReader:
-    """ChunkReader over a chunk store, with an LRU of *decoded* chunks bounded by their encoded size."""
+    """ChunkReader over a chunk store: fetch (verified by the store), decode, check the kind.
+
+    It keeps nothing itself: indexes that read lazily keep their decoded chunks in their own
+    byte-bounded LRU (sized by ``cache_bytes``), and the store caches raw bytes.
+    """
 
     def __init__(self, store: Any, cache_bytes: int = 64 * 2**20) -> None:
         self.store = store
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
-        self._held = 0
         self.decoded = 0
 
     def get(self, cid: str, kind: str) -> dict[str, Any]:
-        hit = self._cache.get(cid)
-        if hit is not None:
-            self._cache.move_to_end(cid)
-            return hit[1]
-        data = self.store.get(cid)
-        body = decode_chunk(data, kind)
+        body = decode_chunk(self.store.get(cid), kind)
         self.decoded += 1
-        size = len(data)
-        if size <= self.cache_bytes:
-            self._cache[cid] = (size, body)
-            self._held += size
-            while self._held > self.cache_bytes:
-                _, (old, _) = self._cache.popitem(last=False)
-                self._held -= old
         return body
-
-    def __contains__(self, cid: str) -> bool:
-        return cid in self._cache

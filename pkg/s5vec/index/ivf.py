@@ -1076,7 +1076,7 @@ class IVFIndex:
                 seed=int(p["seed"]),
                 pq_nbits=int(p["pq_nbits"]),
                 lists_per_chunk=int(p["lists_per_chunk"]),
-                cache_bytes=int(cache_bytes) if cache_bytes is not None else 64 * 2**20,
+                cache_bytes=int(cache_bytes if cache_bytes is not None else getattr(reader, "cache_bytes", 64 * 2**20)),
                 train_min=int(p["train_min"]),
                 kmeans_iters=int(p["kmeans_iters"]),
                 residual=bool(p["residual"]),
