@@ -49,3 +49,33 @@ def test_manifest_round_trip_and_version_check():
         layout.decode_manifest(cbor2.dumps(future))
     with pytest.raises(FormatError):
         layout.decode_manifest(layout.encode_chunk("flat_rows", {}))
+
+
+def test_packed_columns_round_trip_and_decode_lazily():
+    ids = ["a", "", "ünï", "x" * 50]
+    metas = [{"ch": "c1", "tags": ["p", "q"]}, {}, {"n": 3, "f": 0.5}, {"nested": {"k": [1, 2]}}]
+    body = layout.decode_chunk(layout.encode_chunk("t", {"ids": layout.pack_strings(ids),
+                                                         "meta": layout.pack_records(metas)}), "t")
+    assert layout.unpack_strings(body["ids"], 4) == ids
+    lazy = layout.unpack_records(body["meta"], 4)
+    assert isinstance(lazy, layout.LazyRecords) and lazy._cache == [None] * 4
+    assert lazy[2] == metas[2] and lazy._cache[0] is None  # only what was asked for is decoded
+    assert list(lazy) == metas and lazy[1:3] == metas[1:3]
+    # the old plain-list form still reads
+    assert layout.unpack_strings(ids) == ids and list(layout.unpack_records(metas)) == metas
+
+
+def test_packed_columns_reject_bad_offsets():
+    bad = layout.pack_records([{"a": 1}, {"b": 2}])
+    bad["offsets"] = np.array([0, 3, 99], np.uint32)
+    with pytest.raises(FormatError):
+        layout.unpack_records(bad)
+    s = layout.pack_strings(["ab", "c"])
+    s["offsets"] = np.array([0, 5], np.uint32)
+    with pytest.raises(FormatError):
+        layout.unpack_strings(s)
+    with pytest.raises(FormatError):
+        layout.unpack_strings(layout.pack_strings(["a"]), 2)
+    junk = {"cbor": b"\xff\xfe", "offsets": np.array([0, 2], np.uint32)}
+    with pytest.raises(FormatError):
+        layout.unpack_records(junk)[0]

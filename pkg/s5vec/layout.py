@@ -13,7 +13,7 @@ chunks whose content changed.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
 
 import cbor2
 import numpy as np
@@ -84,6 +84,94 @@ def loads(data: bytes) -> Any:
         raise
     except Exception as exc:  # cbor2 raises CBORDecodeError, but also ValueError/TypeError/... on junk
         raise FormatError(f"malformed CBOR: {exc}") from None
+
+
+# -- packed columns -----------------------------------------------------------------------
+# A chunk that is fetched at query time (an IVF list) holds hundreds of ids and metadata maps.
+# Decoding them as CBOR arrays costs one pure-Python cbor2 call per value in the browser, for
+# records most queries never look at. So they are packed: ids as one text string plus offsets,
+# metadata as one byte string of concatenated per-record CBOR items plus offsets, decoded per
+# record only when a filter or a hit needs it.
+
+def pack_strings(items: Sequence[str]) -> dict[str, Any]:
+    offsets = np.zeros(len(items) + 1, dtype=np.uint32)
+    if items:
+        np.cumsum([len(s) for s in items], out=offsets[1:])
+    return {"text": "".join(items), "offsets": offsets}
+
+
+def unpack_strings(obj: Any, n: int | None = None) -> list[str]:
+    """Inverse of :func:`pack_strings` (a plain list of strings is accepted too)."""
+    try:
+        if isinstance(obj, list):
+            out = [str(i) for i in obj]
+        else:
+            text, off = obj["text"], obj["offsets"].tolist()
+            if not isinstance(text, str) or not off or off[0] != 0 or off[-1] != len(text):
+                raise ValueError("offsets do not cover the text")
+            out = [text[a:b] for a, b in zip(off[:-1], off[1:])]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise FormatError(f"bad packed strings: {exc}") from None
+    if n is not None and len(out) != n:
+        raise FormatError(f"expected {n} strings, got {len(out)}")
+    return out
+
+
+def pack_records(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    parts = [dumps(dict(m)) for m in items]
+    offsets = np.zeros(len(parts) + 1, dtype=np.uint32)
+    if parts:
+        np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return {"cbor": b"".join(parts), "offsets": offsets}
+
+
+class LazyRecords(Sequence[dict]):
+    """Metadata maps decoded one by one on first access (see :func:`pack_records`)."""
+
+    __slots__ = ("_blob", "_off", "_cache")
+
+    def __init__(self, blob: bytes, offsets: list[int]) -> None:
+        if not offsets or offsets[0] != 0 or offsets[-1] != len(blob) or any(
+                b < a for a, b in zip(offsets, offsets[1:])):
+            raise FormatError("bad packed records: offsets do not cover the data")
+        self._blob, self._off = blob, offsets
+        self._cache: list[dict | None] = [None] * (len(offsets) - 1)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    @overload
+    def __getitem__(self, i: int) -> dict: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict]: ...
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        v = self._cache[i]
+        if v is None:
+            v = loads(self._blob[self._off[i]: self._off[i + 1]])
+            if not isinstance(v, dict):
+                raise FormatError("packed metadata item is not a map")
+            self._cache[i] = v
+        return v
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self[i] for i in range(len(self)))
+
+
+def unpack_records(obj: Any, n: int | None = None) -> Sequence[dict]:
+    """Inverse of :func:`pack_records`, lazily (a plain list of maps is accepted too)."""
+    if isinstance(obj, list):
+        out: Sequence[dict] = [dict(m) for m in obj]
+    else:
+        try:
+            out = LazyRecords(obj["cbor"], obj["offsets"].tolist())
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"bad packed records: {exc}") from None
+    if n is not None and len(out) != n:
+        raise FormatError(f"expected {n} metadata maps, got {len(out)}")
+    return out
 
 
 def encode_chunk(kind: str, body: Mapping[str, Any]) -> bytes:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, layout
 from .. import quantizers as qz
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of, parse, summarize
@@ -115,7 +115,7 @@ class _List:
         shared: bool,
     ) -> None:
         self.ids = self.ids + ids
-        self.metadata = self.metadata + metadata
+        self.metadata = list(self.metadata) + metadata
         self.timestamps = np.concatenate((self.timestamps, timestamps))
         if self.vectors is not None and vectors is not None:
             self.vectors = np.concatenate((self.vectors, vectors))
@@ -144,8 +144,8 @@ class _List:
     def body(self, number: int, shared: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
             "list": number,
-            "ids": list(self.ids),
-            "metadata": [dict(m) for m in self.metadata],
+            "ids": layout.pack_strings(self.ids),
+            "metadata": layout.pack_records(self.metadata),
             "timestamps": np.ascontiguousarray(self.timestamps, dtype=np.float64),
         }
         if self.vectors is not None:
@@ -159,9 +159,9 @@ class _List:
         cls, body: Mapping[str, Any], dim: int, code_size: int, code_dtype: np.dtype | None, shared: bool
     ) -> "_List":
         try:
-            ids = [str(i) for i in body["ids"]]
+            ids = layout.unpack_strings(body["ids"])
             n = len(ids)
-            metadata = [dict(m) for m in body["metadata"]]
+            metadata = layout.unpack_records(body["metadata"], n)
             ts = np.asarray(body["timestamps"], dtype=np.float64).reshape(n)
             vectors = body.get("vectors")
             if vectors is not None:
