@@ -105,3 +105,35 @@ def test_wrong_dimension_query_is_reported_with_its_line(portal, data, tmp_path)
     (tmp_path / "q.jsonl").write_text("[1, 2, 3]\n")
     p = s5vec("search", cid, "--portal", url, "--queries", str(tmp_path / "q.jsonl"), check=False)
     assert p.returncode == 1 and "DimensionError" in p.stderr and "q.jsonl:1" in p.stderr
+
+
+def test_migrate_hybrid_snapshot(portal, tmp_path):
+    """A hybrid snapshot whose recent part has aged: migrate keeps every record, HNSW keeps only recent ones."""
+    import time as _time
+
+    from s5vec import api
+
+    url, _ = portal
+    now = _time.time()
+    x = clustered(1500, 16, 6, seed=4)
+    with open(tmp_path / "h.jsonl", "w") as fh:
+        for i, v in enumerate(x):
+            # all within 40 days; a 30-day window: ~3/4 recent today
+            fh.write(json.dumps({"id": f"m{i}", "vector": v.tolist(), "timestamp": now - (i % 40) * 86400 - 60}) + "\n")
+    cid = s5vec("publish", str(tmp_path / "h.jsonl"), "--portal", url, "--index", "hybrid",
+                "--param", "recent_threshold=30d", "--param", "nlist=8").stdout.split()[-1]
+    before = api.Database.open(cid, [url])
+    n_recent = len(before.index.recent)
+    # shrink the window to 20 days (as if 10 days had passed), migrate and commit through the API
+    before.index.recent_threshold = 20 * 86400
+    moved = before.migrate()
+    new_cid, _ = before.commit()
+    after = api.Database.open(new_cid, [url])
+    assert moved > 0 and len(after.index.recent) == n_recent - moved and len(after.index) == 1500
+    assert api.read_manifest(after.store, new_cid)["parent"] == cid
+    # the CLI command runs and, with nothing aged, moves nothing but still prints a CID
+    p = s5vec("migrate", new_cid, "--portal", url)
+    assert "moved 0 aged records" in p.stderr and p.stdout.strip().startswith("b")
+    flat = s5vec("publish", str(tmp_path / "h.jsonl"), "--portal", url, "--index", "flat").stdout.split()[-1]
+    p = s5vec("migrate", flat, "--portal", url, check=False)
+    assert p.returncode == 1 and "InvalidArgumentError" in p.stderr

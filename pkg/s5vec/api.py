@@ -222,6 +222,13 @@ class Database:
     def delete(self, ids: Iterable[str]) -> int:
         return self._writable().delete(list(ids))
 
+    def migrate(self, now: float | None = None) -> int:
+        """Hybrid only: move records older than the recent window from HNSW to IVF (then commit)."""
+        index = self._writable()
+        if not hasattr(index, "migrate"):
+            raise InvalidArgumentError(f"a {index.kind} index has no recent/historical parts to migrate")
+        return index.migrate(now=now)
+
     def commit(self) -> tuple[str, layout.StoreWriter]:
         """Save the edited index as a new snapshot whose manifest names this one as parent.
 

@@ -1,4 +1,4 @@
-"""The ``s5vec`` command line: portal, publish, search, web, demo-data.
+"""The ``s5vec`` command line: portal, publish, search, migrate, web, demo-data.
 
 Bad input gets one line on stderr and exit status 2 (usage) or 1 (anything else), never a
 traceback; progress bars go to stderr so stdout stays machine-readable (the manifest CID is
@@ -106,6 +106,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import api
+
+    db = api.Database.open(args.cid, args.portal, timeout=args.timeout)
+    moved = db.migrate()
+    cid, writer = db.commit()
+    print(f"moved {moved} aged records from HNSW to IVF; uploaded {writer.uploaded} of "
+          f"{len(writer.chunks)} chunks", file=sys.stderr)
+    print(cid)
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import write_demo_records
 
@@ -149,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter, e.g. ef=128, nprobe=32")
     sp.add_argument("--timeout", type=float, default=30.0)
     sp.set_defaults(fn=cmd_search)
+
+    sp = sub.add_parser("migrate", help="hybrid: move aged records from HNSW to IVF; prints the new manifest CID")
+    sp.add_argument("cid", help="manifest CID of a hybrid index")
+    sp.add_argument("--portal", action="append", required=True)
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_migrate)
 
     sp = sub.add_parser("web", help="serve the built web bundle (web/dist) with correct MIME types")
     sp.add_argument("--dir", default="web/dist")
