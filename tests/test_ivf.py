@@ -577,3 +577,32 @@ def test_filtered_search_skips_lists_that_cannot_match(data, monkeypatch):
     none = parse({"group": "nope"})
     lazy = IVFIndex.load(desc, store)
     assert lazy.chunks_for(queries[0], 10, filter=none) == [] and lazy.search(queries[0], 10, none) == []
+
+
+@pytest.mark.parametrize("codec", ["flat", "sq8"])
+def test_float16_vectors_halve_list_bytes_and_round_trip_exactly(data, codec):
+    from s5vec import layout
+    from s5vec.index.flat import FlatIndex
+
+    ids, x, queries = data
+    n = 6000
+    out = {}
+    for dt in ("float32", "float16"):
+        idx = IVFIndex(D, metric="cosine", nlist=32, nprobe=8, codec=codec, vectors_dtype=dt)
+        idx.add(ids[:n], x[:n])
+        store = MemStore()
+        desc = idx.save(store)
+        size = sum(len(layout.encode_chunk("ivf_list", store.blobs[c][1])) for c in desc["lists"])
+        back = IVFIndex.load(desc, store)
+        assert back.vectors_dtype == dt
+        for q in queries[:10]:
+            assert back.search(q, 10) == idx.search(q, 10)  # identical before and after the round trip
+        out[dt] = (size, idx)
+    assert out["float16"][0] < 0.75 * out["float32"][0], (out["float16"][0], out["float32"][0])
+    oracle = FlatIndex(D)
+    oracle.add(ids[:n], x[:n])
+    r = np.mean([len({i for i, _ in out["float16"][1].search(q, 10)} & {i for i, _ in oracle.search(q, 10)}) / 10
+                 for q in queries[:30]])
+    assert r >= 0.95, r
+    with pytest.raises(InvalidArgumentError):
+        IVFIndex(D, vectors_dtype="int8")

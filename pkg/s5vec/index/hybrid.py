@@ -26,7 +26,8 @@ from .ivf import IVFIndex
 from .records import check_batch
 
 HNSW_PARAMS = ("M", "ef_construction", "ef_search", "chunk_rows", "seed")
-IVF_PARAMS = ("nlist", "nprobe", "codec", "pq_m", "rerank", "store_full", "lists_per_chunk", "cache_bytes")
+IVF_PARAMS = ("nlist", "nprobe", "codec", "pq_m", "pq_nbits", "rerank", "store_full", "lists_per_chunk", "cache_bytes",
+              "train_min", "kmeans_iters", "residual", "vectors_dtype")
 HNSW_SEARCH = ("ef",)
 IVF_SEARCH = ("nprobe", "rerank")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}

@@ -141,7 +141,7 @@ class _List:
         self._sq = None
         self._rows = None
 
-    def body(self, number: int, shared: bool) -> dict[str, Any]:
+    def body(self, number: int, shared: bool, vectors_dtype: str = "float32") -> dict[str, Any]:
         out: dict[str, Any] = {
             "list": number,
             "ids": layout.pack_strings(self.ids),
@@ -149,7 +149,7 @@ class _List:
             "timestamps": np.ascontiguousarray(self.timestamps, dtype=np.float64),
         }
         if self.vectors is not None:
-            out["vectors"] = np.ascontiguousarray(self.vectors, dtype=np.float32)
+            out["vectors"] = np.ascontiguousarray(self.vectors, dtype=np.dtype(vectors_dtype))
         if not shared and self.codes is not None:
             out["codes"] = np.ascontiguousarray(self.codes)
         return out
@@ -204,6 +204,7 @@ class IVFIndex:
         train_min: int | None = None,
         kmeans_iters: int = 20,
         residual: bool | None = None,
+        vectors_dtype: str = "float32",
     ) -> None:
         if not _is_int(dim) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
@@ -219,6 +220,12 @@ class IVFIndex:
             raise InvalidArgumentError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
         if train_min is not None and (not _is_int(train_min) or train_min < nlist):
             raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {train_min!r}")
+        if vectors_dtype not in ("float32", "float16"):
+            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {vectors_dtype!r}")
+        # float16 halves the bytes of stored full vectors (the flat codec's codes, the re-rank
+        # vectors of sq8/pq); vectors are rounded on insert so results are the same before and
+        # after a save/load, in the browser and on CPython
+        self.vectors_dtype = vectors_dtype
         self.dim = int(dim)
         self.metric = metric
         self.nlist = int(nlist)
@@ -300,6 +307,7 @@ class IVFIndex:
             "train_min": self.train_min,
             "kmeans_iters": self.kmeans_iters,
             "residual": self.residual,
+            "vectors_dtype": self.vectors_dtype,
         }
 
     def __len__(self) -> int:
@@ -520,6 +528,8 @@ class IVFIndex:
         if not ids:
             return
         x = kernels.prepare(x, self.metric)
+        if self.vectors_dtype == "float16":
+            x = x.astype(np.float16).astype(np.float32)
         present = [i for i in ids if i in self._loc]  # type: ignore[operator]
         if present:
             self._remove(present)
@@ -996,7 +1006,7 @@ class IVFIndex:
         for l in range(c * g, min((c + 1) * g, self.nlist)):
             lst = self._lists[l]
             assert lst is not None
-            entries.append(lst.body(l, self._shared))
+            entries.append(lst.body(l, self._shared, self.vectors_dtype))
         return {"lists": entries}
 
     def save(self, writer: ChunkWriter, *, reuse_clean: bool = False) -> dict[str, Any]:
@@ -1080,6 +1090,7 @@ class IVFIndex:
                 train_min=int(p["train_min"]),
                 kmeans_iters=int(p["kmeans_iters"]),
                 residual=bool(p["residual"]),
+                vectors_dtype=str(p.get("vectors_dtype", "float32")),
             )
             counts = np.asarray([int(c) for c in desc["counts"]], dtype=np.int64)
             if counts.shape != (idx.nlist,):
