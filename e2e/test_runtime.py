@@ -118,3 +118,26 @@ def test_wheel_sha256_mismatch_refuses_to_start(web_dist, tmp_path, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pyodide_from_another_distribution(harness, web_dist, tmp_path):
+    """``pyodideIndexUrl`` points the worker at another Pyodide distribution (here a copy of the
+    bundled one on a different origin, as a CDN or self-hosted copy would be); numpy comes from it."""
+    from s5vec.webserver import serve_web
+
+    other = tmp_path / "cdn"
+    shutil.copytree(web_dist / "pyodide", other / "pyodide-0.27.7")
+    server, _ = serve_web(str(other), "127.0.0.1", 0)
+    host, port = server.server_address[:2]
+    base = f"http://{host}:{port}/pyodide-0.27.7/"
+    seen: list[str] = []
+    harness.page.on("request", lambda r: seen.append(r.url))
+    try:
+        rt = harness.js("return await S5Vec.runtime({ pyodideIndexUrl: arg });", base, timeout=120_000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rt["numpyVersion"] == "2.0.2" and rt["pyodideVersion"] == "0.27.7"
+    fetched = {u.rsplit("/", 1)[-1] for u in seen if u.startswith(base)}
+    assert {"pyodide.asm.wasm", "pyodide-lock.json", "numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"} <= fetched, seen
+    assert not any("/pyodide/pyodide.asm.wasm" in u for u in seen if not u.startswith(base))
