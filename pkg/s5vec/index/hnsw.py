@@ -33,6 +33,7 @@ from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of, parse as parse_filter
 from .base import ChunkReader, ChunkWriter
+from .records import check_batch
 
 _INF = float("inf")
 _MAX_LEVEL = 30
@@ -196,52 +197,8 @@ class HNSWIndex:
         metadata: Sequence[Mapping[str, Any]] | None,
         timestamps: Sequence[float] | None,
     ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-            raise InvalidArgumentError("ids must be a sequence of strings")
-        ids = list(ids)
-        for i in ids:
-            if not isinstance(i, str):
-                raise InvalidArgumentError(f"ids must be strings, got {type(i).__name__}")
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise InvalidArgumentError(f"duplicate id {dup!r} in batch")
-        n = len(ids)
-        if n == 0:
-            arr = np.asarray(vectors, dtype=np.float32) if vectors is not None else np.empty((0, self.dim))
-            if arr.size != 0:
-                raise InvalidArgumentError("got vectors but no ids")
-            return ids, np.empty((0, self.dim), np.float32), [], np.empty(0, np.float64)
-        mat = kernels.as_matrix(vectors, self.dim)
-        if mat.shape[0] != n:
-            raise InvalidArgumentError(f"{n} ids but {mat.shape[0]} vectors")
-        if metadata is None:
-            metas: list[dict[str, Any]] = [{} for _ in range(n)]
-        else:
-            if isinstance(metadata, Mapping) or not isinstance(metadata, Iterable):
-                raise InvalidArgumentError("metadata must be a sequence of dicts, one per id")
-            metas = []
-            for m in metadata:
-                if m is None:
-                    metas.append({})
-                elif isinstance(m, Mapping):
-                    metas.append(dict(m))
-                else:
-                    raise InvalidArgumentError(f"metadata must be dicts, got {type(m).__name__}")
-            if len(metas) != n:
-                raise InvalidArgumentError(f"{n} ids but {len(metas)} metadata entries")
-        if timestamps is None:
-            ts = np.full(n, time.time(), dtype=np.float64)
-        else:
-            try:
-                ts = np.asarray(list(timestamps), dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InvalidArgumentError("timestamps must be numbers (Unix seconds)") from None
-            if ts.shape != (n,):
-                raise InvalidArgumentError(f"{n} ids but {ts.size} timestamps")
-            if not np.isfinite(ts).all():
-                raise InvalidArgumentError("timestamps must be finite")
-        return ids, mat, metas, ts
+        """Shared validation; records without a timestamp are stamped with the current time."""
+        return check_batch(self.dim, ids, vectors, metadata, timestamps, missing_timestamp=time.time())
 
     def add(
         self,

@@ -41,6 +41,7 @@ from .. import quantizers as qz
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of, parse, summarize
 from .base import ChunkReader, ChunkWriter
+from .records import check_batch
 
 CENTROIDS_KIND = "ivf_centroids"
 SUMMARIES_KIND = "ivf_summaries"
@@ -352,43 +353,7 @@ class IVFIndex:
         metadata: Sequence[Mapping[str, Any]] | None,
         timestamps: Sequence[float | None] | None,
     ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-        if isinstance(ids, (str, bytes)):
-            raise InvalidArgumentError("ids must be a sequence of strings, not a single string")
-        ids = list(ids)
-        for i in ids:
-            if not isinstance(i, str) or not i:
-                raise InvalidArgumentError(f"ids must be non-empty strings, got {i!r}")
-        if len(set(ids)) != len(ids):
-            raise InvalidArgumentError("duplicate ids in one add() call")
-        x = kernels.as_matrix(vectors, self.dim)
-        if x.shape[0] != len(ids):
-            raise InvalidArgumentError(f"{len(ids)} ids but {x.shape[0]} vectors")
-        if metadata is None:
-            metas: list[dict[str, Any]] = [{} for _ in ids]
-        else:
-            metas = list(metadata)
-            if len(metas) != len(ids):
-                raise InvalidArgumentError(f"{len(ids)} ids but {len(metas)} metadata entries")
-            for j, m in enumerate(metas):
-                if m is None:
-                    metas[j] = {}
-                elif not isinstance(m, Mapping) or not all(isinstance(k, str) for k in m):
-                    raise InvalidArgumentError(f"metadata must be a dict with string keys, got {m!r:.60}")
-                else:
-                    metas[j] = dict(m)
-        if timestamps is None:
-            ts = np.full(len(ids), np.nan, dtype=np.float64)
-        else:
-            tl = list(timestamps)
-            if len(tl) != len(ids):
-                raise InvalidArgumentError(f"{len(ids)} ids but {len(tl)} timestamps")
-            try:
-                ts = np.array([np.nan if t is None else float(t) for t in tl], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InvalidArgumentError("timestamps must be numbers (Unix seconds) or None") from None
-            if any(isinstance(t, bool) for t in tl) or np.isinf(ts).any() or (np.isnan(ts) & np.array([t is not None for t in tl], dtype=bool)).any():
-                raise InvalidArgumentError("timestamps must be finite numbers (Unix seconds) or None")
-        return ids, x, metas, ts
+        return check_batch(self.dim, ids, vectors, metadata, timestamps)
 
     # ------------------------------------------------------------------ training
 

@@ -1,8 +1,13 @@
-"""Validation of a batch of records, shared by every index kind so each rejects bad input the same way."""
+"""Validation of a batch of records, shared by every index kind so each rejects bad input the same way.
+
+Everything is checked before an index changes anything: ids (non-empty strings, no duplicates in
+the batch), vectors (dimension, finite), metadata (maps with string keys, one per id) and
+timestamps (finite Unix seconds, one per id; ``None`` entries mean "no timestamp").
+"""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -15,40 +20,67 @@ def check_batch(
     ids: Sequence[str],
     vectors: Any,
     metadata: Sequence[Mapping[str, Any] | None] | None,
-    timestamps: Sequence[float] | None,
+    timestamps: Sequence[float | None] | None,
+    *,
+    missing_timestamp: float = math.nan,
 ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-    """Return (ids, float32 matrix, metadata dicts, float64 timestamps) or raise before anything changes."""
-    if isinstance(ids, (str, bytes)):
+    """Return (ids, float32 matrix, metadata dicts, float64 timestamps) or raise before anything changes.
+
+    ``missing_timestamp`` fills the timestamps when none are given (and stands for ``None``
+    entries): NaN ("none") by default; HNSW passes the current time.
+    """
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise InvalidArgumentError("ids must be a sequence of strings, not a single string")
     ids = list(ids)
     for i in ids:
         if not isinstance(i, str) or not i:
             raise InvalidArgumentError(f"ids must be non-empty strings, got {i!r}")
     if len(set(ids)) != len(ids):
-        raise InvalidArgumentError("duplicate ids in one batch")
-    mat = kernels.as_matrix(vectors, dim) if ids else np.empty((0, dim), np.float32)
-    if mat.shape[0] != len(ids):
-        raise InvalidArgumentError(f"{len(ids)} ids but {mat.shape[0]} vectors")
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InvalidArgumentError(f"duplicate id {dup!r} in one batch")
+    n = len(ids)
+    if n == 0:
+        if vectors is not None and np.size(vectors) != 0:
+            raise InvalidArgumentError("got vectors but no ids")
+        return [], np.empty((0, dim), np.float32), [], np.empty(0, np.float64)
+    mat = kernels.as_matrix(vectors, dim)
+    if mat.shape[0] != n:
+        raise InvalidArgumentError(f"{n} ids but {mat.shape[0]} vectors")
+    return ids, mat, _metadata(metadata, n), _timestamps(timestamps, n, missing_timestamp)
+
+
+def _metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
     if metadata is None:
-        metas: list[dict[str, Any]] = [{} for _ in ids]
-    else:
-        metas = [dict(m) if m is not None else {} for m in _checked_meta(metadata)]
-        if len(metas) != len(ids):
-            raise InvalidArgumentError(f"{len(ids)} ids but {len(metas)} metadata entries")
-    if timestamps is None:
-        ts = np.zeros(len(ids), dtype=np.float64)
-    else:
-        try:
-            ts = np.asarray(list(timestamps), dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError("timestamps must be numbers (Unix seconds)") from None
-        if ts.shape != (len(ids),) or not all(math.isfinite(t) for t in ts):
-            raise InvalidArgumentError("need one finite timestamp per id")
-    return ids, mat, metas, ts
-
-
-def _checked_meta(metadata: Sequence[Any]) -> Sequence[Any]:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, Mapping) or not isinstance(metadata, Iterable):
+        raise InvalidArgumentError("metadata must be a sequence of dicts, one per id")
+    metas = []
     for m in metadata:
-        if m is not None and not isinstance(m, Mapping):
-            raise InvalidArgumentError(f"metadata must be objects (dicts), got {type(m).__name__}")
-    return metadata
+        if m is None:
+            metas.append({})
+        elif isinstance(m, Mapping) and all(isinstance(k, str) for k in m):
+            metas.append(dict(m))
+        else:
+            raise InvalidArgumentError(f"metadata must be dicts with string keys, got {m!r:.60}")
+    if len(metas) != n:
+        raise InvalidArgumentError(f"{n} ids but {len(metas)} metadata entries")
+    return metas
+
+
+def _timestamps(timestamps: Any, n: int, missing: float) -> np.ndarray:
+    if timestamps is None:
+        return np.full(n, missing, dtype=np.float64)
+    tl = list(timestamps)
+    if len(tl) != n:
+        raise InvalidArgumentError(f"{n} ids but {len(tl)} timestamps")
+    if any(isinstance(t, bool) for t in tl):
+        raise InvalidArgumentError("timestamps must be numbers (Unix seconds), not booleans")
+    try:
+        ts = np.array([missing if t is None else float(t) for t in tl], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("timestamps must be numbers (Unix seconds) or None") from None
+    given = np.array([t is not None for t in tl], dtype=bool)
+    if not np.isfinite(ts[given]).all():
+        raise InvalidArgumentError("timestamps must be finite numbers (Unix seconds) or None")
+    return ts
