@@ -20,14 +20,14 @@ NUMPY_WHEEL="numpy-2.0.2-cp312-cp312-pyodide_2024_0_wasm32.whl"
 CACHE="$ROOT/.cache/wheels"
 DIST="$ROOT/web/dist"
 PYODIDE_SRC="$ROOT/node_modules/pyodide"
-NOBLE_SRC="$ROOT/node_modules/@noble/hashes"
+HASHWASM_SRC="$ROOT/node_modules/hash-wasm"
 
 die() { echo "build_wheel.sh: error: $*" >&2; exit 1; }
 sha256() { "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; }
 
 [ -x "$PYTHON" ] || command -v "$PYTHON" >/dev/null 2>&1 || die "python not found: $PYTHON (set PYTHON=...)"
 [ -f "$PYODIDE_SRC/pyodide-lock.json" ] || die "node_modules/pyodide missing: run 'npm ci' first"
-[ -f "$NOBLE_SRC/blake3.js" ] || die "node_modules/@noble/hashes missing: run 'npm ci' first"
+[ -f "$HASHWASM_SRC/dist/index.esm.min.js" ] || die "node_modules/hash-wasm missing: run 'npm ci' first"
 mkdir -p "$CACHE"
 
 # 1. the s5vec wheel (pure Python)
@@ -76,7 +76,7 @@ fi
 # 4. assemble web/dist/ (fresh every time, into a temp dir, then swapped in)
 TMP="$(mktemp -d "$ROOT/web/.dist-tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/noble-hashes"
+mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm"
 cp -r web/demo/. "$TMP/"
 cp web/s5vec.js web/s5vec.d.ts web/protocol.js "$TMP/"
 cp worker.js "$TMP/worker.js"
@@ -84,8 +84,8 @@ for f in pyodide.mjs pyodide.asm.js pyodide.asm.wasm python_stdlib.zip pyodide-l
   cp "$PYODIDE_SRC/$f" "$TMP/pyodide/$f"
 done
 cp "$CACHE/$NUMPY_WHEEL" "$TMP/pyodide/$NUMPY_WHEEL"
-# @noble/hashes 2.x ships its ESM build at the package root (*.js, "type": "module")
-cp "$NOBLE_SRC"/*.js "$NOBLE_SRC/package.json" "$NOBLE_SRC/LICENSE" "$TMP/vendor/noble-hashes/"
+# hash-wasm: one self-contained ESM file (the wasm binaries are embedded as base64), used by worker.js
+cp "$HASHWASM_SRC/dist/index.esm.min.js" "$HASHWASM_SRC/package.json" "$HASHWASM_SRC/LICENSE" "$TMP/vendor/hash-wasm/"
 cp "$S5VEC_WHL" "$CACHE/$CBOR2_WHL" "$CACHE/$HTTP_WHL" "$TMP/wheels/"
 "$PYTHON" - "$TMP/wheels" "$(basename "$S5VEC_WHL")" "$CBOR2_WHL" "$HTTP_WHL" <<'EOF'
 import hashlib, json, sys

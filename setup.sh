@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything s5vec needs on a fresh Debian machine, idempotently:
 # Debian chromium (for the browser tests), a Python venv with the package and test tools,
-# the pinned npm packages (pyodide, @noble/hashes, typescript), then the wheel and web bundle.
+# the pinned npm packages (pyodide, hash-wasm, typescript), then the wheel and web bundle.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON_BOOTSTRAP:-python3}

@@ -1,8 +1,8 @@
 // s5vec web worker (module worker). Boots Pyodide + numpy + the s5vec wheels, then answers rpc calls.
 // Served from web/dist/worker.js; everything it loads resolves relative to its own URL:
-//   ./protocol.js, ./vendor/noble-hashes/blake3.js, ./wheels/manifest.json, ./pyodide/ (default indexURL)
+//   ./protocol.js, ./vendor/hash-wasm/index.esm.min.js, ./wheels/manifest.json, ./pyodide/ (default indexURL)
 import { MSG, OPS } from "./protocol.js";
-import { blake3 } from "./vendor/noble-hashes/blake3.js";
+import { createBLAKE3 } from "./vendor/hash-wasm/index.esm.min.js";
 
 const BASE = new URL("./", self.location.href);
 
@@ -43,6 +43,18 @@ function hex(buf) {
 }
 
 // blake3 for the Python package's hashing backend (`import s5vec_js; s5vec_js.blake3(data)`).
+// hash-wasm's WebAssembly BLAKE3: created once (async: compiles the embedded wasm) during start-up,
+// then reused; init()/update()/digest() are synchronous, so s5vec_js.blake3 stays a sync call for
+// Python. digest("binary") returns a fresh copy, so reusing the hasher is safe.
+let blake3Hasher = null;
+
+function blake3(u8) {
+  if (!blake3Hasher) throw new Error("s5vec_js.blake3 called before the hasher was created");
+  blake3Hasher.init();
+  blake3Hasher.update(u8);
+  return blake3Hasher.digest("binary");
+}
+
 // Accepts a Uint8Array/TypedArray/ArrayBuffer, or a Python bytes-like object (PyProxy with getBuffer);
 // returns the 32-byte digest as a Uint8Array (a JsProxy on the Python side: use .to_bytes()).
 function blake3Digest(data) {
@@ -120,6 +132,7 @@ async function boot(cfg) {
   })).ms;
 
   const importStep = (await step("import-s5vec", async () => {
+    if (!blake3Hasher) blake3Hasher = await createBLAKE3();
     pyodide.registerJsModule("s5vec_js", { blake3: blake3Digest });
     // sync urllib/http.client -> synchronous XHR, so the package's portal client works in the worker
     await pyodide.runPythonAsync("import pyodide_http\npyodide_http.patch_all()");

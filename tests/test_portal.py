@@ -502,8 +502,8 @@ _ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(
     __import__("shutil").which("node") is None or not (_ROOT / "node_modules" / "pyodide").is_dir()
-    or not (_ROOT / "node_modules" / "@noble" / "hashes").is_dir(),
-    reason="node + node_modules/pyodide + @noble/hashes needed",
+    or not (_ROOT / "node_modules" / "hash-wasm").is_dir(),
+    reason="node + node_modules/pyodide + hash-wasm needed",
 )
 def test_pyodide_transport(portal, tmp_path):
     """blake3 via s5vec_js and download_many via pyfetch, inside real Pyodide."""

@@ -3,7 +3,7 @@
 * CPython: the ``blake3`` package from PyPI (native, releases the GIL).
 * Pyodide (``sys.platform == "emscripten"``): the web worker registers a JS module
   named ``s5vec_js`` (``pyodide.registerJsModule("s5vec_js", {blake3})``) whose
-  ``blake3(Uint8Array) -> Uint8Array`` is ``@noble/hashes``' blake3.  The bytes
+  ``blake3(Uint8Array) -> Uint8Array`` is ``hash-wasm``'s WebAssembly BLAKE3.  The bytes
   cross the boundary as one typed-array copy each way (no per-byte conversion).
 """
 from __future__ import annotations
