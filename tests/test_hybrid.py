@@ -162,3 +162,23 @@ def test_publish_defaults_recall_for_every_kind(data):
         db = api.Database.open(cid, store=store)
         r = np.mean([recall([h["id"] for h in db.search(q, 10)], [i for i, _ in oracle.search(q, 10)]) for q in qs])
         assert r >= 0.90, (kind, r)
+
+
+def test_migration_of_a_new_topic_rebalances_the_lists():
+    """Aged records from a region the IVF lists never saw pile into few lists: migrate retrains."""
+    rng = np.random.default_rng(8)
+    dim = 32
+    old = clustered(3000, dim, 20, seed=1)
+    new_topic = (clustered(3000, dim, 10, seed=2) + 6 * rng.standard_normal(dim)).astype(np.float32)
+    idx = HybridIndex(dim, "l2", recent_threshold="30d", clock=lambda: NOW, nlist=16, nprobe=4)
+    idx.add([f"o{i}" for i in range(3000)], old, None, [NOW - 400 * DAY] * 3000)
+    idx.add([f"n{i}" for i in range(3000)], new_topic, None, [NOW - 5 * DAY] * 3000)
+    assert len(idx.recent) == 3000 and idx.historical.imbalance() < 4
+    moved = idx.migrate(now=NOW + 60 * DAY)
+    assert moved == 3000 and len(idx.recent) == 0 and len(idx.historical) == 6000
+    assert not idx.historical.needs_rebalance(), idx.historical.imbalance()
+    skewed = HybridIndex(dim, "l2", nlist=16).historical  # the same IVF without the retrain, for contrast
+    skewed.add([f"o{i}" for i in range(3000)], old)
+    skewed.add([f"n{i}" for i in range(3000)], new_topic)
+    assert skewed.needs_rebalance() and idx.historical.imbalance() < skewed.imbalance()
+    assert idx.search(new_topic[7], 1)[0][0] == "n7" and idx.search(old[7], 1)[0][0] == "o7"

@@ -152,6 +152,9 @@ class HybridIndex:
             self.recent.delete(ids)
         if aged and hasattr(self.recent, "vacuum"):
             self.recent.vacuum()
+        # recent uploads can be about new topics that all land in a few old lists: retrain then
+        if aged and self.historical.trained and self.historical.needs_rebalance():
+            self.historical.rebalance()
         return len(aged)
 
     # -- queries ----------------------------------------------------------------
