@@ -51,6 +51,20 @@ def parse_duration(value: Any) -> float:
     return secs
 
 
+def _route(params: Mapping[str, Any], hnsw_keys: tuple[str, ...], ivf_keys: tuple[str, ...],
+           error: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword parameters between the HNSW and the IVF part; an unknown key is an error."""
+    hp, ip = {}, {}
+    for key, val in params.items():
+        if key in hnsw_keys:
+            hp[key] = val
+        elif key in ivf_keys:
+            ip[key] = val
+        else:
+            raise InvalidArgumentError(f"{error} {key!r}")
+    return hp, ip
+
+
 class HybridIndex:
     kind = "hybrid"
 
@@ -68,14 +82,8 @@ class HybridIndex:
         self.metric = kernels.check_metric(metric)
         self.recent_threshold = parse_duration(recent_threshold)
         self.clock = clock or time.time
-        hp, ip = dict(hnsw or {}), dict(ivf or {})
-        for key, val in params.items():
-            if key in HNSW_PARAMS:
-                hp[key] = val
-            elif key in IVF_PARAMS:
-                ip[key] = val
-            else:
-                raise InvalidArgumentError(f"unknown hybrid parameter {key!r}")
+        hp, ip = _route(params, HNSW_PARAMS, IVF_PARAMS, "unknown hybrid parameter")
+        hp, ip = {**(hnsw or {}), **hp}, {**(ivf or {}), **ip}
         self.recent = HNSWIndex(self.dim, metric=self.metric, **hp)
         self.historical = IVFIndex(self.dim, metric=self.metric, **ip)
 
@@ -160,15 +168,7 @@ class HybridIndex:
     # -- queries ----------------------------------------------------------------
     @staticmethod
     def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        hp, ip = {}, {}
-        for key, val in params.items():
-            if key in HNSW_SEARCH:
-                hp[key] = val
-            elif key in IVF_SEARCH:
-                ip[key] = val
-            else:
-                raise InvalidArgumentError(f"unknown search parameter {key!r} (hybrid takes ef, nprobe, rerank)")
-        return hp, ip
+        return _route(params, HNSW_SEARCH, IVF_SEARCH, "unknown search parameter (hybrid takes ef, nprobe, rerank):")
 
     def search(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[tuple[str, float]]:
         q = kernels.as_vector(query, self.dim)
