@@ -187,7 +187,6 @@ def test_tampered_everywhere_rejects_integrity_error_and_worker_survives(harness
     A fresh page (fresh HTTP cache) per case: portals send blobs as immutable, so a page that already
     fetched the good bytes would never see the tampered file.
     """
-    ref = published["ref"]
     chunk = published["manifest"]["index"]["rows"][2] if which == "row-chunk" else published["cid"]
     with tampered(portals, chunk):
         res = harness.run(

@@ -161,3 +161,15 @@ def test_cache_bytes_reaches_the_ivf_list_cache():
     for q in x[:30]:
         db.search(q, 5)
     assert 0 < db.index.cached_bytes() <= 50_000
+
+
+def test_manifest_spec_names_the_index():
+    recs, _ = records(n=1200)
+    store = ChunkStore(MemoryClient())
+    specs = {}
+    for kind, params in [("flat", {}), ("hnsw", {"M": 8}), ("ivf", {"nlist": 16, "codec": "pq", "pq_m": 4}),
+                         ("hybrid", {"recent_threshold": "7d", "nlist": 8, "codec": "sq8"})]:
+        cid = api.publish(recs, store, kind=kind, params=params)
+        specs[kind] = layout.decode_manifest(store.get(cid))["spec"]
+    assert specs == {"flat": "Flat", "hnsw": "HNSW8", "ivf": "IVF16,PQ4",
+                     "hybrid": "Hybrid(HNSW16|IVF8,SQ8;recent=7d)"}

@@ -4,10 +4,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from s5vec.index.flat import FlatIndex

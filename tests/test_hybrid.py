@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from s5vec import api, kernels
+from s5vec import api
 from s5vec.errors import InvalidArgumentError, UnknownIdError
 from s5vec.filters import parse
 from s5vec.index.flat import FlatIndex

@@ -341,7 +341,6 @@ def test_corrupt_descriptor():
 
 
 def test_small_index_exact_then_auto_train():
-    rng = np.random.default_rng(3)
     x = clustered(700, 16, 10, seed=3)
     ids = [f"s{i}" for i in range(700)]
     idx = IVFIndex(16, metric="l2", nlist=8, nprobe=2, train_min=400)

@@ -86,7 +86,7 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
     desc = index.save(writer)
     manifest = layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
-        chunks=writer.chunks, parent=parent, spec=getattr(index, "spec", None) and index.spec(), extra=extra,
+        chunks=writer.chunks, parent=parent, spec=index.spec(), extra=extra,
     )
     return store.put(manifest), writer
 

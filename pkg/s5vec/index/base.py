@@ -70,6 +70,10 @@ class Index(Protocol):
 
     def save(self, writer: ChunkWriter) -> dict[str, Any]: ...
 
+    def spec(self) -> str:
+        """A short description for the manifest, e.g. ``HNSW16`` or ``IVF256,PQ16``."""
+        ...
+
     def chunks_for(self, query: np.ndarray, k: int = 10, **params: Any) -> list[str]:
         """CIDs of not-yet-loaded chunks that ``search`` with these arguments would read."""
         ...

@@ -133,6 +133,9 @@ class FlatIndex:
     def __contains__(self, id: object) -> bool:
         return id in self._slot
 
+    def spec(self) -> str:
+        return "Flat"
+
     def chunks_for(self, query: Any, k: int = 10, **params: Any) -> list[str]:
         return []
 

@@ -175,6 +175,10 @@ class HNSWIndex:
         for s in np.flatnonzero(~self._dead[: self._n]).tolist():
             yield self._ids[s], self._vecs[s].copy(), dict(self._meta[s]), float(self._ts[s])
 
+    def spec(self) -> str:
+        """Short description for the manifest, faiss style."""
+        return f"HNSW{self.M}"
+
     def chunks_for(self, query: np.ndarray, k: int = 10, **params: Any) -> list[str]:
         return []  # loaded whole
 

@@ -89,8 +89,7 @@ class HybridIndex:
 
     def spec(self) -> str:
         days = self.recent_threshold / 86400
-        parts = [getattr(p, "spec", lambda: p.kind)() for p in (self.recent, self.historical)]
-        return f"Hybrid({parts[0]}|{parts[1]};recent={days:g}d)"
+        return f"Hybrid({self.recent.spec()}|{self.historical.spec()};recent={days:g}d)"
 
     # -- routing ----------------------------------------------------------------
     def cutoff(self, now: float | None = None) -> float:

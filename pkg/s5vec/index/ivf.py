@@ -294,6 +294,11 @@ class IVFIndex:
     def _new_pending(self) -> _List:
         return _List.empty(0, None, self.dim)
 
+    def spec(self) -> str:
+        """Short description for the manifest, faiss style: ``IVF256,PQ16``, ``IVF128,SQ8``, ``IVF128,Flat``."""
+        code = {"flat": "Flat", "sq8": "SQ8", "pq": f"PQ{self.pq_m}"}[self.codec_name]
+        return f"IVF{self.nlist},{code}" + (",f16" if self.vectors_dtype == "float16" else "")
+
     def params(self) -> dict[str, Any]:
         return {
             "nlist": self.nlist,
