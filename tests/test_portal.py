@@ -238,7 +238,7 @@ def test_fallback_to_second_portal_on_tamper(portal, portal2):
     data = os.urandom(4096)
     cid = PortalClient([portal.url]).upload(data)
     PortalClient([portal2.url]).upload(data)
-    _tamper(portal, cid, b"X" + data[1:])
+    _tamper(portal, cid, bytes([data[0] ^ 0xFF]) + data[1:])  # always differs (b"X" + ... did not, 1 in 256)
     c = PortalClient([portal.url, portal2.url])
     assert c.download(cid) == data
     assert c.blobs_downloaded == 1 and c.bytes_downloaded == len(data)
