@@ -113,7 +113,11 @@ class ChunkStore:
                 self._pinned[old] = blob
 
     def _lookup(self, key: str) -> bytes | None:
-        """Cache/pinned lookup (lock held); marks the entry as read."""
+        """Cache/pinned lookup (lock held); marks the entry as read.
+
+        A hit is counted only for bytes that were already here before this read was planned:
+        reading what a prefetch just brought in is the fetch itself, not a cache hit."""
+        fresh = key in self._unread
         data = self._cache.get(key)
         if data is not None:
             self._cache.move_to_end(key)
@@ -124,7 +128,8 @@ class ChunkStore:
                 self._insert(key, data, unread=False)
         if data is not None:
             self._unread.discard(key)
-            self._c["cache_hits"] += 1
+            if not fresh:
+                self._c["cache_hits"] += 1
         return data
 
     def _record_fetch(self, key: str, data: bytes, *, unread: bool) -> None:
