@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -48,14 +47,6 @@ def new_index(kind: str, dim: int, metric: str = "cosine", params: Mapping[str, 
         return cls(dim, metric=metric, **dict(params or {}))
     except TypeError as exc:
         raise InvalidArgumentError(f"bad parameter for a {kind} index: {exc}") from None
-
-
-@dataclass
-class Record:
-    id: str
-    vector: np.ndarray
-    metadata: dict[str, Any]
-    timestamp: float
 
 
 def records_to_columns(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, list[dict], list[float]]:

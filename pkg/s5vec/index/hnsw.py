@@ -502,7 +502,7 @@ class HNSWIndex:
                 return [(self._ids[int(matching[i])], float(d[i])) for i in top]
             accept = lambda slots: mask[slots].tolist()  # noqa: E731
         else:
-            accept = self._acceptor(None)
+            accept = self._live_acceptor()
         ep = self._entry
         dep = float(self._dist(q, np.array([ep]))[0])
         for l in range(self._max_level, 0, -1):
@@ -529,28 +529,13 @@ class HNSWIndex:
             cache.popitem(last=False)
         return mask
 
-    def _acceptor(self, flt: Filter | None) -> Callable[[np.ndarray], list[bool]] | None:
-        if flt is None and self._n_dead == 0:
+    def _live_acceptor(self) -> Callable[[np.ndarray], list[bool]] | None:
+        """Unfiltered search: accept every live node (None when there are no tombstones).
+        Filtered searches accept through the cached match mask (:meth:`_filter_mask`)."""
+        if self._n_dead == 0:
             return None
         dead = self._dead
-        if flt is None:
-            return lambda slots: (~dead[slots]).tolist()
-        cache: dict[int, bool] = {}
-        meta, ts = self._meta, self._ts
-
-        def accept(slots: np.ndarray) -> list[bool]:
-            out = []
-            for s, dd in zip(slots.tolist(), dead[slots].tolist()):
-                if dd:
-                    out.append(False)
-                    continue
-                ok = cache.get(s)
-                if ok is None:
-                    ok = cache[s] = bool(flt.matches(fields_of(meta[s], float(ts[s]))))
-                out.append(ok)
-            return out
-
-        return accept
+        return lambda slots: (~dead[slots]).tolist()
 
     def _scan_rest(
         self, q: np.ndarray, res: list[tuple[float, int]], k: int, accept: Callable[[np.ndarray], list[bool]] | None
