@@ -51,9 +51,27 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def cmd_portal(args: argparse.Namespace) -> int:
-    from .s5.portal import run_portal
+    from .s5.portal import load_tokens, run_portal
 
-    run_portal(args.dir, args.host, args.port)
+    tokens = load_tokens(args.token_file)
+    run_portal(args.dir, args.host, args.port, max_body=args.max_body, verbose=args.verbose, tokens=tokens,
+               require_token=args.require_token, cors_origins=args.cors_origin or ())
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .s5.registry import SigningKey
+
+    key = SigningKey.generate()
+    try:
+        key.save(args.out)
+    except FileExistsError:
+        raise InvalidArgumentError(f"{args.out} exists; a key file is never overwritten") from None
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write key file {args.out}: {exc.strerror}") from None
+    print(f"wrote the ed25519 seed to {args.out} (keep it secret); its public key (the pointer) is:",
+          file=sys.stderr)
+    print(key.pointer)
     return 0
 
 
@@ -141,7 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", required=True)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5050)
+    sp.add_argument("--require-token", action=argparse.BooleanOptionalAction, default=None,
+                    help="writes need Authorization: Bearer <token> (default: on when a token is configured "
+                         "or when bound beyond 127.0.0.1/localhost)")
+    sp.add_argument("--token-file", default=None,
+                    help="file of upload tokens, one per line (env S5VEC_PORTAL_TOKEN adds one)")
+    sp.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="browser origin allowed to write (upload, registry); repeatable; '*' = any")
+    sp.add_argument("--max-body", type=int, default=256 * 2**20, help="largest upload in bytes")
+    sp.add_argument("--verbose", action="store_true", help="log every request")
     sp.set_defaults(fn=cmd_portal)
+
+    sp = sub.add_parser("keygen", help="create an ed25519 key file for a signed pointer (registry entry)")
+    sp.add_argument("--out", required=True, help="key file to create (mode 0600; never overwritten)")
+    sp.set_defaults(fn=cmd_keygen)
 
     sp = sub.add_parser("publish", help="build an index from JSON lines and upload it; prints the manifest CID")
     sp.add_argument("file", help='JSON lines: {"id", "vector", "metadata", "timestamp"} ("-" for stdin)')

@@ -854,12 +854,21 @@ class PortalServer:
 _log_handler: logging.Handler | None = None
 
 
+def _not_shutdown_noise(record: logging.LogRecord) -> bool:
+    """Requests cut off by ``stop()`` are expected, not errors worth a traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
 def _quiet_uvicorn_logs(verbose: bool) -> None:
     """uvicorn's warnings and errors (and access lines when verbose) to stderr, nothing else."""
     global _log_handler
     if _log_handler is None:
         _log_handler = logging.StreamHandler(sys.stderr)
         _log_handler.setFormatter(logging.Formatter("s5 portal: %(levelname)s: %(message)s"))
+        _log_handler.addFilter(_not_shutdown_noise)
         for name in ("uvicorn.error", "uvicorn.access"):
             lg = logging.getLogger(name)
             lg.addHandler(_log_handler)
