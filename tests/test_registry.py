@@ -260,3 +260,32 @@ def test_publish_with_token(tmp_path, key):
         assert reg.resolve_pointer(p.url, key.pointer) == blob_cid(b"m")
     finally:
         p.stop()
+
+
+def test_cli_keygen_pointer_resolve(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "pkg")}
+    env.pop("S5VEC_AUTH_TOKEN", None)
+
+    def s5vec(*args, check=True):
+        p = subprocess.run([sys.executable, "-m", "s5vec", *args], capture_output=True, text=True, env=env, timeout=60)
+        assert not check or p.returncode == 0, p.stderr
+        return p
+
+    p = start_portal(tmp_path / "cli", tokens=["tok"])
+    try:
+        pointer = s5vec("keygen", "--out", str(tmp_path / "k.key")).stdout.strip()
+        assert reg.SigningKey.load(tmp_path / "k.key").pointer == pointer
+        cid = blob_cid(b"manifest via cli")
+        bad = s5vec("pointer", str(tmp_path / "k.key"), cid, "--portal", p.url, check=False)
+        assert bad.returncode == 1 and "401" in bad.stderr and "Traceback" not in bad.stderr
+        assert s5vec("pointer", str(tmp_path / "k.key"), cid, "--portal", p.url, "--auth-token", "tok").stdout.strip() == pointer
+        assert s5vec("resolve", pointer, "--portal", p.url).stdout.strip() == cid
+        missing = s5vec("resolve", reg.SigningKey.generate().pointer, "--portal", p.url, check=False)
+        assert missing.returncode == 1 and "NotFoundError" in missing.stderr
+        assert "FormatError" in s5vec("resolve", "garbage", "--portal", p.url, check=False).stderr
+    finally:
+        p.stop()

@@ -75,6 +75,26 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pointer(args: argparse.Namespace) -> int:
+    import os
+
+    from .s5.registry import SigningKey, publish_pointer
+
+    key = SigningKey.load(args.key)
+    token = args.auth_token or os.environ.get("S5VEC_AUTH_TOKEN") or None
+    entry = publish_pointer(args.portal, key, args.cid, auth_token=token, timeout=args.timeout)
+    print(f"pointer {key.pointer} -> {args.cid} (revision {entry.revision})", file=sys.stderr)
+    print(key.pointer)
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from .s5.registry import resolve_pointer
+
+    print(resolve_pointer(args.portal, args.pointer, timeout=args.timeout))
+    return 0
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from .webserver import run_web
 
@@ -173,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("keygen", help="create an ed25519 key file for a signed pointer (registry entry)")
     sp.add_argument("--out", required=True, help="key file to create (mode 0600; never overwritten)")
     sp.set_defaults(fn=cmd_keygen)
+
+    sp = sub.add_parser("pointer", help="point a signed registry entry (KEYFILE's public key) at a manifest CID")
+    sp.add_argument("key", help="key file from s5vec keygen")
+    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat: stored on each)")
+    sp.add_argument("--auth-token", default=None, help="portal write token (default: env S5VEC_AUTH_TOKEN)")
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_pointer)
+
+    sp = sub.add_parser("resolve", help="print the manifest CID a pointer (public key) names, signature checked")
+    sp.add_argument("pointer", help="public key (base64url), as printed by keygen")
+    sp.add_argument("--portal", action="append", required=True)
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_resolve)
 
     sp = sub.add_parser("publish", help="build an index from JSON lines and upload it; prints the manifest CID")
     sp.add_argument("file", help='JSON lines: {"id", "vector", "metadata", "timestamp"} ("-" for stdin)')
