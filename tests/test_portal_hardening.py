@@ -94,6 +94,8 @@ def test_half_open_connections_do_not_block_and_are_cut_off(tmp_path):
         t0 = time.monotonic()
         st, _, body = _req(f"{p.url}/s5/blob/{cid}", timeout=5)
         assert st == 200 and body == b"served while others hang"
+        # 100 stalled uploads hold no slot a good upload would wait for
+        assert PortalClient([p.url], timeout=5, retries=0).upload(b"a good upload") == blob_cid(b"a good upload")
         assert time.monotonic() - t0 < 2
         # every half-open connection is closed by the server within its deadline
         deadline = time.monotonic() + 10
@@ -108,6 +110,7 @@ def test_half_open_connections_do_not_block_and_are_cut_off(tmp_path):
             if got:  # the stalled uploads are answered 408 before the close
                 assert got.startswith(b"HTTP/1.1 408"), got[:80]
         assert not list(p.blobs_dir.glob(".tmp-*"))  # abandoned uploads leave nothing behind
+        assert len(_blobs(p)) == 2
         assert _req(f"{p.url}/s5/blob/{cid}")[0] == 200
     finally:
         for s in socks:

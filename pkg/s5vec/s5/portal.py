@@ -73,7 +73,8 @@ __all__ = [
 
 DEFAULT_MAX_BODY = 256 * 2**20
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-_COPY_CHUNK = 1 << 20  # bytes per write/hash batch and per streamed read
+_COPY_CHUNK = 1 << 20  # bytes per streamed read of a large blob
+_FEED_CHUNK = 256 << 10  # bytes per write/hash batch of an upload (the most an upload buffers)
 _SMALL_BLOB = 4 << 20  # answered from one read; larger blobs are streamed
 _DRAIN_LIMIT = 64 * 2**20  # a refused body up to this size is read and dropped so the client sees the answer
 _MAX_REGISTRY_BODY = 8 << 10
@@ -114,7 +115,6 @@ class PortalConfig:
     send_timeout: float = 60.0  # a client that reads nothing for this long is dropped
     limit_concurrency: int = 4096  # connections + tasks before uvicorn answers 503
     backlog: int = 2048
-    max_uploads: int = 64  # uploads streamed at once; more wait their turn
     verbose: bool = False
     on_request: Callable[[str, str], None] | None = None  # (method, path?query) hook, e.g. for tests
 
@@ -218,8 +218,9 @@ class _BadUpload(Exception):
 class _UploadSink:
     """Hashes and writes an upload to ``.tmp-*`` as it arrives (raw, or the multipart ``file`` part).
 
-    Runs in a worker thread (``feed`` takes ~1 MiB batches), so the event loop never hashes or
-    touches the disk."""
+    Runs in worker threads (``feed`` takes ~256 KiB batches; anyio's thread limiter bounds how many
+    run at once), so the event loop never hashes or touches the disk.  There is deliberately no
+    per-upload slot: a slow client holds only its connection, never a slot others wait for."""
 
     def __init__(self, blobs_dir: Path, boundary: bytes | None) -> None:
         import blake3
@@ -388,7 +389,6 @@ class _Portal:
     def __init__(self, cfg: PortalConfig) -> None:
         self.cfg = cfg
         self.storage = _Storage(cfg.directory)
-        self._upload_slots: asyncio.Semaphore | None = None
 
     # -- policy
     def origin_may_write(self, origin: str | None) -> bool:
@@ -493,10 +493,7 @@ class _Portal:
                 ok = await _drain(request, cfg)
                 return _error(400, "multipart body without boundary", close=not ok)
             boundary = (m.group(1) or m.group(2)).encode("latin-1")
-        if self._upload_slots is None:
-            self._upload_slots = asyncio.Semaphore(cfg.max_uploads)
-        async with self._upload_slots:
-            return await self._stream_upload(request, boundary, want)
+        return await self._stream_upload(request, boundary, want)
 
     async def _stream_upload(self, request: Request, boundary: bytes | None, want: BlobId | None) -> Response:
         cfg = self.cfg
@@ -515,7 +512,7 @@ class _Portal:
                     if bad is not None:
                         continue
                     buf += chunk
-                    if len(buf) >= _COPY_CHUNK:
+                    if len(buf) >= _FEED_CHUNK:
                         data, buf = bytes(buf), bytearray()
                         try:
                             await anyio.to_thread.run_sync(sink.feed, data)
