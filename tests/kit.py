@@ -52,11 +52,12 @@ def assert_same_hits(got: Sequence[Mapping[str, Any]], want: Sequence[Mapping[st
 # ---------------------------------------------------------------------------------------------
 
 def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float = 0.35, *,
-              top: int | None = None, sub: float = 1.0) -> np.ndarray:
+              top: int | None = None, sub: float = 1.0, labels: bool = False) -> Any:
     """Gaussian clusters (float32, ``n x dim``): the shape real embeddings have, where ANN indexes can fail.
 
     With ``top`` the ``clusters`` centres are themselves grouped around ``top`` super-centres
     (two levels: topics and sub-topics), the sub-centres at distance ``sub`` from theirs.
+    With ``labels`` returns ``(vectors, cluster number of each row)``.
     """
     rng = np.random.default_rng(seed)
     if top:
@@ -64,8 +65,9 @@ def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float
         centres = supers[rng.integers(0, top, clusters)] + sub * rng.standard_normal((clusters, dim))
     else:
         centres = rng.standard_normal((clusters, dim))
-    labels = rng.integers(0, clusters, n)
-    return (centres[labels] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+    which = rng.integers(0, clusters, n)
+    x = (centres[which] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+    return (x, which) if labels else x
 
 
 def queries_near(x: np.ndarray, nq: int, noise: float = 0.1, seed: int = 5) -> np.ndarray:
