@@ -252,6 +252,13 @@ class Database:
         self._check_open()
         return prepare_query(self.index, vector, k, filter, params)
 
+    def plan(self, vector: Any, k: Any = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+             *, missing: bool = False) -> list[str]:
+        """CIDs of the chunks the first round of this query reads, in probe order (what a cold
+        search fetches); with ``missing`` only those the store does not hold yet. Fetches nothing."""
+        need = self.index.plan(self.prepare(vector, k, filter, params))
+        return [c for c in need if c not in self.store] if missing else need
+
     def _check_open(self) -> None:
         if self.closed:
             raise ClosedError("database is closed")
