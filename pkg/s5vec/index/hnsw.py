@@ -677,29 +677,32 @@ class HNSWIndex:
         links: list[str] = []
         for lo in range(0, n, chunk_rows):
             hi = min(n, lo + chunk_rows)
-            nodes.append(
-                writer.put(
-                    "hnsw_nodes",
-                    {
-                        "start": lo,
-                        "ids": self._ids[lo:hi],
-                        "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
-                        "metadata": self._meta[lo:hi],
-                        "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
-                        "levels": np.ascontiguousarray(self._levels[lo:hi]),
-                    },
-                )
-            )
-            links.append(
-                writer.put(
-                    "hnsw_links",
-                    {
-                        "start": lo,
-                        "deleted": self._dead[lo:hi].astype(np.uint8),
-                        "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
-                    },
-                )
-            )
+            nodes.append(writer.put("hnsw_nodes", self._nodes_body(lo, hi)))
+            links.append(writer.put("hnsw_links", {
+                "start": lo,
+                "deleted": self._dead[lo:hi].astype(np.uint8),
+                "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
+            }))
+        upper = writer.put("hnsw_upper", self._upper_body())
+        return {
+            "kind": self.kind, "dim": self.dim, "metric": self.metric, "M": self.M,
+            "ef_construction": self.ef_construction, "ef_search": self.ef_search, "seed": self.seed,
+            "count": n, "live": len(self), "chunk_rows": chunk_rows,
+            "nodes": nodes, "links": links, "upper": upper,
+        }
+
+    def _nodes_body(self, lo: int, hi: int) -> dict[str, Any]:
+        return {
+            "start": lo,
+            "ids": self._ids[lo:hi],
+            "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
+            "metadata": self._meta[lo:hi],
+            "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
+            "levels": np.ascontiguousarray(self._levels[lo:hi]),
+        }
+
+    def _upper_body(self) -> dict[str, Any]:
+        """Upper layers as CSR (node ``nodes[i]``'s links are ``links[offsets[i]:offsets[i+1]]``)."""
         layers = []
         for layer in self._up:
             keys = sorted(layer)
@@ -709,31 +712,8 @@ class HNSWIndex:
                 offsets[1:] = np.cumsum([r.shape[0] for r in rows])
             flat = np.concatenate(rows).astype(np.int32) if rows else np.empty(0, np.int32)
             layers.append({"nodes": np.asarray(keys, dtype=np.int32), "offsets": offsets, "links": flat})
-        upper = writer.put(
-            "hnsw_upper",
-            {
-                "count": n,
-                "entry": self._entry,
-                "max_level": self._max_level,
-                "inserted": self._inserted,
-                "layers": layers,
-            },
-        )
-        return {
-            "kind": self.kind,
-            "dim": self.dim,
-            "metric": self.metric,
-            "M": self.M,
-            "ef_construction": self.ef_construction,
-            "ef_search": self.ef_search,
-            "seed": self.seed,
-            "count": n,
-            "live": len(self),
-            "chunk_rows": chunk_rows,
-            "nodes": nodes,
-            "links": links,
-            "upper": upper,
-        }
+        return {"count": self._n, "entry": self._entry, "max_level": self._max_level,
+                "inserted": self._inserted, "layers": layers}
 
     @classmethod
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HNSWIndex":
