@@ -22,6 +22,7 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from .errors import IntegrityError, InvalidArgumentError
@@ -43,6 +44,13 @@ _COUNTED = (
 
 
 def _key(cid: "str | BlobId") -> str:
+    """The canonical form of a CID (the cache key); parsing is memoised: a warm search looks up
+    the same few hundred CIDs on every query."""
+    return _key_of_str(cid) if isinstance(cid, str) else BlobId.parse(cid).to_string()
+
+
+@lru_cache(maxsize=1 << 16)
+def _key_of_str(cid: str) -> str:
     return BlobId.parse(cid).to_string()
 
 
@@ -174,6 +182,9 @@ class ChunkStore:
     def prefetch_sync(self, cids: Iterable["str | BlobId"]) -> None:
         """Blocking :meth:`prefetch` for synchronous callers."""
         cids = list(cids)
+        with self._lock:
+            if all(_key(c) in self._cache or _key(c) in self._pinned for c in cids):
+                return  # all held (the warm path): no event loop to spin up
         if sys.platform == "emscripten":
             # Pyodide: no threads, and the WebLoop cannot be blocked on; the sync
             # client path (pyodide_http -> synchronous XHR) fetches one by one.
