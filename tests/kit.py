@@ -52,21 +52,28 @@ def assert_same_hits(got: Sequence[Mapping[str, Any]], want: Sequence[Mapping[st
 # ---------------------------------------------------------------------------------------------
 
 def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float = 0.35, *,
-              top: int | None = None, sub: float = 1.0, labels: bool = False) -> Any:
+              top: int | None = None, sub: int | None = None, spread_sub: float = 0.5,
+              labels: bool = False) -> Any:
     """Gaussian clusters (float32, ``n x dim``): the shape real embeddings have, where ANN indexes can fail.
 
-    With ``top`` the ``clusters`` centres are themselves grouped around ``top`` super-centres
-    (two levels: topics and sub-topics), the sub-centres at distance ``sub`` from theirs.
-    With ``labels`` returns ``(vectors, cluster number of each row)``.
+    Two levels with ``top``: ``top`` centres, ``sub`` sub-centres around each (default
+    ``clusters // top``) at ``spread_sub``, points at ``spread`` around the sub-centres, so
+    nearest neighbours are well defined while k-means lists cut across sub-clusters.
+    With ``labels`` returns ``(vectors, cluster / sub-cluster number of each row)``.
     """
     rng = np.random.default_rng(seed)
     if top:
-        supers = rng.standard_normal((top, dim)).astype(np.float32)
-        centres = supers[rng.integers(0, top, clusters)] + sub * rng.standard_normal((clusters, dim))
+        sub = sub or max(1, clusters // top)
+        centres = rng.standard_normal((top, dim)).astype(np.float32)
+        s = top * sub
+        subs = centres[np.arange(s) // sub] + spread_sub * rng.standard_normal((s, dim)).astype(np.float32)
+        which = rng.integers(0, s, n)
+        x = subs[which] + spread * rng.standard_normal((n, dim)).astype(np.float32)
     else:
-        centres = rng.standard_normal((clusters, dim))
-    which = rng.integers(0, clusters, n)
-    x = (centres[which] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+        centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+        which = rng.integers(0, clusters, n)
+        x = centres[which] + spread * rng.standard_normal((n, dim))
+    x = x.astype(np.float32)
     return (x, which) if labels else x
 
 

@@ -40,9 +40,12 @@ def test_generator_is_deterministic_and_two_level():
     b = kit.clustered(500, 8, 10, seed=3)
     assert a.dtype == np.float32 and a.shape == (500, 8) and np.array_equal(a, b)
     assert la.shape == (500,) and set(la.tolist()) <= set(range(10))
-    two = kit.clustered(2000, 8, 40, seed=3, spread=0.05, top=4, sub=0.2)
-    # sub-topics sit near their topic: far fewer distinct directions than 40 independent centres
-    assert two.shape == (2000, 8) and not np.array_equal(two[:500], a)
+    two, lt = kit.clustered(2000, 8, seed=3, spread=0.01, top=4, sub=10, spread_sub=0.05, labels=True)
+    assert two.shape == (2000, 8) and set(lt.tolist()) <= set(range(40))
+    # sub-clusters of one topic sit together: rows of sub-clusters 0 and 9 (topic 0) are closer
+    # to each other than to rows of sub-cluster 10 (topic 1)
+    a0, a9, b10 = two[lt == 0][0], two[lt == 9][0], two[lt == 10][0]
+    assert np.linalg.norm(a0 - a9) < np.linalg.norm(a0 - b10)
 
 
 def test_mem_chunks_go_through_real_cbor_and_blake3():
