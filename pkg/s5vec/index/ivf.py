@@ -186,12 +186,6 @@ class IVFIndex(IVFStorage):
             return 0.0
         return float(self._counts.std() / (total / self.nlist))
 
-    def _require_mutable(self, what: str) -> None:
-        if self._lazy:
-            raise InvalidArgumentError(
-                f"cannot {what} a lazily loaded IVF index: call load_all() first to make it writable"
-            )
-
     # ------------------------------------------------------------------ training
 
     def train(self, vectors: Any, progress: Callable[[int, int], Any] | None = None) -> None:
@@ -199,7 +193,7 @@ class IVFIndex(IVFStorage):
 
         Records already held (pending or in lists) are redistributed over the new lists.
         """
-        self._require_mutable("train")
+        self._require_resident("train")
         x = kernels.as_matrix(vectors, self.dim)
         if x.shape[0] < self.nlist:
             raise InvalidArgumentError(f"training needs at least nlist={self.nlist} vectors, got {x.shape[0]}")
@@ -286,7 +280,7 @@ class IVFIndex(IVFStorage):
         """Retrain centroids (and the codec, when full vectors are stored) on the current data,
         then reassign every record. Without full vectors the decoded codes are clustered and
         the existing codes are kept."""
-        self._require_mutable("retrain")
+        self._require_resident("retrain")
         n = len(self)
         if n < self.nlist:
             raise InvalidArgumentError(f"retraining needs at least nlist={self.nlist} records, held {n}")
@@ -301,7 +295,7 @@ class IVFIndex(IVFStorage):
         """Retrain and reassign if the list sizes are uneven (see :meth:`needs_rebalance`).
 
         Returns whether a retrain happened."""
-        self._require_mutable("rebalance")
+        self._require_resident("rebalance")
         if not force and not self.needs_rebalance(max_ratio, max_cv):
             return False
         self.retrain()
@@ -318,7 +312,7 @@ class IVFIndex(IVFStorage):
         progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         """Insert or replace (upsert) records. Validates everything before changing anything."""
-        self._require_mutable("add to")
+        self._require_resident("add to")
         ids, x, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
         if not ids:
             return
@@ -417,7 +411,7 @@ class IVFIndex(IVFStorage):
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove records; raises UnknownIdError (changing nothing) if any id is unknown."""
-        self._require_mutable("delete from")
+        self._require_resident("delete from")
         if isinstance(ids, str):
             ids = [ids]
         uniq = list(dict.fromkeys(ids))

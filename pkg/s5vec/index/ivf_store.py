@@ -70,11 +70,8 @@ class IVFStorage:
     def _require_resident(self, what: str) -> None:
         if self._lazy:
             raise InvalidArgumentError(
-                f"cannot {what} a lazily loaded IVF index: use Database.get, or load_all() first")
-
-    def _chunk_has_records(self, c: int) -> bool:
-        g = self.lists_per_chunk
-        return bool(self._counts[c * g : (c + 1) * g].sum() > 0)
+                f"cannot {what} a lazily loaded IVF index: make it resident with load_all() first "
+                "(Database does this before an edit; Database.get reads one record)")
 
     # ------------------------------------------------------------------ the hand-over
 
