@@ -193,3 +193,16 @@ def test_search_async_with_missing_chunk_is_an_error_not_a_sync_fetch(monkeypatc
 
     with pytest.raises(NotFoundError):
         asyncio.run(db.search_async(x[0], 5))
+
+
+def test_a_cache_smaller_than_one_round_still_answers_async():
+    """Chunks already cached when a round is planned stay readable until that round reads them,
+    even if the round's new fetches evict them (no error, no blocking re-fetch)."""
+    client, cid, x, ids, meta, both = _anticorrelated_ivf(n=3000, nlist=16)
+    full = api.Database.open(cid, store=ChunkStore(client))
+    small = asyncio.run(api.Database.open_async(cid, store=ChunkStore(client, cache_bytes=30_000)))
+    for q in x[:20]:
+        want = full.search(q, 5, None, {"nprobe": 8})
+        got = asyncio.run(small.search_async(q, 5, None, {"nprobe": 8}))
+        kit.assert_same_hits(got["hits"], want)
+    assert small.store.stats()["cache_bytes"] <= 30_000

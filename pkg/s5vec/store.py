@@ -66,7 +66,8 @@ class ChunkStore:
         self._cache: "OrderedDict[str, bytes]" = OrderedDict()
         self._cache_bytes = 0
         self._unread: set[str] = set()  # prefetched, not yet returned by get()
-        self._pinned: dict[str, bytes] = {}  # prefetched but evicted / too big, not yet read
+        self._held: set[str] = set()  # already cached when a prefetch asked for them, not yet read
+        self._pinned: dict[str, bytes] = {}  # prefetched (or held) but evicted / too big, not yet read
         self._known: set[str] = set()  # cids the portal(s) hold: uploaded or fetched by us
         self._decoded: dict[str, tuple[Any, Any]] = {}  # key -> (tag, decoded), only for keys in _cache
         self._c = dict.fromkeys(_COUNTED, 0)
@@ -91,7 +92,7 @@ class ChunkStore:
             self._cache_bytes -= len(blob)
             self._c["evictions"] += 1
             self._decoded.pop(old, None)
-            if old in self._unread:
+            if old in self._unread or old in self._held:
                 self._pinned[old] = blob
 
     def _lookup(self, key: str) -> bytes | None:
@@ -110,6 +111,7 @@ class ChunkStore:
                 self._insert(key, data, unread=False)
         if data is not None:
             self._unread.discard(key)
+            self._held.discard(key)
             if not fresh:
                 self._c["cache_hits"] += 1
         return data
@@ -163,8 +165,9 @@ class ChunkStore:
             for c in cids:
                 key = _key(c)
                 if key in self._cache or key in self._pinned or key in wanted:
-                    if key in self._cache:
+                    if key in self._cache:  # one round's chunks stay until read, even if evicted
                         self._cache.move_to_end(key)
+                        self._held.add(key)
                     continue
                 wanted[key] = c if isinstance(c, str) else key
         if not wanted:
@@ -239,6 +242,7 @@ class ChunkStore:
             self._cache_bytes = 0
             self._pinned.clear()
             self._unread.clear()
+            self._held.clear()
             self._decoded.clear()
 
     def stats(self) -> dict[str, int]:
