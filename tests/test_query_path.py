@@ -206,3 +206,15 @@ def test_a_cache_smaller_than_one_round_still_answers_async():
         got = asyncio.run(small.search_async(q, 5, None, {"nprobe": 8}))
         kit.assert_same_hits(got["hits"], want)
     assert small.store.stats()["cache_bytes"] <= 30_000
+
+
+def test_editing_one_database_leaves_another_on_the_same_store_alone():
+    client, cid, x = publish("ivf", n=1500)
+    store = ChunkStore(client)
+    a = api.Database.open(cid, store=store)
+    b = api.Database.open(cid, store=store)
+    before = b.search(x[3], 5)
+    a.delete(["r3"])
+    a.upsert([{"id": "z", "vector": x[3], "timestamp": 1.0}])
+    assert a.search(x[3], 1)[0]["id"] == "z"
+    assert b.search(x[3], 5) == before and b.get("r3")["id"] == "r3"

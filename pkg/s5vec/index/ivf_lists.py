@@ -48,6 +48,11 @@ class IVFList:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def copy(self) -> "IVFList":
+        """A list of its own (edits replace attributes, never mutate the arrays or lists in
+        place, so sharing them with a cached chunk's decoded lists is safe)."""
+        return IVFList(self.ids, self.codes, self.vectors, self.metadata, self.timestamps)
+
     @property
     def sq(self) -> np.ndarray:
         """Squared norms of the full vectors (for L2 distances), computed once per version."""

@@ -139,7 +139,7 @@ class IVFStorage:
             return
         for c in range(self._nchunks):
             for l, lst in self._chunk_lists(c, chunks).items():
-                self._lists[l] = lst
+                self._lists[l] = lst.copy()  # the decoded ones stay with the store's cached chunk
         self._lazy = False
         self._loc = {}
         self._register(PENDING, self._pending, 0)  # type: ignore[attr-defined]
