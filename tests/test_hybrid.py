@@ -174,3 +174,29 @@ def test_migration_of_a_new_topic_rebalances_the_lists():
     skewed.add([f"n{i}" for i in range(3000)], new_topic)
     assert skewed.needs_rebalance() and idx.historical.imbalance() < skewed.imbalance()
     assert kit.search(idx, new_topic[7], 1)[0][0] == "n7" and kit.search(idx, old[7], 1)[0][0] == "o7"
+
+
+def test_published_hybrid_holds_both_parts():
+    """A published hybrid routes by timestamp into both parts (moved here from e2e: it needs no browser)."""
+    import time
+
+    n, dim = 3000, 32
+    now = time.time()  # publish routes against the wall clock
+    x, labels = kit.clustered(n, dim, top=16, sub=8, spread_sub=0.5, spread=0.35, seed=17, labels=True)
+    rng = np.random.default_rng(23)
+    recent = np.arange(n) % 2 == 0
+    ts = np.where(recent, now - rng.uniform(3600, 25 * DAY, n), now - rng.uniform(35 * DAY, 400 * DAY, n))
+    records = [{"id": f"h{i:05d}", "vector": x[i], "metadata": {"c": int(labels[i]) % 4}, "timestamp": float(ts[i])}
+               for i in range(n)]
+    client = MemoryClient()
+    cid = api.publish(records, ChunkStore(client), kind="hybrid",
+                      params={"recent_threshold": "30d", "nlist": 32, "nprobe": 8})
+    db = api.Database.open(cid, store=ChunkStore(client))
+    m = db.manifest
+    assert m["kind"] == "hybrid" and m["count"] == n
+    assert len(db.index.recent) == int(recent.sum()) == n // 2
+    assert len(db.index.historical) == m["index"]["historical"]["count"] == n - n // 2
+    kinds = {c["kind"] for c in m["chunks"]}
+    assert "ivf_list" in kinds and any(k.startswith("hnsw") for k in kinds), kinds
+    assert all(r["id"] in db.index.recent for r, rec in zip(records, recent) if rec)
+    assert all(db.get(r["id"])["timestamp"] == r["timestamp"] for r in records[:40])
