@@ -22,8 +22,6 @@ Searching (plan, then execute)
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -33,58 +31,12 @@ from .. import quantizers as qz
 from ..errors import InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of, summarize
 from ..query import NO_CHUNKS, Chunks, Hit, IVFSearchParams, Outcome, Query, Record
-from .ivf_lists import PENDING as _PENDING, IVFList, make_codec
+from .ivf_lists import PENDING as _PENDING, IVFList, IVFParams, is_int as _is_int, make_codec
 from .ivf_store import IVFStorage
 from .records import check_batch
 
 FILTER_DEPTH = 4  # a filtered search probes until its lists are expected to hold 4k matches
 _ADD_BLOCK = 16_384
-
-
-def _is_int(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
-
-
-@dataclass(frozen=True)
-class IVFParams:
-    """Construction parameters of an IVF index (also what its centroids chunk records).
-
-    ``rerank`` None = the default depth (4k for sq8, 10k for pq); ``train_min`` None =
-    ``max(1000, 30 * nlist)``; ``residual`` None = on for PQ; ``vectors_dtype`` float16 halves
-    the bytes of stored full vectors (rounded on insert, so results match after save/load)."""
-
-    nlist: int = 128
-    nprobe: int = 16
-    codec: str = "flat"
-    pq_m: int | None = None
-    rerank: int | None = None
-    store_full: bool = True
-    seed: int = 0
-    pq_nbits: int = 8
-    lists_per_chunk: int = 1
-    train_min: int | None = None
-    kmeans_iters: int = 20
-    residual: bool | None = None
-    vectors_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        for name in ("nlist", "nprobe", "lists_per_chunk", "kmeans_iters"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
-        if self.codec not in ("flat", "sq8", "pq"):
-            raise InvalidArgumentError(f"codec must be 'flat', 'sq8' or 'pq', got {self.codec!r}")
-        if self.rerank is not None and (not _is_int(self.rerank) or self.rerank < 0):
-            raise InvalidArgumentError(f"rerank must be None or an integer >= 0, got {self.rerank!r}")
-        if self.train_min is not None and (not _is_int(self.train_min) or self.train_min < self.nlist):
-            raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {self.train_min!r}")
-        if self.vectors_dtype not in ("float32", "float16"):
-            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {self.vectors_dtype!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "IVFParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class IVFIndex(IVFStorage):

@@ -1,4 +1,4 @@
-"""IVF inverted lists: the in-memory list, its chunk-body form, and the codec glue.
+"""IVF inverted lists: the in-memory list, its chunk-body form, the parameters and the codec glue.
 
 A list holds its records' ids, codes (float32 vectors for the flat codec, uint8 codes for
 sq8/pq), optionally the full float32 vectors (re-ranking), metadata dicts and timestamps.
@@ -7,15 +7,63 @@ columns (schema ``ivf_list``) and hands them back lazily.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .. import kernels
 from .. import quantizers as qz
-from ..errors import FormatError
+from ..errors import FormatError, InvalidArgumentError
 
 PENDING = -1  # list number of the pending (untrained) buffer
+
+
+def is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+@dataclass(frozen=True)
+class IVFParams:
+    """Construction parameters of an IVF index (also what its centroids chunk records).
+
+    ``rerank`` None = the default depth (4k for sq8, 10k for pq); ``train_min`` None =
+    ``max(1000, 30 * nlist)``; ``residual`` None = on for PQ; ``vectors_dtype`` float16 halves
+    the bytes of stored full vectors (rounded on insert, so results match after save/load)."""
+
+    nlist: int = 128
+    nprobe: int = 16
+    codec: str = "flat"
+    pq_m: int | None = None
+    rerank: int | None = None
+    store_full: bool = True
+    seed: int = 0
+    pq_nbits: int = 8
+    lists_per_chunk: int = 1
+    train_min: int | None = None
+    kmeans_iters: int = 20
+    residual: bool | None = None
+    vectors_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("nlist", "nprobe", "lists_per_chunk", "kmeans_iters"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
+        if self.codec not in ("flat", "sq8", "pq"):
+            raise InvalidArgumentError(f"codec must be 'flat', 'sq8' or 'pq', got {self.codec!r}")
+        if self.rerank is not None and (not is_int(self.rerank) or self.rerank < 0):
+            raise InvalidArgumentError(f"rerank must be None or an integer >= 0, got {self.rerank!r}")
+        if self.train_min is not None and (not is_int(self.train_min) or self.train_min < self.nlist):
+            raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {self.train_min!r}")
+        if self.vectors_dtype not in ("float32", "float16"):
+            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {self.vectors_dtype!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "IVFParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class IVFList:

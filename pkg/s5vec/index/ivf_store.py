@@ -27,7 +27,7 @@ from .. import quantizers as qz
 from ..errors import FormatError, InvalidArgumentError
 from ..query import Chunks
 from .base import ChunkReader, ChunkWriter
-from .ivf_lists import PENDING, IVFList
+from .ivf_lists import PENDING, IVFList, IVFParams
 
 CENTROIDS_KIND = "ivf_centroids"
 SUMMARIES_KIND = "ivf_summaries"
@@ -218,8 +218,6 @@ class IVFStorage:
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> Any:
         """Rebuild from a descriptor, lazily: the centroids, summaries and pending chunks are read
         (the request layer fetched them at open); the lists are handed to ``search`` when planned."""
-        from .ivf import IVFParams
-
         try:
             if desc.get("kind") != "ivf":
                 raise FormatError(f"not an IVF descriptor (kind={desc.get('kind')!r})")
