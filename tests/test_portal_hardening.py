@@ -367,3 +367,16 @@ def test_stop_is_prompt_with_hanging_clients(tmp_path):
     assert time.monotonic() - t0 < 4
     for s in socks:
         s.close()
+
+
+def test_on_request_hook_sees_every_request(tmp_path):
+    """e2e tests count what a browser fetched through this hook (it replaced subclassing the handler)."""
+    seen = []
+    p = start_portal(tmp_path / "hook", on_request=lambda method, path: seen.append((method, path)))
+    try:
+        cid = PortalClient([p.url]).upload(b"counted")
+        PortalClient([p.url]).download(cid)
+        _req(f"{p.url}/s5/blob/{cid}?x=1", method="HEAD")
+        assert seen == [("POST", "/s5/upload"), ("GET", f"/s5/blob/{cid}"), ("HEAD", f"/s5/blob/{cid}?x=1")]
+    finally:
+        p.stop()
