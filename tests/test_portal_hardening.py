@@ -380,3 +380,38 @@ def test_on_request_hook_sees_every_request(tmp_path):
         assert seen == [("POST", "/s5/upload"), ("GET", f"/s5/blob/{cid}"), ("HEAD", f"/s5/blob/{cid}?x=1")]
     finally:
         p.stop()
+
+
+def test_connection_limit_answers_503_not_a_hang(tmp_path):
+    p = start_portal(tmp_path / "lim", limit_concurrency=5)
+    socks = [socket.create_connection(p.server_address) for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        st, _, _ = _req(f"{p.url}/s5/version", timeout=5)
+        assert st == 503
+        for s in socks:
+            s.close()
+        time.sleep(0.3)
+        assert _req(f"{p.url}/s5/version", timeout=5)[0] == 200
+    finally:
+        p.stop()
+
+
+def test_client_that_never_reads_is_dropped(tmp_path):
+    p = start_portal(tmp_path / "sr", send_timeout=1.0)
+    try:
+        data = os.urandom(32 * 2**20)
+        cid = PortalClient([p.url]).upload(data)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(p.server_address)
+        s.sendall(f"GET /s5/blob/{cid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and p._uv.server_state.connections:
+            time.sleep(0.1)
+        assert not p._uv.server_state.connections  # the portal gave up on it
+        assert time.monotonic() - t0 < 5
+        s.close()
+        assert PortalClient([p.url]).download(cid) == data
+    finally:
+        p.stop()

@@ -19,7 +19,8 @@ connection and no timeouts, held uploads in memory and let any web page write.  
 * asyncio (uvicorn) serves thousands of connections; backlog 2048; ``limit_concurrency``.
 * Every phase of a request has a deadline: request headers (``header_timeout``, enforced by a small
   protocol subclass because uvicorn has none), idle keep-alive (``keep_alive``), the body (an idle
-  timeout per read plus a minimum average rate), and sending (``send_timeout`` per write).  A
+  timeout per read plus a minimum average rate), and sending (``send_timeout`` per write, and for a
+  closing connection whose client reads nothing).  A
   half-open or trickling connection is cut off and never blocks anyone else.
 * Writes (uploads, registry entries) need ``Authorization: Bearer <token>`` when the portal has
   tokens (required by default when bound beyond loopback), and CORS lets only configured origins
@@ -604,6 +605,10 @@ class _Portal:
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
+class _DropConnection(Exception):
+    """Raised by a response to make uvicorn drop the connection (logged as one line, no traceback)."""
+
+
 class _FileResponse(Response):
     """A byte range of a file: one read for small blobs, 1 MiB reads (off the event loop) for big ones;
     each send must finish within ``send_timeout`` or the connection is dropped."""
@@ -615,8 +620,11 @@ class _FileResponse(Response):
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
         async def timed_send(msg) -> None:
-            with anyio.fail_after(self.send_timeout):
-                await send(msg)
+            try:
+                with anyio.fail_after(self.send_timeout):
+                    await send(msg)
+            except TimeoutError:
+                raise _DropConnection(f"client read nothing for {self.send_timeout:g} s; dropped") from None
 
         await timed_send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if scope["method"] == "HEAD" or self.length == 0:
@@ -630,7 +638,7 @@ class _FileResponse(Response):
                 n = min(left, _SMALL_BLOB if self.length <= _SMALL_BLOB else _COPY_CHUNK)
                 chunk = await anyio.to_thread.run_sync(f.read, n)
                 if not chunk:  # the file shrank under us (tampering): cut the response, the client notices
-                    raise ConnectionAbortedError("blob file shorter than announced")
+                    raise _DropConnection(f"{self.path.name} is shorter than announced; answer cut")
                 left -= len(chunk)
                 await timed_send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
         finally:
@@ -718,41 +726,47 @@ def create_app(cfg: PortalConfig) -> tuple[Any, _Portal]:
 # ---------------------------------------------------------------- uvicorn plumbing
 
 class _H11WithHeaderTimeout(H11Protocol):
-    """uvicorn's h11 protocol plus a deadline for request headers.
+    """uvicorn's h11 protocol plus a per-connection watchdog (one timer, ticking every 0.5 s).
 
     uvicorn closes idle keep-alive connections, but a connection that sends nothing, or half a
-    request line, is kept forever (and counts against ``limit_concurrency``).  This arms a timer
-    whenever the connection waits for a request; if no request has started when it fires, the
-    connection is closed."""
+    request line, is kept forever (and counts against ``limit_concurrency``); and ``close()`` on a
+    connection whose client reads nothing waits forever for the write buffer to drain.  The watchdog
+    closes a connection that has waited ``header_timeout`` for a request to start, and aborts one
+    that has been closing for ``close_grace`` seconds."""
 
     header_timeout = 10.0
-    _header_timer: asyncio.TimerHandle | None = None
+    close_grace = 60.0
+    _tick_every = 0.5
+    _watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._waiting_since = self.loop.time()
+        self._closing_since: float | None = None
+        self._watchdog = self.loop.call_later(self._tick_every, self._tick)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm_header_timer()
+        self._waiting_since = self.loop.time()
 
     def connection_lost(self, exc) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        if not self.transport.is_closing():
-            self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
-
-    def _header_deadline(self) -> None:
-        self._header_timer = None
-        waiting = self.cycle is None or self.cycle.response_complete
-        if waiting and not self.transport.is_closing():
+    def _tick(self) -> None:
+        now = self.loop.time()
+        if self.transport.is_closing():
+            if self._closing_since is None:
+                self._closing_since = now
+            elif now - self._closing_since >= self.close_grace:
+                self.transport.abort()  # connection_lost follows
+                self._watchdog = None
+                return
+        elif (self.cycle is None or self.cycle.response_complete) and now - self._waiting_since >= self.header_timeout:
             self.transport.close()
+        self._watchdog = self.loop.call_later(self._tick_every, self._tick)
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -786,7 +800,8 @@ class PortalServer:
         self.cors_origins = cfg.cors_origins
         self._sock = _bind(cfg.host, cfg.port, cfg.backlog)
         self.server_address = self._sock.getsockname()[:2]
-        protocol = type("PortalH11", (_H11WithHeaderTimeout,), {"header_timeout": float(cfg.header_timeout)})
+        protocol = type("PortalH11", (_H11WithHeaderTimeout,), {"header_timeout": float(cfg.header_timeout),
+                                                                  "close_grace": float(cfg.send_timeout)})
         _quiet_uvicorn_logs(cfg.verbose)
         self._uv = uvicorn.Server(uvicorn.Config(
             self.app, http=protocol, lifespan="off", log_config=None, access_log=cfg.verbose,
@@ -852,10 +867,15 @@ _log_handler: logging.Handler | None = None
 
 
 def _not_shutdown_noise(record: logging.LogRecord) -> bool:
-    """Requests cut off by ``stop()`` are expected, not errors worth a traceback."""
+    """Requests cut off by ``stop()`` and connections we drop on purpose are expected, not errors
+    worth a traceback."""
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, asyncio.CancelledError):
         return False
+    if isinstance(exc, _DropConnection):  # expected: one line instead of a traceback
+        record.msg, record.args, record.exc_info, record.exc_text = f"dropped a connection: {exc}", (), None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger("uvicorn.error").isEnabledFor(logging.INFO)
     return "timeout graceful shutdown exceeded" not in record.getMessage()
 
 
