@@ -26,7 +26,9 @@ Modes (``mode=`` and ``set_mode``; parameters as keywords):
 
 Faults apply to requests whose path starts with ``match`` (default ``/s5/blob/``); other paths and
 CORS preflights (``OPTIONS``) are proxied well, so a browser sees the fault on the real request.
-One request per connection (answers say ``Connection: close``).
+One request per connection (answers say ``Connection: close``); request bodies need a
+``Content-Length`` (browsers and ``PortalClient`` send one).  Importable by ``tests/`` and ``e2e/``
+alike (it is part of the package, and needs nothing beyond the standard library and the portal).
 """
 from __future__ import annotations
 
