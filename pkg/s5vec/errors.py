@@ -60,3 +60,8 @@ class NotFoundError(PortalError):
 
 class ClosedError(S5VecError):
     """The database was closed."""
+
+
+class BuildError(S5VecError):
+    """A bulk build could not finish (its Dask scheduler is unreachable or was lost, a worker
+    died); nothing was published: no manifest was written."""

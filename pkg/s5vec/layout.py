@@ -239,12 +239,13 @@ MANIFEST_FIELDS = ("kind", "dim", "metric", "count", "index", "chunks")
 def encode_manifest(
     *, kind: str, dim: int, metric: str, count: int, index: Mapping[str, Any],
     chunks: list[dict[str, Any]], parent: str | None = None, spec: str | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None, created: float | None = None,
 ) -> bytes:
+    """The manifest's bytes; ``created`` (Unix seconds, default now) is fixed by reproducible builds."""
     doc: dict[str, Any] = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "manifest",
         "kind": kind, "spec": spec or kind, "dim": int(dim), "metric": metric, "count": int(count),
-        "created": round(time.time(), 3), "parent": parent, "index": dict(index), "chunks": chunks,
+        "created": round(time.time() if created is None else float(created), 3), "parent": parent, "index": dict(index), "chunks": chunks,
     }
     if extra:
         doc["extra"] = dict(extra)

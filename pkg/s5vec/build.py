@@ -1,0 +1,419 @@
+"""Bulk builds of IVF (and hybrid) indexes from a stream of records, block by block.
+
+Why a separate path from :func:`s5vec.api.publish`: a million vectors do not fit the
+"everything in one list, then ``index.add``" shape. Here
+
+1. **train on a sample** - :func:`sample_vectors` draws ``sample_size`` rows with a seeded RNG
+   (random rows of a ``.npy``; a seeded reservoir over any other stream) and the index trains
+   its own centroids and codec on them (``IVFIndex._fit``: mini-batch k-means, PQ/SQ8);
+2. **assign and encode block by block** - :func:`encode_block` takes one block of
+   :data:`~s5vec.sources.DEFAULT_BLOCK` rows, assigns it to lists (blocked GEMM, float32) and
+   encodes it, and returns it cut into *units* (ranges of list chunks), rows sorted by list;
+   only the block being read is float32 input, the rest is held once, as lists;
+3. **upload unit by unit** - :func:`upload_unit` concatenates one unit's pieces (block order,
+   so a list's rows keep the input order), writes each list chunk exactly as
+   ``IVFIndex.save`` does, and uploads it; units upload in parallel (threads here, Dask
+   workers in :mod:`s5vec.build_dask`);
+4. **assemble** - :func:`assemble` writes the centroids and summaries chunks through the
+   index's own ``save`` and puts the manifest last: a failed build publishes nothing.
+
+Every step is a pure function of (template, block), so the single-process build and the Dask
+build produce the same chunks and, given the same ``created`` time, the same manifest CID.
+A record without a timestamp gets ``now`` (the build's start, or the value passed).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import kernels, layout
+from . import quantizers as qz
+from .errors import InvalidArgumentError
+from .filters import summarize
+from .index.ivf import IVFIndex
+from .index.ivf_lists import IVFList
+from .index.ivf_store import CENTROIDS_KIND, LIST_KIND
+from .sources import DEFAULT_BLOCK, Block, Source
+
+BUILD_KINDS = ("ivf", "hybrid")
+UNITS = 64  # upload units per build: enough to spread over workers, few enough to schedule cheaply
+
+
+def auto_nlist(n: int) -> int:
+    """Lists for ``n`` records when none are given: the power of two nearest sqrt(n), 16..4096."""
+    return int(min(4096, max(16, 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1.0))))))
+
+
+def default_sample_size(nlist: int, n: int | None) -> int:
+    """Training rows: 64 per list (k-means needs tens per centroid), at least 20k, at most 256k."""
+    s = min(256_000, max(20_000, 64 * nlist))
+    return s if n is None else min(s, n)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_vectors(source: Source, size: int, seed: int, rows: int = DEFAULT_BLOCK) -> np.ndarray:
+    """``size`` rows drawn uniformly without replacement, reproducibly from ``seed``.
+
+    Random row numbers when the source can read rows directly (``take``); otherwise a seeded
+    reservoir (Algorithm R, vectorised per block) over one pass of the stream. Rows come back
+    in input order.
+    """
+    rng = np.random.default_rng([seed, 0x5A3])
+    take = getattr(source, "take", None)
+    if source.count is not None and take is not None:
+        if source.count <= size:
+            return take(np.arange(source.count))
+        return take(np.sort(rng.choice(source.count, size, replace=False)))
+    res = np.empty((size, source.dim), np.float32)
+    where = np.empty(size, np.int64)  # input row number of each reservoir slot
+    seen = 0
+    for block in source.blocks(rows):
+        x = block.vectors
+        n = x.shape[0]
+        fill = min(max(size - seen, 0), n)
+        if fill:
+            res[seen : seen + fill] = x[:fill]
+            where[seen : seen + fill] = np.arange(seen, seen + fill)
+        if fill < n:
+            pos = np.arange(seen + fill, seen + n)  # 0-based stream positions of the rest
+            j = (rng.random(pos.shape[0]) * (pos + 1)).astype(np.int64)
+            keep = np.flatnonzero(j < size)
+            # later rows overwrite earlier ones in the same slot, as the sequential algorithm does
+            for r in keep:
+                res[j[r]] = x[fill + r]
+                where[j[r]] = pos[r]
+        seen += n
+    got = min(seen, size)
+    order = np.argsort(where[:got], kind="stable")
+    return np.ascontiguousarray(res[:got][order])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _ivf_params(params: Mapping[str, Any], n: int | None) -> dict[str, Any]:
+    p = dict(params)
+    if "nlist" not in p:
+        p["nlist"] = auto_nlist(n or 0)
+    return p
+
+
+def make_template(kind: str, dim: int, metric: str, params: Mapping[str, Any] | None, n: int | None) -> Any:
+    """The empty index a build fills: an IVFIndex, or a HybridIndex whose IVF part gets every record."""
+    if kind not in BUILD_KINDS:
+        raise InvalidArgumentError(f"a bulk build makes an ivf or hybrid index, not {kind!r}")
+    from .api import new_index
+
+    params = dict(params or {})
+    if kind == "ivf":
+        return new_index("ivf", dim, metric, _ivf_params(params, n))
+    ivf = _ivf_params(params.pop("ivf", {}) or {}, n)
+    if "nlist" in params:
+        ivf["nlist"] = params.pop("nlist")
+    return new_index("hybrid", dim, metric, {**params, "ivf": ivf})
+
+
+def ivf_of(index: Any) -> IVFIndex:
+    return index.historical if index.kind == "hybrid" else index
+
+
+def train(index: Any, sample: np.ndarray) -> None:
+    """Train the (IVF part of the) empty ``index`` on raw sample vectors, as ``add`` would prepare them."""
+    ivf = ivf_of(index)
+    x = kernels.prepare(kernels.as_matrix(sample, ivf.dim), ivf.metric)
+    if ivf.vectors_dtype == "float16":
+        x = x.astype(np.float16).astype(np.float32)
+    if x.shape[0] < ivf.nlist:
+        raise InvalidArgumentError(f"training needs at least nlist={ivf.nlist} vectors, the input has {x.shape[0]}")
+    ivf._fit(x)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class Piece:
+    """Rows of one block that fall in one upload unit, sorted by list (stable)."""
+
+    labels: np.ndarray
+    ids: list[str]
+    codes: np.ndarray | None
+    vectors: np.ndarray | None
+    metadata: list[dict[str, Any]]
+    timestamps: np.ndarray
+
+
+def unit_lists(ivf: IVFIndex, units: int = UNITS) -> list[range]:
+    """The list numbers of every upload unit: whole chunks, ``units`` units at most."""
+    g = ivf.lists_per_chunk
+    per = max(1, -(-ivf._nchunks // units)) * g
+    return [range(s, min(s + per, ivf.nlist)) for s in range(0, ivf.nlist, per)]
+
+
+def stamp_block(block: Block, now: float) -> Block:
+    ts = block.timestamps
+    if np.isnan(ts).any():
+        ts = np.where(np.isnan(ts), now, ts)
+    return Block(block.start, block.ids, block.vectors, block.metadata, ts)
+
+
+def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Piece | None]:
+    """Assign and encode one block (as ``IVFIndex.add`` would); one :class:`Piece` per unit (None if empty)."""
+    x = kernels.prepare(block.vectors, ivf.metric)
+    if ivf.vectors_dtype == "float16":
+        x = x.astype(np.float16).astype(np.float32)
+    labels = np.asarray(qz.assign(x, ivf.centroids, ivf.metric), dtype=np.int64)
+    codes = None
+    if not ivf._shared:
+        enc_in = x - ivf.centroids[labels] if ivf.residual else x
+        codes = ivf.codec.encode(enc_in)
+    order = np.argsort(labels, kind="stable")
+    sl = labels[order]
+    out: list[Piece | None] = []
+    for u in units:
+        a, b = np.searchsorted(sl, [u.start, u.stop])
+        if a == b:
+            out.append(None)
+            continue
+        rows = order[a:b]
+        out.append(Piece(
+            sl[a:b], [block.ids[i] for i in rows], None if codes is None else codes[rows],
+            x[rows] if ivf.store_full else None, [block.metadata[i] for i in rows], block.timestamps[rows]))
+    return out
+
+
+# --------------------------------------------------------------------------- uploading
+
+
+@dataclass
+class UnitResult:
+    """What one upload unit wrote: (chunk number, CID, kind, size) per chunk, counts, summaries."""
+
+    lists: range
+    chunks: list[tuple[int, str, str, int]]
+    counts: dict[int, int]
+    summaries: dict[int, dict[str, Any]]
+    uploaded: int = 0
+    bytes: int = 0
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def upload_unit(ivf: IVFIndex, lists: range, pieces: Iterable[Piece | None], store: Any) -> UnitResult:
+    """Write the list chunks of one unit from its pieces (in block order) and upload them."""
+    pieces = [p for p in pieces if p is not None]
+    t = copy.copy(ivf)  # a private view: its own list slots
+    t._lists = [None] * ivf.nlist
+    shared = ivf._shared
+    if pieces:
+        labels = _concat([p.labels for p in pieces])
+        order = np.argsort(labels, kind="stable")  # pieces are in block order: input order per list
+        ids = [i for p in pieces for i in p.ids]
+        metas = [m for p in pieces for m in p.metadata]
+        ts = _concat([p.timestamps for p in pieces])[order]
+        vecs = _concat([p.vectors for p in pieces])[order] if ivf.store_full else None
+        codes = None if shared else _concat([p.codes for p in pieces])[order]
+        sl = labels[order]
+    else:
+        sl = np.empty(0, np.int64)
+    bounds = np.searchsorted(sl, np.arange(lists.start, lists.stop + 1))
+    for j, l in enumerate(lists):
+        a, b = int(bounds[j]), int(bounds[j + 1])
+        if a == b:
+            t._lists[l] = ivf._new_list()
+            continue
+        rows = order[a:b]
+        v = vecs[a:b] if vecs is not None else None
+        t._lists[l] = IVFList([ids[i] for i in rows], v if shared else codes[a:b], v,
+                              [metas[i] for i in rows], ts[a:b])
+    writer = layout.StoreWriter(store)
+    g = ivf.lists_per_chunk
+    res = UnitResult(lists, [], {}, {})
+    for c in range(lists.start // g, -(-lists.stop // g)):
+        cid = writer.put(LIST_KIND, t._chunk_body(c))
+        entry = writer.chunks[-1]
+        res.chunks.append((c, cid, entry["kind"], entry["size"]))
+    for l in lists:
+        lst = t._lists[l]
+        res.counts[l] = len(lst)
+        res.summaries[l] = summarize(lst.metadata, lst.timestamps.tolist())
+    res.uploaded, res.bytes = writer.uploaded, sum(e["size"] for e in writer.chunks)
+    return res
+
+
+class _AssemblyWriter(layout.StoreWriter):
+    """Lists the prebuilt list chunks right after the centroids chunk, where ``IVFIndex.save`` puts them."""
+
+    def __init__(self, store: Any, list_entries: list[dict[str, Any]]) -> None:
+        super().__init__(store)
+        self._entries = list_entries
+
+    def put(self, kind: str, body: Mapping[str, Any]) -> str:
+        cid = super().put(kind, body)
+        if kind == CENTROIDS_KIND:
+            self.chunks.extend(self._entries)
+        return cid
+
+
+def assemble(index: Any, results: Sequence[UnitResult], store: Any, *, created: float | None = None,
+             extra: Mapping[str, Any] | None = None) -> str:
+    """Write the centroids/summaries chunks and the manifest (last); returns the manifest CID."""
+    ivf = ivf_of(index)
+    cids: list[str | None] = [None] * ivf._nchunks
+    entries: dict[int, dict[str, Any]] = {}
+    counts = np.zeros(ivf.nlist, np.int64)
+    summaries: list[dict[str, Any] | None] = [None] * ivf.nlist
+    for r in results:
+        for c, cid, kind, size in r.chunks:
+            cids[c] = cid
+            entries[c] = {"cid": cid, "kind": kind, "size": size}
+        for l, n in r.counts.items():
+            counts[l] = n
+            summaries[l] = r.summaries[l]
+    if any(c is None for c in cids):
+        raise AssertionError("a list chunk is missing from the build results")
+    ivf._lists = [None] * ivf.nlist
+    ivf._chunk_cids = cids
+    ivf._counts = counts
+    ivf._summaries = summaries
+    ivf._lazy, ivf._loc = True, None
+    writer = _AssemblyWriter(store, [entries[c] for c in range(ivf._nchunks)])
+    desc = index.save(writer)
+    manifest = layout.encode_manifest(
+        kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
+        chunks=writer.chunks, spec=index.spec(), extra=extra, created=created)
+    return store.put(manifest)
+
+
+# --------------------------------------------------------------------------- the whole build
+
+
+@dataclass
+class BuildReport:
+    cid: str
+    count: int
+    chunks: int
+    bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    spec: str = ""
+
+
+def _bar(total: int | None, desc: str, unit: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, unit_scale=True)
+
+
+class DuplicateCheck:
+    """Rejects an id seen before in the stream (the build is an insert of distinct records)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, block: Block) -> None:
+        new = set(block.ids)
+        if len(new) != len(block.ids):
+            local: set[str] = set()
+            dup = next(i for i in block.ids if i in local or local.add(i))  # type: ignore[func-returns-value]
+            raise InvalidArgumentError(f"duplicate id {dup!r} in input rows {block.start}..")
+        again = new & self.seen
+        if again:
+            raise InvalidArgumentError(f"duplicate id {min(again)!r} (input rows {block.start}.. repeat an earlier id)")
+        self.seen |= new
+
+
+def prepare_build(source: Source, *, kind: str, metric: str, params: Mapping[str, Any] | None,
+                  sample_size: int | None, seed: int) -> tuple[Any, np.ndarray]:
+    """The trained, empty template index and the sample it was trained on."""
+    kernels.check_metric(metric)
+    index = make_template(kind, source.dim, metric, params, source.count)
+    ivf = ivf_of(index)
+    size = sample_size or default_sample_size(ivf.nlist, source.count)
+    sample = sample_vectors(source, size, seed)
+    train(index, sample)
+    return index, sample
+
+
+def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosine",
+          params: Mapping[str, Any] | None = None, sample_size: int | None = None, seed: int = 0,
+          now: float | None = None, created: float | None = None, rows: int = DEFAULT_BLOCK,
+          threads: int = 4, progress: bool = False, dask: Any = None, portals: Sequence[str] | None = None,
+          on_block: Callable[[int], Any] | None = None) -> BuildReport:
+    """Build and publish an index of ``kind`` over ``source`` block by block; returns the report.
+
+    ``dask``: None (this process; ``threads`` upload in parallel), ``"local"`` (a LocalCluster)
+    or a scheduler address / ``distributed.Client``: then workers encode and upload and
+    ``portals`` (their URLs) is required. ``sample_size`` rows (default
+    :func:`default_sample_size`) drawn with ``seed`` train the index.
+    """
+    t0 = time.perf_counter()
+    now = time.time() if now is None else float(now)
+    index, _ = prepare_build(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed)
+    t1 = time.perf_counter()
+    if dask is not None:
+        from .build_dask import run_dask
+
+        results, timings = run_dask(index, source, dask, portals, rows=rows, now=now, progress=progress,
+                                    on_block=on_block)
+    else:
+        results, timings = _run_local(index, source, store, rows=rows, now=now, threads=threads,
+                                      progress=progress, on_block=on_block)
+    t2 = time.perf_counter()
+    cid = assemble(index, results, store, created=created)
+    seconds = {"train": t1 - t0, **timings, "assemble": time.perf_counter() - t2}
+    seconds["total"] = time.perf_counter() - t0
+    return BuildReport(cid, len(index), sum(len(r.chunks) for r in results), sum(r.bytes for r in results),
+                       seconds, index.spec())
+
+
+def _run_local(index: Any, source: Source, store: Any, *, rows: int, now: float, threads: int, progress: bool,
+               on_block: Callable[[int], Any] | None) -> tuple[list[UnitResult], dict[str, float]]:
+    ivf = ivf_of(index)
+    units = unit_lists(ivf)
+    pieces: list[list[Piece | None]] = [[] for _ in units]
+    check = DuplicateCheck()
+    bar = _bar(source.count, "encoding", "vec", progress)
+    t0 = time.perf_counter()
+    for b, block in enumerate(source.blocks(rows)):
+        check(block)
+        for u, p in enumerate(encode_block(ivf, stamp_block(block, now), units)):
+            pieces[u].append(p)
+        if bar is not None:
+            bar.update(len(block))
+        if on_block is not None:
+            on_block(b)
+    if bar is not None:
+        bar.close()
+    del check
+    t1 = time.perf_counter()
+    bar = _bar(len(units), "uploading", "unit", progress)
+    results: list[UnitResult] = [None] * len(units)  # type: ignore[list-item]
+
+    def one(u: int) -> UnitResult:
+        r = upload_unit(ivf, units[u], pieces[u], store)
+        pieces[u] = []  # free this unit's rows as soon as they are uploaded
+        return r
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="s5upload") as ex:
+        for u, r in zip(range(len(units)), ex.map(one, range(len(units)))):
+            results[u] = r
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results, {"encode": t1 - t0, "upload": time.perf_counter() - t1}
