@@ -178,6 +178,8 @@ def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Pi
         codes = ivf.codec.encode(enc_in)
     order = np.argsort(labels, kind="stable")
     sl = labels[order]
+    if ivf.store_full and ivf.vectors_dtype == "float16":
+        x = x.astype(np.float16)  # held as published (exact: x was rounded to float16 above)
     out: list[Piece | None] = []
     for u in units:
         a, b = np.searchsorted(sl, [u.start, u.stop])

@@ -1,0 +1,149 @@
+"""Bulk build benchmark: time and peak memory of building (and publishing) a large IVF index.
+
+    # 1M x 384 clustered vectors, written to .npy block by block (never whole in memory)
+    python bench/bench_build.py gen --n 1000000 --dim 384 --out .cache/bench/x1m.npy
+    # build + publish to a local portal directory; prints times, peak RSS, bytes/vector, recall@10
+    nice python bench/bench_build.py ivf --npy .cache/bench/x1m.npy --portal-dir .cache/portal-1m \
+        --param codec=pq --param pq_m=48
+    # the same build on Dask (a LocalCluster of 2 workers, or --dask tcp://host:8786)
+    python bench/bench_build.py ivf --npy ... --portal-dir ... --dask local
+
+The data are kit.clustered's shape (two levels: ``top`` centres, ``sub`` sub-centres each, points
+around the sub-centres), generated per block from one seed so any N streams to disk. Recall is
+measured against exact brute force (blocked over the memory-mapped file) on ``--queries`` queries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "pkg"))
+
+
+def gen(n: int, dim: int, out: str, *, top: int = 50, sub: int = 20, spread_sub: float = 0.5, spread: float = 0.35,
+        seed: int = 0, block: int = 65_536) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((top, dim)).astype(np.float32)
+    subs = centres[np.arange(top * sub) // sub] + spread_sub * rng.standard_normal((top * sub, dim)).astype(np.float32)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim))
+    for b, s in enumerate(range(0, n, block)):
+        r = np.random.default_rng([seed, b + 1])
+        m = min(block, n - s)
+        which = r.integers(0, top * sub, m)
+        mm[s : s + m] = subs[which] + spread * r.standard_normal((m, dim), dtype=np.float32)
+    mm.flush()
+    del mm
+    print(json.dumps({"wrote": out, "n": n, "dim": dim, "bytes": os.path.getsize(out)}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_portal(directory: str) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "pkg"))
+    proc = subprocess.Popen([sys.executable, "-m", "s5vec", "portal", "--dir", directory, "--port", str(port),
+                             "--max-body", str(1 << 30)], stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        raise SystemExit(f"portal did not start: {line}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536) -> np.ndarray:
+    """Exact cosine top-k ids over a memory-mapped matrix, block by block."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    best_s = np.full((q.shape[0], k), -np.inf, np.float32)
+    best_i = np.zeros((q.shape[0], k), np.int64)
+    for s in range(0, mm.shape[0], block):
+        x = np.asarray(mm[s : s + block], dtype=np.float32)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        sc = q @ x.T
+        cat_s = np.concatenate([best_s, sc], axis=1)
+        cat_i = np.concatenate([best_i, np.arange(s, s + x.shape[0])[None, :].repeat(q.shape[0], 0)], axis=1)
+        top = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
+        best_s = np.take_along_axis(cat_s, top, 1)
+        best_i = np.take_along_axis(cat_i, top, 1)
+    return best_i
+
+
+def cmd_ivf(args: argparse.Namespace) -> None:
+    from s5vec import api, build, sources
+
+    params = {}
+    for item in args.param or []:
+        key, _, raw = item.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    os.makedirs(args.portal_dir, exist_ok=True)
+    proc, url = start_portal(args.portal_dir)
+    try:
+        store = api.make_store([url], timeout=120)
+        src = sources.open_source(args.npy)
+        rep = build.build(src, store, kind=args.kind, metric="cosine", params=params, seed=0, progress=args.progress,
+                          dask=args.dask, portals=[url], sample_size=args.sample)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {"n": rep.count, "dim": src.dim, "spec": rep.spec, "cid": rep.cid, "seconds": {k: round(v, 1) for k, v in rep.seconds.items()},
+               "peak_rss_mib": round(peak_mib), "list_bytes": rep.bytes, "list_bytes_per_vector": round(rep.bytes / rep.count, 1),
+               "portal_dir": args.portal_dir, "dask": args.dask}
+        if args.queries:
+            mm = np.load(args.npy, mmap_mode="r")
+            rng = np.random.default_rng(5)
+            pick = rng.choice(mm.shape[0], args.queries, replace=False)
+            qs = np.asarray(mm[np.sort(pick)]) + 0.1 * rng.standard_normal((args.queries, mm.shape[1])).astype(np.float32)
+            truth = exact_topk(mm, qs, 10)
+            db = api.Database.open(rep.cid, [url], cache_bytes=512 * 2**20, timeout=120)
+            found = 0
+            t = time.perf_counter()
+            for q, want in zip(qs, truth):
+                got = {h["id"] for h in db.search(q, 10)}
+                found += len(got & {str(i) for i in want})
+            out["recall@10"] = round(found / (10 * len(qs)), 4)
+            out["cpython_ms_per_query"] = round(1000 * (time.perf_counter() - t) / len(qs), 1)
+        print(json.dumps(out))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen")
+    g.add_argument("--n", type=int, default=1_000_000)
+    g.add_argument("--dim", type=int, default=384)
+    g.add_argument("--out", required=True)
+    g.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("ivf")
+    b.add_argument("--npy", required=True)
+    b.add_argument("--portal-dir", required=True)
+    b.add_argument("--kind", default="ivf")
+    b.add_argument("--param", action="append")
+    b.add_argument("--sample", type=int, default=None)
+    b.add_argument("--dask", default=None)
+    b.add_argument("--queries", type=int, default=100)
+    b.add_argument("--progress", action="store_true")
+    args = p.parse_args()
+    if args.cmd == "gen":
+        gen(args.n, args.dim, args.out, seed=args.seed)
+    else:
+        cmd_ivf(args)
+
+
+if __name__ == "__main__":
+    main()
