@@ -4,7 +4,8 @@ A :class:`Source` yields :class:`Block` s of at most ``rows`` records (ids, a fl
 metadata dicts, timestamps with NaN where the input had none) and can be read more than once
 (a build reads a training sample first, then everything). Three readers:
 
-* :class:`NpySource` - a ``.npy`` matrix (memory-mapped, so a block is the only part in RAM),
+* :class:`NpySource` - a ``.npy`` matrix, read block by block with ``pread`` (not memory-mapped,
+  so pages already read do not stay in the process's memory),
   optionally with a JSON-lines side file of ``{"id", "metadata", "timestamp"}`` (or bare id
   strings), one line per row; without it the ids are the row numbers as strings.
 * :class:`JsonlSource` - JSON lines of ``{"id", "vector", "metadata", "timestamp"}``.
@@ -112,29 +113,38 @@ def _json_lines(path: str, what: str) -> Iterator[tuple[int, Any]]:
 
 
 class NpySource:
-    """A ``.npy`` float matrix (float16/32/64), memory-mapped, plus an optional JSON-lines ids file."""
+    """A ``.npy`` float matrix (float16/32/64, C order) read in row blocks, plus an optional JSON-lines ids file."""
 
     def __init__(self, path: str | os.PathLike, ids: str | os.PathLike | None = None, *, dim: int | None = None) -> None:
         self.path = os.fspath(path)
         self.ids_path = None if ids is None else os.fspath(ids)
         try:
-            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(fh)
+                self._offset = fh.tell()
         except (OSError, ValueError) as exc:
             raise InvalidArgumentError(f"cannot read {self.path} as a .npy array: {exc}") from None
-        if not isinstance(arr, np.ndarray):
-            raise InvalidArgumentError(f"{self.path} is not a single .npy array")
-        if arr.dtype.kind != "f":
-            raise InvalidVectorError(f"{self.path}: vectors must be floats (float16/32/64), the array holds {arr.dtype}")
-        if arr.ndim != 2 or arr.shape[1] == 0:
-            raise InvalidVectorError(f"{self.path}: expected a 2-d (n, dim) array, got shape {arr.shape}")
-        if dim is not None and arr.shape[1] != dim:
-            raise DimensionError(f"{self.path}: vectors have dimension {arr.shape[1]}, expected {dim}")
-        self.dim = int(arr.shape[1])
-        self.count = int(arr.shape[0])
-        del arr
+        if dtype.kind != "f" or dtype.hasobject:
+            raise InvalidVectorError(f"{self.path}: vectors must be floats (float16/32/64), the array holds {dtype}")
+        if len(shape) != 2 or shape[1] == 0:
+            raise InvalidVectorError(f"{self.path}: expected a 2-d (n, dim) array, got shape {shape}")
+        if fortran and shape[0] > 1:
+            raise InvalidVectorError(f"{self.path}: a Fortran-order array cannot be streamed by rows; save it C-ordered")
+        if dim is not None and shape[1] != dim:
+            raise DimensionError(f"{self.path}: vectors have dimension {shape[1]}, expected {dim}")
+        self.dtype = dtype
+        self.dim = int(shape[1])
+        self.count = int(shape[0])
+        if os.path.getsize(self.path) < self._offset + self.count * self.dim * dtype.itemsize:
+            raise InvalidArgumentError(f"{self.path} is truncated: its header promises shape {shape}")
 
-    def _array(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+    def _rows(self, fd: int, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop read with pread (no memory map, so pages read do not stay in RSS)."""
+        width = self.dim * self.dtype.itemsize
+        buf = os.pread(fd, (stop - start) * width, self._offset + start * width)
+        return np.frombuffer(buf, dtype=self.dtype).reshape(stop - start, self.dim)
 
     def _side(self) -> Iterator[tuple[str, dict[str, Any], float]]:
         if self.ids_path is None:
@@ -156,10 +166,19 @@ class NpySource:
             raise InvalidArgumentError(f"{self.ids_path} has {rows} lines, {self.path} has {self.count} rows")
 
     def blocks(self, rows: int = DEFAULT_BLOCK) -> Iterator[Block]:
-        arr = self._array()
         side = self._side()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            yield from self._blocks(fd, side, rows)
+        finally:
+            os.close(fd)
+        if self.ids_path is not None:
+            for _ in side:  # a longer side file: the generator raises the count mismatch
+                pass
+
+    def _blocks(self, fd: int, side: Iterator[tuple[str, dict[str, Any], float]], rows: int) -> Iterator[Block]:
         for s in range(0, self.count, rows):
-            x = _check_vectors(np.asarray(arr[s : s + rows]), self.dim, f"{self.path} rows {s}..")
+            x = _check_vectors(self._rows(fd, s, min(s + rows, self.count)), self.dim, f"{self.path} rows {s}..")
             ids, metas, ts = [], [], np.empty(x.shape[0], np.float64)
             for r in range(x.shape[0]):
                 i, m, t = next(side)
@@ -167,13 +186,17 @@ class NpySource:
                 metas.append(m)
                 ts[r] = t
             yield Block(s, ids, x, metas, ts)
-        if self.ids_path is not None:
-            for _ in side:  # a longer side file: the generator raises the count mismatch
-                pass
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of the given sorted row numbers (a training sample), read without the rest."""
-        return _check_vectors(np.asarray(self._array()[rows]), self.dim, f"{self.path} sample")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            out = np.empty((len(rows), self.dim), np.float32)
+            for j, r in enumerate(np.asarray(rows, dtype=np.int64)):
+                out[j] = self._rows(fd, int(r), int(r) + 1)[0]
+        finally:
+            os.close(fd)
+        return _check_vectors(out, self.dim, f"{self.path} sample")
 
 
 class JsonlSource:
