@@ -63,16 +63,11 @@ def default_sample_size(nlist: int, n: int | None) -> int:
 def sample_vectors(source: Source, size: int, seed: int, rows: int = DEFAULT_BLOCK) -> np.ndarray:
     """``size`` rows drawn uniformly without replacement, reproducibly from ``seed``.
 
-    Random row numbers when the source can read rows directly (``take``); otherwise a seeded
-    reservoir (Algorithm R, vectorised per block) over one pass of the stream. Rows come back
-    in input order.
+    A seeded reservoir (Algorithm R, vectorised per block) over one pass of the stream, for
+    every kind of source, so the same records give the same sample (and the same index) whether
+    they come as ``.npy``, JSON lines or Parquet, in blocks of any size. Rows come back in input order.
     """
     rng = np.random.default_rng([seed, 0x5A3])
-    take = getattr(source, "take", None)
-    if source.count is not None and take is not None:
-        if source.count <= size:
-            return take(np.arange(source.count))
-        return take(np.sort(rng.choice(source.count, size, replace=False)))
     res = np.empty((size, source.dim), np.float32)
     where = np.empty(size, np.int64)  # input row number of each reservoir slot
     seen = 0

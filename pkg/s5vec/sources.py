@@ -187,17 +187,6 @@ class NpySource:
                 ts[r] = t
             yield Block(s, ids, x, metas, ts)
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Vectors of the given sorted row numbers (a training sample), read without the rest."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            out = np.empty((len(rows), self.dim), np.float32)
-            for j, r in enumerate(np.asarray(rows, dtype=np.int64)):
-                out[j] = self._rows(fd, int(r), int(r) + 1)[0]
-        finally:
-            os.close(fd)
-        return _check_vectors(out, self.dim, f"{self.path} sample")
-
 
 class JsonlSource:
     """JSON lines of ``{"id", "vector", "metadata", "timestamp"}`` objects."""

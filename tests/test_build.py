@@ -1,0 +1,229 @@
+"""Bulk builds from streamed input (s5vec.build, s5vec.sources): correctness against the flat
+oracle, the same index from every input format, typed errors for bad input with nothing
+published, and a memory ceiling for streaming 200k vectors (RSS measured in a subprocess)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kit
+from conftest import ROOT
+from s5vec import api, build, layout, sources
+from s5vec.errors import DimensionError, InvalidArgumentError, InvalidVectorError
+from s5vec.s5.client import MemoryClient
+from s5vec.store import ChunkStore
+
+NOW, CREATED = 1.7e9, 1.0
+
+
+def _store() -> ChunkStore:
+    return ChunkStore(MemoryClient())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("build")
+    x = kit.clustered(6000, 24, 30, seed=2)
+    ids = [f"r{i}" for i in range(len(x))]
+    metas = [{"ch": f"c{i % 5}", "n": i} for i in range(len(x))]
+    ts = [1.6e9 + i for i in range(len(x))]
+    np.save(d / "x.npy", x)
+    with open(d / "ids.jsonl", "w") as fh:
+        for i, m, t in zip(ids, metas, ts):
+            fh.write(json.dumps({"id": i, "metadata": m, "timestamp": t}) + "\n")
+    with open(d / "recs.jsonl", "w") as fh:
+        for i, v, m, t in zip(ids, x, metas, ts):
+            fh.write(json.dumps({"id": i, "vector": v.tolist(), "metadata": m, "timestamp": t}) + "\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ids, "vector": pa.array(list(x), type=pa.list_(pa.float32())),
+                      "timestamp": ts, "metadata": [json.dumps(m) for m in metas]})
+    pq.write_table(table, d / "recs.parquet", row_group_size=1000)
+    return d, x, ids, metas, ts
+
+
+PARAMS = {"nlist": 32, "codec": "pq", "pq_m": 6}
+
+
+def _build(src, **kw):
+    store = kw.pop("store", None) or _store()
+    rep = build.build(src, store, kind=kw.pop("kind", "ivf"), params=kw.pop("params", PARAMS), now=NOW,
+                      created=CREATED, rows=kw.pop("rows", 1000), sample_size=kw.pop("sample_size", 3000), **kw)
+    return rep, store
+
+
+def test_npy_build_matches_oracle_and_metadata(data):
+    d, x, ids, metas, ts = data
+    rep, store = _build(sources.open_source(d / "x.npy", ids=d / "ids.jsonl"))
+    assert rep.count == len(x) and rep.spec == "IVF32,PQ6"
+    db = api.Database.open(rep.cid, store=store)
+    oracle = kit.flat_oracle(ids, x, "cosine", metas, ts)
+    qs = kit.queries_near(x, 40)
+    assert kit.recall_at_k(db, qs, 10, oracle=oracle, nprobe=8) >= 0.9
+    assert db.get("r17") == {"id": "r17", "metadata": metas[17], "timestamp": ts[17]}
+    hits = db.search(qs[0], 5, {"ch": "c3"})
+    assert hits and all(h["metadata"]["ch"] == "c3" for h in hits)
+
+
+def test_every_format_builds_the_same_index(data):
+    d, *_ = data
+    a, _ = _build(sources.open_source(d / "x.npy", ids=d / "ids.jsonl"))
+    b, _ = _build(sources.open_source(d / "recs.jsonl"))
+    c, _ = _build(sources.open_source(d / "recs.parquet"))
+    assert a.cid == b.cid == c.cid
+
+
+def test_build_equals_an_index_saved_the_ordinary_way(data):
+    """Same centroids/codec and records -> the bulk build writes exactly what IVFIndex.save writes."""
+    d, x, ids, metas, ts = data
+    src = sources.open_source(d / "x.npy", ids=d / "ids.jsonl")
+    rep, store = _build(src)
+    template, _ = build.prepare_build(src, kind="ivf", metric="cosine", params=PARAMS, sample_size=3000, seed=0)
+    template._insert_trained(ids, build.kernels.prepare(x, "cosine"), metas, np.asarray(ts))
+    writer = layout.StoreWriter(store)
+    desc = template.save(writer)
+    manifest = layout.decode_manifest(store.get(rep.cid))
+    assert manifest["index"] == desc
+    assert manifest["chunks"] == writer.chunks
+
+
+def test_hybrid_build_holds_everything_in_its_ivf_part(data):
+    d, x, ids, metas, ts = data
+    rep, store = _build(sources.open_source(d / "x.npy", ids=d / "ids.jsonl"), kind="hybrid")
+    db = api.Database.open(rep.cid, store=store)
+    assert db.info()["kind"] == "hybrid" and len(db.index.historical) == len(x) and len(db.index.recent) == 0
+    oracle = kit.flat_oracle(ids, x, "cosine", metas, ts)
+    assert kit.recall_at_k(db, kit.queries_near(x, 20), 10, oracle=oracle) >= 0.9
+
+
+def test_reservoir_sample_is_reproducible_and_uniform(data):
+    d, x, *_ = data
+    src = sources.open_source(d / "recs.jsonl")
+    s1 = build.sample_vectors(src, 500, seed=3, rows=700)
+    s2 = build.sample_vectors(src, 500, seed=3, rows=700)
+    assert np.array_equal(s1, s2) and s1.shape == (500, 24)
+    rows = {v.tobytes(): i for i, v in enumerate(x)}
+    picked = np.array([rows[v.tobytes()] for v in s1])
+    assert len(set(picked)) == 500 and np.all(np.diff(picked) > 0)  # distinct, input order
+    assert 0.35 < picked.mean() / len(x) < 0.65 and picked.max() > 0.8 * len(x)  # spread over the stream
+
+
+# ------------------------------------------------------------------ bad input: typed, nothing published
+
+
+def _uploaded(store: ChunkStore) -> int:
+    return store.stats()["chunks_uploaded"]
+
+
+@pytest.mark.parametrize("arr, err", [
+    (np.arange(600, dtype=np.int64).reshape(100, 6), InvalidVectorError),
+    (np.zeros((10, 4, 3), np.float32), InvalidVectorError),
+    (np.zeros(40, np.float32), InvalidVectorError),
+    (np.array(["a", "b"]), InvalidVectorError),
+])
+def test_npy_of_wrong_dtype_or_shape_is_refused(tmp_path, arr, err):
+    np.save(tmp_path / "bad.npy", arr)
+    with pytest.raises(err):
+        sources.open_source(tmp_path / "bad.npy")
+
+
+def test_npy_wrong_dimension_and_junk(tmp_path, data):
+    d, *_ = data
+    with pytest.raises(DimensionError):
+        sources.open_source(d / "x.npy", dim=32)
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file at all")
+    with pytest.raises(InvalidArgumentError):
+        sources.open_source(tmp_path / "junk.npy")
+    with pytest.raises(InvalidArgumentError):
+        sources.open_source(tmp_path / "missing.npy")
+
+
+def test_nan_row_or_duplicate_id_publishes_nothing(tmp_path, data):
+    d, x, ids, *_ = data
+    bad = x.copy()
+    bad[5500, 3] = np.nan  # in the last block, after training on a sample that may miss it
+    np.save(tmp_path / "nan.npy", bad)
+    store = _store()
+    with pytest.raises(InvalidVectorError):
+        _build(sources.open_source(tmp_path / "nan.npy"), store=store, sample_size=100)
+    assert _uploaded(store) == 0
+    with open(tmp_path / "dup.jsonl", "w") as fh:
+        for i in range(len(x)):
+            fh.write(json.dumps(ids[i] if i != 4321 else ids[7]) + "\n")
+    store = _store()
+    with pytest.raises(InvalidArgumentError, match="duplicate id 'r7'"):
+        _build(sources.open_source(d / "x.npy", ids=tmp_path / "dup.jsonl"), store=store)
+    assert _uploaded(store) == 0
+    with open(tmp_path / "short.jsonl", "w") as fh:
+        fh.write('"a"\n"b"\n')
+    with pytest.raises(InvalidArgumentError, match="2 lines"):
+        _build(sources.open_source(d / "x.npy", ids=tmp_path / "short.jsonl"), store=_store())
+
+
+def test_bad_jsonl_and_parquet_records(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"id": "a", "vector": [1, 2]}\n{"id": "b", "vector": [1, 2, 3]}\n')
+    with pytest.raises(DimensionError, match="r.jsonl:2"):
+        list(sources.open_source(p).blocks())
+    p.write_text('{"id": "a", "vector": [1, 2]}\n{"id": 5, "vector": [1, 2]}\n')
+    with pytest.raises(InvalidArgumentError, match="id must be"):
+        list(sources.open_source(p).blocks())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a"], "emb": [[1.0, 2.0]]}), tmp_path / "x.parquet")
+    with pytest.raises(InvalidArgumentError, match="no 'vector' column"):
+        sources.open_source(tmp_path / "x.parquet")
+    pq.write_table(pa.table({"id": ["a"], "vector": ["abc"]}), tmp_path / "y.parquet")
+    with pytest.raises(InvalidVectorError):
+        sources.open_source(tmp_path / "y.parquet")
+
+
+# ------------------------------------------------------------------ memory ceiling
+
+_MEMORY_SCRIPT = r"""
+import json, resource, sys
+import numpy as np
+from s5vec import build, sources
+from s5vec.s5.client import MemoryClient
+from s5vec.store import ChunkStore
+src = sources.open_source(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rep = build.build(src, ChunkStore(MemoryClient(), cache_bytes=1 << 20), kind="ivf",
+                  params={"nlist": 64, "codec": "pq", "pq_m": 16, "store_full": False}, sample_size=20000)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_kib": base, "peak_kib": peak, "count": rep.count}))
+"""
+
+INPUT_ROWS, INPUT_DIM = 200_000, 128
+CEILING_MIB = 60  # RSS growth allowed while building; the float32 input alone is 97.7 MiB
+
+
+@pytest.mark.slow
+def test_streaming_200k_vectors_stays_under_the_memory_ceiling(tmp_path):
+    """A 200k x 128 .npy (97.7 MiB of float32) builds with < 60 MiB of RSS growth: the input is
+    read block by block (16k rows = 8 MiB), and what stays is what is published (PQ codes, ids).
+    The MemoryClient holds the uploaded chunks too (~8 MiB here), so the ceiling includes them."""
+    path = tmp_path / "big.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(INPUT_ROWS, INPUT_DIM))
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, INPUT_DIM)).astype(np.float32)
+    for s in range(0, INPUT_ROWS, 50_000):
+        mm[s : s + 50_000] = centres[rng.integers(0, 40, 50_000)] + 0.3 * rng.standard_normal((50_000, INPUT_DIM), np.float32)
+    mm.flush()
+    del mm
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "pkg"), OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["count"] == INPUT_ROWS
+    grown_mib = (got["peak_kib"] - got["base_kib"]) / 1024
+    print(f"RSS growth while streaming {INPUT_ROWS} x {INPUT_DIM}: {grown_mib:.1f} MiB (ceiling {CEILING_MIB})")
+    assert grown_mib < CEILING_MIB
