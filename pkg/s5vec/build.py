@@ -169,8 +169,13 @@ def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Pi
     labels = np.asarray(qz.assign(x, ivf.centroids, ivf.metric), dtype=np.int64)
     codes = None
     if not ivf._shared:
-        enc_in = x - ivf.centroids[labels] if ivf.residual else x
+        if ivf.residual:
+            enc_in = ivf.centroids[labels]
+            np.subtract(x, enc_in, out=enc_in)  # x - centroid, without a second temporary
+        else:
+            enc_in = x
         codes = ivf.codec.encode(enc_in)
+        del enc_in
     order = np.argsort(labels, kind="stable")
     sl = labels[order]
     if ivf.store_full and ivf.vectors_dtype == "float16":
