@@ -64,14 +64,14 @@ def connect(target: Any, timeout: float = CONNECT_TIMEOUT) -> tuple[Any, Callabl
 
 
 def run_dask(index: Any, source: Source, target: Any, portals: Sequence[str] | None, *, rows: int, now: float,
-             progress: bool, on_block: Callable[[int], Any] | None = None,
-             timeout: float = 30.0) -> tuple[list[UnitResult], dict[str, float]]:
+             progress: bool, on_block: Callable[[int], Any] | None = None, timeout: float = 30.0,
+             connect_timeout: float = CONNECT_TIMEOUT) -> tuple[list[UnitResult], dict[str, float]]:
     if not portals:
         raise InvalidArgumentError("a Dask build needs the portal URLs (its workers upload the chunks)")
     portals = list(portals)
     ivf = ivf_of(index)
     units = unit_lists(ivf)
-    client, close = connect(target)
+    client, close = connect(target, connect_timeout)
     try:
         return _run(client, ivf, units, source, portals, rows, now, progress, on_block, timeout)
     except S5VecError:
