@@ -318,7 +318,7 @@ def _bar(total: int | None, desc: str, unit: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, unit_scale=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, unit_scale=True, disable=None)
 
 
 class DuplicateCheck:

@@ -102,9 +102,32 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bulk_input(args: argparse.Namespace) -> bool:
+    return bool(args.dask or args.stream or args.ids or args.format or args.file.lower().endswith((".npy", ".parquet", ".pq")))
+
+
+def cmd_publish_bulk(args: argparse.Namespace) -> int:
+    """The streaming (block-wise) build, in this process or on Dask (see s5vec.build)."""
+    from . import api, build, sources
+
+    if args.file == "-":
+        raise InvalidArgumentError("a streaming build reads its input twice (sample, then all): give a file, not '-'")
+    src = sources.open_source(args.file, ids=args.ids, fmt=args.format)
+    store = api.make_store(args.portal, timeout=args.timeout)
+    rep = build.build(src, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
+                      sample_size=args.sample, seed=args.seed, progress=True, dask=args.dask, portals=args.portal)
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in rep.seconds.items())
+    print(f"built {rep.spec} over {rep.count} records; {rep.chunks} list chunks ({rep.bytes} bytes); {secs}",
+          file=sys.stderr)
+    print(rep.cid)
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from . import api
 
+    if _bulk_input(args):
+        return cmd_publish_bulk(args)
     records = []
     for n, rec in _read_jsonl(args.file, "records"):
         if not isinstance(rec, dict):
@@ -215,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="index parameter (repeatable)")
     sp.add_argument("--timeout", type=float, default=30.0)
+    bulk = sp.add_argument_group("streaming build (ivf/hybrid; used for .npy/.parquet input or with any of these)")
+    bulk.add_argument("--dask", default=None, metavar="ADDRESS|local",
+                      help="build on Dask: a scheduler address (tcp://host:8786) or 'local' (a LocalCluster)")
+    bulk.add_argument("--stream", action="store_true", help="stream a JSON-lines file block by block")
+    bulk.add_argument("--format", choices=["jsonl", "npy", "parquet"], default=None, help="input format (default: by extension)")
+    bulk.add_argument("--ids", default=None, help='.npy input: JSON lines with {"id", "metadata", "timestamp"} per row')
+    bulk.add_argument("--sample", type=int, default=None, help="training sample rows (default: 64 per list, 20k..256k)")
+    bulk.add_argument("--seed", type=int, default=0, help="sampling seed (same input + seed = same index)")
     sp.set_defaults(fn=cmd_publish)
 
     sp = sub.add_parser("search", help="search a published index; one JSON line of hits per query")
