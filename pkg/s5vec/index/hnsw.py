@@ -76,6 +76,8 @@ class HNSWIndex:
         #: candidates expanded per step of the beam search (1 = the paper's loop); batching cuts
         #: NumPy calls per distance computed, which is what costs in CPython and even more in Pyodide
         self.expand_batch = 4
+        #: pool members expanded per step while building (see _search_build)
+        self.build_batch = 16
         self._mult = 1.0 / math.log(self.M)
         self._inserted = 0  # total insertions ever; seeds the level RNG of each batch
         self._reset(16)
@@ -373,6 +375,60 @@ class HNSWIndex:
         out.sort()
         return out
 
+    def _search_build(self, q: np.ndarray, pd: np.ndarray, ps: np.ndarray, ef: int, level: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Beam search for construction, on arrays instead of heaps: returns (distances, slots)
+        of the ``ef`` nearest found, best first.
+
+        The pool holds the ``ef`` best scored so far, sorted; each step expands the
+        ``build_batch`` nearest unexpanded members at once (one gather, one visited test, one
+        distance call for all their neighbours) and merges the survivors with one argsort.
+        Expanding only pool members is what the heap version does too (a candidate farther than
+        the ef-th best is never expanded); batching expands a few more nodes than strictly
+        necessary, so the graph is at least as well connected, with 5-10x fewer Python steps.
+        """
+        stamp = self._new_stamp()
+        visit = self._visit
+        visit[ps] = stamp
+        order = np.argsort(pd, kind="stable")[:ef]
+        ps, pd = ps[order], pd[order]
+        pe = np.zeros(ps.shape[0], dtype=bool)
+        vecs, sq, metric = self._vecs, self._sq, self.metric
+        need_sq = metric == "l2"
+        scratch = self._scratch
+        batch = self.build_batch
+        nb0 = self._nb0
+        upl = self._up[level - 1] if level > 0 else None
+        dist = kernels.distances
+        while True:
+            todo = np.flatnonzero(~pe)[:batch]
+            if todo.shape[0] == 0:
+                break
+            pe[todo] = True
+            if upl is None:
+                nb = nb0[ps[todo]].ravel()
+            else:
+                nb = np.concatenate([upl[x] for x in ps[todo].tolist()])
+            nb = nb[visit[nb] != stamp]  # padding -1 hits the sentinel, always "visited"
+            if nb.shape[0] == 0:
+                continue
+            ar = np.arange(nb.shape[0], dtype=np.int32)
+            scratch[nb] = ar  # drop shared neighbours: last write wins
+            nb = nb[scratch[nb] == ar]
+            visit[nb] = stamp
+            ds = dist(q, vecs[nb], metric, sq[nb] if need_sq else None)
+            if ps.shape[0] >= ef:
+                keep = ds < pd[-1]
+                if not keep.any():
+                    continue
+                nb, ds = nb[keep], ds[keep]
+            ps = np.concatenate((ps, nb))
+            pd = np.concatenate((pd, ds))
+            pe = np.concatenate((pe, np.zeros(nb.shape[0], dtype=bool)))
+            order = np.argsort(pd, kind="stable")[:ef]
+            ps, pd, pe = ps[order], pd[order], pe[order]
+        return pd, ps
+
     def _insert_slot(self, s: int, level: int) -> None:
         """Connect slot ``s`` (vector already stored) into the graph on layers 0..level."""
         if self._entry < 0:
@@ -387,15 +443,15 @@ class HNSWIndex:
         dep = float(self._dist(q, np.array([ep]))[0])
         for l in range(self._max_level, level, -1):
             ep, dep = self._greedy(q, ep, dep, l)
-        eps = [(dep, ep)]
+        eds = np.array([dep], dtype=np.float32)
+        eps = np.array([ep], dtype=np.int64)
         while len(self._up) < level:
             self._up.append({})
         for l in range(min(level, self._max_level), -1, -1):
-            found = self._search_layer(q, eps, self.ef_construction, l)
+            ds, cs = self._search_build(q, eds, eps, self.ef_construction, l)
+            found = cs.shape[0] > 0
             if found:
-                ds = np.fromiter((p[0] for p in found), dtype=np.float32, count=len(found))
-                cs = np.fromiter((p[1] for p in found), dtype=np.int32, count=len(found))
-                sel = self._heuristic(ds, cs, self.M)
+                sel = self._heuristic(ds, cs.astype(np.int32), self.M)
             else:
                 sel = np.empty(0, dtype=np.int32)
             if l == 0:
@@ -407,7 +463,7 @@ class HNSWIndex:
             for e in sel.tolist():
                 self._add_link(e, s, l)
             if found:
-                eps = found
+                eds, eps = ds, cs
         for l in range(self._max_level + 1, level + 1):
             self._up[l - 1][s] = np.empty(0, dtype=np.int32)
         if level > self._max_level:
