@@ -151,3 +151,19 @@ def nearest(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndar
     idx = dots.argmax(axis=1)
     best = dots[rows, idx]
     return idx, (1.0 - best if metric == "cosine" else -best).astype(np.float32, copy=False)
+
+
+def pairwise(data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) distances between the rows of prepared ``data``, in the sense of :func:`distances`
+    (one sgemm instead of n gemv calls; used on small candidate sets, e.g. HNSW link pruning)."""
+    g = data @ data.T
+    if metric == "l2":
+        if data_sq is None:
+            data_sq = sq_norms(data)
+        g *= -2.0
+        g += data_sq[:, None]
+        g += data_sq[None, :]
+        return np.maximum(g, 0.0, out=g)
+    if metric == "cosine":
+        return np.subtract(1.0, g, out=g)
+    return np.negative(g, out=g)

@@ -45,6 +45,9 @@ _BRUTE_FRACTION = 0.05
 _MASK_CACHE = 16
 
 
+_PAIRWISE_MAX = 80  # link pruning with up to this many candidates scores all pairs at once
+
+
 def _check_int(name: str, value: object, lo: int, hi: int = 1 << 31) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
         raise InvalidArgumentError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
@@ -255,6 +258,16 @@ class HNSWIndex:
         # a few gemv calls once OpenBLAS decides to thread it).
         ok = (1 << n) - 1
         sel: list[int] = []
+        if n <= _PAIRWISE_MAX:
+            # few candidates (a full neighbour list plus one, when a link overflows): one sgemm
+            # for every pair, one packbits for every row, then the selection is integer bit ops
+            bad = kernels.pairwise(sub, metric, sq) < ds[None, :]
+            rows = np.packbits(bad, axis=1, bitorder="little")
+            masks = [int.from_bytes(r.tobytes(), "little") for r in rows]
+            while ok and len(sel) < m:
+                i = (ok & -ok).bit_length() - 1
+                sel.append(i)
+                ok &= ~(masks[i] & ~((2 << i) - 1)) & ~(1 << i)
         while ok and len(sel) < m:
             i = (ok & -ok).bit_length() - 1
             sel.append(i)
