@@ -80,7 +80,7 @@ class HNSWIndex:
         #: NumPy calls per distance computed, which is what costs in CPython and even more in Pyodide
         self.expand_batch = 4
         #: pool members expanded per step while building (see _search_build)
-        self.build_batch = 16
+        self.build_batch = 32
         self._mult = 1.0 / math.log(self.M)
         self._inserted = 0  # total insertions ever; seeds the level RNG of each batch
         self._reset(16)
