@@ -8,6 +8,9 @@
     # the same build on Dask (a LocalCluster of 2 workers, or --dask tcp://host:8786)
     python bench/bench_build.py ivf --npy ... --portal-dir ... --dask local
 
+    # HNSW insert path: s5vec (this tree) next to hnswlib, same data, one thread each
+    OPENBLAS_NUM_THREADS=1 python bench/bench_build.py hnsw --n 20000 --impl s5vec --impl hnswlib
+
 The data are kit.clustered's shape (two levels: ``top`` centres, ``sub`` sub-centres each, points
 around the sub-centres), generated per block from one seed so any N streams to disk. Recall is
 measured against exact brute force (blocked over the memory-mapped file) on ``--queries`` queries.
@@ -121,6 +124,46 @@ def cmd_ivf(args: argparse.Namespace) -> None:
         proc.wait(10)
 
 
+def cmd_hnsw(args: argparse.Namespace) -> None:
+    """Build time and recall@10 (ef=64, 200 queries, exact truth) of HNSW M=16, ef_construction=200."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import kit
+
+    x = kit.clustered(args.n, args.dim, 1000, seed=1, spread=1.0)
+    qs = kit.queries_near(x, 200)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
+    truth = np.argsort(-(qn @ xn.T), axis=1)[:, :10]
+    for impl in args.impl or ["s5vec", "hnswlib"]:
+        if impl == "hnswlib":
+            import hnswlib
+
+            idx = hnswlib.Index(space="cosine", dim=args.dim)
+            idx.init_index(max_elements=args.n, M=16, ef_construction=200, random_seed=0)
+            idx.set_num_threads(1)
+            t = time.perf_counter()
+            idx.add_items(x, np.arange(args.n))
+            build_s = time.perf_counter() - t
+            idx.set_ef(64)
+            labels, _ = idx.knn_query(qs, 10)
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, truth)]))
+        else:
+            from s5vec import api
+            from s5vec.index.hnsw import HNSWIndex
+
+            idx = HNSWIndex(args.dim, "cosine")
+            t = time.perf_counter()
+            idx.add([str(i) for i in range(args.n)], x)
+            build_s = time.perf_counter() - t
+            found = 0
+            for q, want in zip(qs, truth):
+                hits = idx.search(api.prepare_query(idx, q, 10, None, {"ef": 64})).hits
+                found += len({h.id for h in hits} & {str(i) for i in want})
+            recall = found / (10 * len(qs))
+        print(json.dumps({"impl": impl, "n": args.n, "dim": args.dim, "build_s": round(build_s, 1),
+                          "recall@10_ef64": round(recall, 3)}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -138,8 +181,14 @@ def main() -> None:
     b.add_argument("--dask", default=None)
     b.add_argument("--queries", type=int, default=100)
     b.add_argument("--progress", action="store_true")
+    h = sub.add_parser("hnsw")
+    h.add_argument("--n", type=int, default=20_000)
+    h.add_argument("--dim", type=int, default=384)
+    h.add_argument("--impl", action="append", choices=["s5vec", "hnswlib"])
     args = p.parse_args()
-    if args.cmd == "gen":
+    if args.cmd == "hnsw":
+        cmd_hnsw(args)
+    elif args.cmd == "gen":
         gen(args.n, args.dim, args.out, seed=args.seed)
     else:
         cmd_ivf(args)
