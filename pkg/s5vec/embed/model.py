@@ -7,8 +7,9 @@ embedded on CPython and the query in the Pyodide worker by the same code, into o
   ``max_tokens`` tokens, and unknown pieces are dropped (model2vec does the same, in that order);
 * the rows of the remaining ids are averaged and the mean is divided by its norm.
 
-Text with nothing to embed is an error rather than a zero vector: :class:`EmptyQueryError` when it has
-no letter or digit, :class:`NoKnownTokensError` when none of its words is in the vocabulary.
+Text with nothing to embed is an error rather than a zero vector (model2vec's answer) or the mean of
+punctuation rows: :class:`EmptyQueryError` when it has no letter or digit, :class:`NoKnownTokensError`
+when it has some but no token with a letter or digit is in the vocabulary.
 
 Rows are shipped quantised (int8 codes with one float32 scale per row, see :func:`quantize_rows`);
 :class:`LocalModel` dequantises the same way as the chunked model on S5, so a corpus vector embedded
@@ -82,6 +83,10 @@ class TextTokenizer:
         # Special tokens written literally in the text are matched before normalisation, as the
         # reference tokenizer does ("[PAD]" -> its id; "[UNK]" -> unknown, dropped).
         self.added = {t: self.wp.index[t] for t in config.added_tokens if t in self.wp.index}
+        # Tokens with a letter or digit: a text none of whose tokens has one (only punctuation,
+        # symbols, emoji) has nothing to search for.
+        self.meaningful = frozenset(i for i, t in enumerate(self.wp.vocab)
+                                    if i not in self.added.values() and any(ch.isalnum() for ch in t))
 
     def truncated(self, text: str) -> bool:
         """Whether :meth:`tokenize` embeds only a prefix of ``text`` (the documented limits)."""
@@ -89,9 +94,11 @@ class TextTokenizer:
             return True
         return len(self._raw_ids(text)) > self.config.max_tokens
 
-    def _raw_ids(self, text: str) -> list[int]:
-        text = text[: self.config.max_chars]
-        cap = self.config.max_tokens + 1
+    def _raw_ids(self, text: str, truncate: bool = True) -> list[int]:
+        """Ids with unknown pieces still in, cut to ``max_chars`` / ``max_tokens + 1`` when ``truncate``."""
+        cap = self.config.max_tokens + 1 if truncate else None
+        if truncate:
+            text = text[: self.config.max_chars]
         if not any(t in text for t in self.added):
             return self.wp.encode(text, cap)
         ids: list[int] = []
@@ -100,9 +107,13 @@ class TextTokenizer:
                 ids.append(special)
             else:
                 ids.extend(self.wp.encode(part, cap))
-            if len(ids) >= cap:
+            if cap is not None and len(ids) >= cap:
                 break
         return ids[:cap]
+
+    def reference_ids(self, text: str) -> list[int]:
+        """All ids of ``text`` (no limits, unknown pieces kept): what the reference tokenizer returns."""
+        return self._raw_ids(text, truncate=False)
 
     def _split_added(self, text: str) -> list[tuple[str, int | None]]:
         out: list[tuple[str, int | None]] = []
@@ -126,12 +137,14 @@ class TextTokenizer:
             raise InvalidArgumentError(f"text must be a string, got {type(text).__name__}")
         ids = self._raw_ids(text)[: self.config.max_tokens]
         kept = [i for i in ids if i != self.unk_id]
-        if kept:
-            return kept
+        meaningful = self.meaningful
+        for i in kept:
+            if i in meaningful:
+                return kept
         if not text.strip():
             raise EmptyQueryError("text is empty")
         if not any(ch.isalnum() for w in basic_tokenize(text[: self.config.max_chars]) for ch in w):
-            raise EmptyQueryError("text has no letters or digits to search for")
+            raise EmptyQueryError(f"text {_preview(text)} has no letters or digits to search for")
         raise NoKnownTokensError(f"no word of {_preview(text)} is in the model's vocabulary")
 
 

@@ -4,7 +4,7 @@ The static model's rows are indexed by MiniLM's token ids, so the same text must
 as the reference tokenizer (``BertNormalizer`` + ``BertPreTokenizer`` + ``WordPiece``) on CPython and
 in Pyodide, where the Rust ``tokenizers`` package does not exist. The steps, in the reference order:
 
-1. clean: drop NUL, U+FFFD and control/format characters (category C*, except tab, CR, LF); map
+1. clean: drop NUL, U+FFFD and control/format/private-use characters (Cc Cf Co Cs; not tab, CR, LF); map
    whitespace to a space;
 2. put spaces around CJK ideographs (each becomes its own word);
 3. strip accents (NFD, drop non-spacing marks), then lower-case;
@@ -29,6 +29,9 @@ _ASCII_CLEAN[127] = None
 # Rust's char::is_whitespace (Unicode White_Space) minus what is a control character (removed first).
 _SPACES = frozenset(" \t\n\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
                     "\u200a\u2028\u2029\u202f\u205f\u3000")
+# Removed by the reference's clean step: control, format, private use, surrogate. Unassigned (Cn)
+# code points stay (and make their word unknown), as the reference tokenizer does.
+_REMOVED = frozenset(("Cc", "Cf", "Co", "Cs"))
 _ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -46,7 +49,7 @@ def _normalize_unicode(text: str) -> str:
             out.append(" ")
             continue
         cp = ord(ch)
-        if cp == 0 or cp == 0xFFFD or unicodedata.category(ch)[0] == "C":
+        if cp == 0 or cp == 0xFFFD or unicodedata.category(ch) in _REMOVED:
             continue
         if _is_cjk(cp):
             out.append(" ")
