@@ -58,7 +58,7 @@ def test_embedding_matches_model2vec(float_model, ref):
             got = float_model.embed_one(text)
         except (EmptyQueryError, NoKnownTokensError):
             # we refuse only texts without any known token that has a letter or digit
-            assert not set(ref_ids[:512]) & float_model.tok.meaningful, repr(text)
+            assert not any(float_model.tok.is_meaningful(i) for i in ref_ids[:512] if i != 1), repr(text)
             continue
         compared += 1
         np.testing.assert_allclose(got, want, atol=2e-6, err_msg=repr(text))
@@ -204,7 +204,7 @@ def test_malformed_model_chunks_are_format_errors(published):
     with pytest.raises(FormatError):  # a rows chunk where the model chunk should be
         reader = layout.StoreReader(store)
         cm = embed.open_model(cid, store)
-        embed.open_model(cm.row_cids[0], store)
+        embed.open_model(cm.row_cid(0), store)
     del reader
 
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import layout
-from ..errors import FormatError, InvalidArgumentError
+from ..errors import CIDError, FormatError, InvalidArgumentError
 from ..s5.cid import BlobId
 from .model import LocalModel, ModelConfig, TextTokenizer, dequantize_rows, pool
 
@@ -100,10 +100,11 @@ def _check_head(body: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"unsupported rows dtype {dtype!r} or pooling")
         if not isinstance(body["vocab"], str) or not isinstance(body["tokenizer"], Mapping):
             raise ValueError("bad vocab or tokenizer entry")
-        cids = [BlobId.from_bytes(c).to_string() for c in chunks]
+        if not all(isinstance(c, bytes) and 35 < len(c) < 45 for c in chunks):
+            raise ValueError("row chunk CIDs are not raw CID bytes")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"bad text_model chunk: {exc}") from None
-    return {"dim": dim, "vocab_size": vocab_size, "group": group, "dtype": dtype, "cids": cids}
+    return {"dim": dim, "vocab_size": vocab_size, "group": group, "dtype": dtype, "cids": chunks}
 
 
 class ChunkedModel:
@@ -116,7 +117,7 @@ class ChunkedModel:
         self.head = dict(head)
         self.reader = reader
         self.dim, self.group, self.row_dtype = h["dim"], h["group"], h["dtype"]
-        self.row_cids: list[str] = h["cids"]
+        self._row_raw: list[bytes] = h["cids"]  # decoded to CID strings when first planned
         self.config = ModelConfig.from_parts(head.get("name", "text-model"), h["dim"], h["vocab_size"],
                                              head["tokenizer"], head.get("source"))
         try:
@@ -137,7 +138,6 @@ class ChunkedModel:
     @classmethod
     def load(cls, cid: str, reader: Any) -> "ChunkedModel":
         head = reader.get(cid, MODEL_KIND)
-        _check_head(head)
         vb = reader.get(head["vocab"], VOCAB_KIND)
         try:
             if vb.get("compression", "zlib") != "zlib":
@@ -153,6 +153,17 @@ class ChunkedModel:
             raise FormatError(f"bad model_vocab chunk: {exc}") from None
         return cls(cid, head, vocab, reader)
 
+    def row_cid(self, c: int) -> str:
+        """CID of row chunk ``c`` (rows ``c * group ..``); a malformed one is a FormatError."""
+        try:
+            return BlobId.from_bytes(self._row_raw[c]).to_string()
+        except (CIDError, IndexError) as exc:
+            raise FormatError(f"bad row chunk CID {c} in the text model: {exc}") from None
+
+    @property
+    def row_count(self) -> int:
+        return len(self._row_raw)
+
     # -- querying -----------------------------------------------------------------
     def tokenize(self, text: Any) -> list[int]:
         """Token ids to embed; EmptyQueryError / NoKnownTokensError when there are none."""
@@ -164,14 +175,14 @@ class ChunkedModel:
     def plan(self, ids: Sequence[int]) -> list[str]:
         """Row-chunk CIDs that :meth:`embed_tokens` would read and this model has not decoded yet."""
         need = sorted({int(i) // self.group for i in ids} - self._rows.keys())
-        return [self.row_cids[c] for c in need if 0 <= c < len(self.row_cids)]
+        return [self.row_cid(c) for c in need if 0 <= c < len(self._row_raw)]
 
     def _chunk_rows(self, c: int) -> np.ndarray:
         got = self._rows.get(c)
         if got is not None:
             self._rows.move_to_end(c)
             return got
-        body = self.reader.get(self.row_cids[c], ROWS_KIND)
+        body = self.reader.get(self.row_cid(c), ROWS_KIND)
         try:
             rows = dequantize_rows(body)
             n = min(self.group, self.config.vocab_size - c * self.group)

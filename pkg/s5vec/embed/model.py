@@ -83,10 +83,7 @@ class TextTokenizer:
         # Special tokens written literally in the text are matched before normalisation, as the
         # reference tokenizer does ("[PAD]" -> its id; "[UNK]" -> unknown, dropped).
         self.added = {t: self.wp.index[t] for t in config.added_tokens if t in self.wp.index}
-        # Tokens with a letter or digit: a text none of whose tokens has one (only punctuation,
-        # symbols, emoji) has nothing to search for.
-        self.meaningful = frozenset(i for i, t in enumerate(self.wp.vocab)
-                                    if i not in self.added.values() and any(ch.isalnum() for ch in t))
+        self._special = frozenset(self.added.values())
 
     def truncated(self, text: str) -> bool:
         """Whether :meth:`tokenize` embeds only a prefix of ``text`` (the documented limits)."""
@@ -131,15 +128,20 @@ class TextTokenizer:
         out.append((text[start:], None))
         return out
 
+    def is_meaningful(self, token_id: int) -> bool:
+        """Whether a token has a letter or digit: a text none of whose tokens has one (only
+        punctuation, symbols, emoji) has nothing to search for. (Checked per query, not precomputed
+        over the vocabulary: opening the model in the worker stays cheap.)"""
+        return token_id not in self._special and any(ch.isalnum() for ch in self.wp.vocab[token_id])
+
     def tokenize(self, text: Any) -> list[int]:
         """Ids to embed (truncated, unknown pieces dropped); typed errors when nothing is left."""
         if not isinstance(text, str):
             raise InvalidArgumentError(f"text must be a string, got {type(text).__name__}")
         ids = self._raw_ids(text)[: self.config.max_tokens]
         kept = [i for i in ids if i != self.unk_id]
-        meaningful = self.meaningful
         for i in kept:
-            if i in meaningful:
+            if self.is_meaningful(i):
                 return kept
         if not text.strip():
             raise EmptyQueryError("text is empty")
