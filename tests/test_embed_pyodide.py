@@ -53,3 +53,5 @@ def test_pyodide_embeds_like_cpython(tmp_path):
     print(f"\npyodide: open {res['open_ms']:.0f} ms / {res['open_bytes']} B; warm embed p50 "
           f"{np.median(res['warm_ms']):.3f} ms, p99 {np.percentile(res['warm_ms'], 99):.3f} ms; "
           f"cold row bytes per query {res['cold_bytes']}")
+    slow = sorted(zip(res["warm_ms"], res["warm_text"]), reverse=True)[:5]
+    print("slowest warm embeds:", [(round(t, 2), q[:20]) for t, q in slow])
