@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,12 +25,22 @@ sys.path.insert(0, str(ROOT / "pkg"))
 
 import numpy as np  # noqa: E402
 
-from s5vec import embed  # noqa: E402
+from s5vec import embed, layout  # noqa: E402
 from s5vec.embed.model import LocalModel  # noqa: E402
 from s5vec.s5.client import MemoryClient  # noqa: E402
 from s5vec.store import ChunkStore  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench"
+
+
+@contextmanager
+def counting(store):
+    before = store.snapshot()
+    box: dict = {}
+    yield box
+    box.update(store.diff(before))
+
+
 MODEL_PY = ROOT / ".cache" / "model-venv" / "bin" / "python"
 GENRES = ["Action", "Animation", "Comedy", "Drama", "Documentary", "Romance", "Short"]
 FREE_TEXT = [
@@ -134,20 +145,19 @@ def main() -> None:
             client = MemoryClient()
             cid = embed.publish_model(m, ChunkStore(client), group=group)
             store = ChunkStore(client)
-            with store.counter() as c:
+            with counting(store) as c:
                 cm = embed.open_model(cid, store)
-            open_bytes = c.bytes_fetched
+            open_bytes = c["bytes_fetched"]
             per = []
             times = []
             for q in qs:
                 cold = ChunkStore(client)
-                cm.reader.store = cold
-                cm._rows.clear()
-                with cold.counter() as c:
+                cm.reader = layout.StoreReader(cold)
+                with counting(cold) as c:
                     t0 = time.perf_counter()
                     embed.embed_query(cm, cold, q)
                     times.append(time.perf_counter() - t0)
-                per.append(c.bytes_fetched)
+                per.append(c["bytes_fetched"])
             per_a = np.array(per)
             print(f"  {dtype:7s} group {group:2d}: open {open_bytes / 1e3:6.1f} KB (model chunk + vocabulary); "
                   f"per query mean {per_a.mean() / 1e3:5.1f} KB, p95 {np.percentile(per_a, 95) / 1e3:5.1f} KB, "

@@ -7,6 +7,7 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
+from contextlib import contextmanager
 
 from conftest import ROOT
 
@@ -84,3 +85,14 @@ def sample_texts(n: int = 1000, seed: int = 0) -> list[str]:
                 chars.append(c)
             out.append("".join(chars))
     return out[:n]
+
+
+@contextmanager
+def counting(store):
+    """``with counting(store) as c: ...`` then ``c["chunks_fetched"]``, ``c["bytes_fetched"]``."""
+    before = store.snapshot()
+    box: dict = {}
+    try:
+        yield box
+    finally:
+        box.update(store.diff(before))

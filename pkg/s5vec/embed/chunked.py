@@ -12,14 +12,14 @@ Chunk kinds (schemas in docs/FORMAT.md):
 * ``model_rows``  -- ``group`` rows from ``start``: int8 ``codes`` + float32 ``scale`` (or float ``rows``);
 * ``model_notice`` -- source and licences (never read by a query).
 
-Like an index, a :class:`ChunkedModel` never fetches by itself: the request layer prefetches
-:meth:`ChunkedModel.open_chunks` before :meth:`ChunkedModel.load` and :meth:`ChunkedModel.plan`
-before :meth:`ChunkedModel.embed_tokens` (which falls back to the reader's synchronous fetch).
+Like an index, a :class:`ChunkedModel` never fetches by itself and keeps no chunks of its own: the
+request layer prefetches :meth:`ChunkedModel.open_chunks` before :meth:`ChunkedModel.load` and
+:meth:`ChunkedModel.plan` before :meth:`ChunkedModel.embed_tokens`, which reads the decoded row
+chunks from the store's cache (the one byte budget) and dequantises only the rows it uses.
 """
 from __future__ import annotations
 
 import zlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +28,7 @@ import numpy as np
 from .. import layout
 from ..errors import CIDError, FormatError, InvalidArgumentError
 from ..s5.cid import BlobId
-from .model import LocalModel, ModelConfig, TextTokenizer, dequantize_rows, pool
+from .model import LocalModel, ModelConfig, TextTokenizer, pool
 
 __all__ = ["ROW_GROUP", "ChunkedModel", "publish_model", "open_model", "manifest_extra", "embed_query",
            "embed_query_async"]
@@ -110,22 +110,20 @@ def _check_head(body: Mapping[str, Any]) -> dict[str, Any]:
 class ChunkedModel:
     """A text model read from S5 chunks: tokenise locally, fetch only the rows a text uses."""
 
-    def __init__(self, cid: str, head: Mapping[str, Any], vocab: Sequence[str], reader: Any,
-                 max_row_chunks: int = 4096) -> None:
+    def __init__(self, cid: str, head: Mapping[str, Any], vocab: Sequence[str], reader: Any) -> None:
         h = _check_head(head)
         self.cid = cid
         self.head = dict(head)
         self.reader = reader
         self.dim, self.group, self.row_dtype = h["dim"], h["group"], h["dtype"]
         self._row_raw: list[bytes] = h["cids"]  # decoded to CID strings when first planned
+        self._cid_str: dict[int, str] = {}
         self.config = ModelConfig.from_parts(head.get("name", "text-model"), h["dim"], h["vocab_size"],
                                              head["tokenizer"], head.get("source"))
         try:
             self.tok = TextTokenizer(vocab, self.config)
         except (InvalidArgumentError, ValueError) as exc:
             raise FormatError(f"text model vocabulary does not fit its model chunk: {exc}") from None
-        self._rows: "OrderedDict[int, np.ndarray]" = OrderedDict()  # chunk number -> float32 rows
-        self._max_rows = max_row_chunks
 
     # -- opening ------------------------------------------------------------------
     @staticmethod
@@ -155,10 +153,13 @@ class ChunkedModel:
 
     def row_cid(self, c: int) -> str:
         """CID of row chunk ``c`` (rows ``c * group ..``); a malformed one is a FormatError."""
-        try:
-            return BlobId.from_bytes(self._row_raw[c]).to_string()
-        except (CIDError, IndexError) as exc:
-            raise FormatError(f"bad row chunk CID {c} in the text model: {exc}") from None
+        got = self._cid_str.get(c)
+        if got is None:
+            try:
+                got = self._cid_str[c] = BlobId.from_bytes(self._row_raw[c]).to_string()
+            except (CIDError, IndexError) as exc:
+                raise FormatError(f"bad row chunk CID {c} in the text model: {exc}") from None
+        return got
 
     @property
     def row_count(self) -> int:
@@ -173,32 +174,37 @@ class ChunkedModel:
         return self.tok.truncated(text)
 
     def plan(self, ids: Sequence[int]) -> list[str]:
-        """Row-chunk CIDs that :meth:`embed_tokens` would read and this model has not decoded yet."""
-        need = sorted({int(i) // self.group for i in ids} - self._rows.keys())
+        """Every row-chunk CID :meth:`embed_tokens` reads for ``ids`` (held or not), in row order.
+
+        The store's prefetch skips those it already holds, so a warm query fetches nothing."""
+        need = sorted({int(i) // self.group for i in ids})
         return [self.row_cid(c) for c in need if 0 <= c < len(self._row_raw)]
 
-    def _chunk_rows(self, c: int) -> np.ndarray:
-        got = self._rows.get(c)
-        if got is not None:
-            self._rows.move_to_end(c)
-            return got
+    def _chunk(self, c: int) -> Mapping[str, Any]:
+        """Row chunk ``c``'s body (decoded and cached by the store, next to its bytes), checked."""
         body = self.reader.get(self.row_cid(c), ROWS_KIND)
         try:
-            rows = dequantize_rows(body)
             n = min(self.group, self.config.vocab_size - c * self.group)
-            if int(body["start"]) != c * self.group or rows.shape != (n, self.dim):
-                raise ValueError(f"rows {rows.shape} from {body['start']}, expected {(n, self.dim)} from "
+            part = body["codes"] if "codes" in body else body["rows"]
+            if int(body["start"]) != c * self.group or part.shape != (n, self.dim):
+                raise ValueError(f"rows {part.shape} from {body['start']}, expected {(n, self.dim)} from "
                                  f"{c * self.group}")
-            if "scale" in body and np.asarray(body["scale"]).shape != (n,):
-                raise ValueError("scale has the wrong length")
-            if not np.isfinite(rows).all():
-                raise ValueError("rows are not finite")
+            if "codes" in body and (part.dtype != np.int8 or np.asarray(body["scale"]).shape != (n,)):
+                raise ValueError("codes are not int8 or scale has the wrong length")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"bad model_rows chunk: {exc}") from None
-        self._rows[c] = rows
-        if len(self._rows) > self._max_rows:
-            self._rows.popitem(last=False)
-        return rows
+        return body
+
+    def _row(self, token_id: int) -> np.ndarray:
+        c, j = divmod(token_id, self.group)
+        body = self._chunk(c)
+        if "codes" in body:  # the same float32 arithmetic as dequantize_rows over the whole table
+            row = body["codes"][j].astype(np.float32) * np.asarray(body["scale"], dtype=np.float32)[j]
+        else:
+            row = np.asarray(body["rows"][j], dtype=np.float32)
+        if not np.isfinite(row).all():
+            raise FormatError(f"model_rows chunk {c} has a non-finite row")
+        return row
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
         """``float32[dim]`` unit mean of the ids' rows (ids from :meth:`tokenize`)."""
@@ -207,17 +213,13 @@ class ChunkedModel:
         ids = [int(i) for i in ids]
         if min(ids) < 0 or max(ids) >= self.config.vocab_size:
             raise InvalidArgumentError("token id out of the vocabulary's range")
-        g = self.group
-        mat = np.stack([self._chunk_rows(i // g)[i % g] for i in ids])
+        rows = {i: self._row(i) for i in set(ids)}
+        mat = np.stack([rows[i] for i in ids])
         return pool(mat[None])[0]
 
     def embed(self, text: str) -> np.ndarray:
         """Tokenise and embed one text (reads unplanned rows synchronously through the reader)."""
         return self.embed_tokens(self.tokenize(text))
-
-    @property
-    def rows_loaded(self) -> int:
-        return len(self._rows)
 
 
 def embed_query(model: ChunkedModel, store: Any, text: str) -> np.ndarray:

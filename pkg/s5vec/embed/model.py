@@ -175,7 +175,7 @@ def quantize_rows(table: np.ndarray, dtype: str = ROW_DTYPE) -> dict[str, np.nda
 
 
 def dequantize_rows(part: Mapping[str, Any]) -> np.ndarray:
-    """Inverse of :func:`quantize_rows` (float32 rows; the one place this arithmetic happens)."""
+    """Inverse of :func:`quantize_rows` (float32 rows; ``ChunkedModel._row`` does the same per row)."""
     if "codes" in part:
         return part["codes"].astype(np.float32) * np.asarray(part["scale"], dtype=np.float32)[:, None]
     return np.asarray(part["rows"], dtype=np.float32)
