@@ -136,6 +136,7 @@ class ChunkedModel:
     @classmethod
     def load(cls, cid: str, reader: Any) -> "ChunkedModel":
         head = reader.get(cid, MODEL_KIND)
+        _check_head(head)
         vb = reader.get(head["vocab"], VOCAB_KIND)
         try:
             if vb.get("compression", "zlib") != "zlib":
