@@ -95,20 +95,26 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titles", type=int, default=500)
+    ap.add_argument("--no-quality", action="store_true", help="only time and bytes (no full MiniLM)")
     args = ap.parse_args()
     texts = corpus()
     rng = np.random.default_rng(0)
     title_q = [texts[i].split(" (")[0] for i in rng.choice(len(texts), args.titles, replace=False)]
     print(f"corpus: {len(texts)} films; queries: {len(title_q)} titles + {len(FREE_TEXT)} free text")
 
-    full_base = minilm(texts, "movies")
-    full_q = {"titles": minilm(title_q, f"titles{args.titles}"), "free": minilm(FREE_TEXT, "free")}
-    truth = {k: topk(v, full_base) for k, v in full_q.items()}
-
     raw = embed.load_local(row_dtype=None)
     variants: dict[str, LocalModel] = {"float32": raw}
     for dt in ("int8", "float16"):
         variants[dt] = LocalModel(raw.vocab, raw.raw_table, raw.config, row_dtype=dt)
+    if not args.no_quality:
+        quality(texts, title_q, variants, args.titles)
+    cost(title_q, variants)
+
+
+def quality(texts: list[str], title_q: list[str], variants: dict[str, LocalModel], n_titles: int) -> None:
+    full_base = minilm(texts, "movies")
+    full_q = {"titles": minilm(title_q, f"titles{n_titles}"), "free": minilm(FREE_TEXT, "free")}
+    truth = {k: topk(v, full_base) for k, v in full_q.items()}
     print("\noverlap@10 with full MiniLM neighbours (titles / free text):")
     shipped_base = None
     for name, m in variants.items():
@@ -129,6 +135,10 @@ def main() -> None:
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         res.append(overlap(topk(q, full_base), truth[key]))
     print(f"  static {embed.ROW_DTYPE} + linear map, corpus by full MiniLM: {res[0]:.3f} / {res[1]:.3f}")
+
+
+def cost(title_q: list[str], variants: dict[str, LocalModel]) -> None:
+    shipped = variants[embed.ROW_DTYPE]
 
     # embed time per query on CPython (warm word cache cleared each round: a fresh query each time)
     qs = title_q + FREE_TEXT
