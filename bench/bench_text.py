@@ -96,9 +96,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titles", type=int, default=500)
     ap.add_argument("--no-quality", action="store_true", help="only time and bytes (no full MiniLM)")
+    ap.add_argument("--corpus", type=int, default=0, help="a random subset of this many films (0 = all)")
     args = ap.parse_args()
     texts = corpus()
     rng = np.random.default_rng(0)
+    if args.corpus:
+        texts = [texts[i] for i in sorted(rng.choice(len(texts), args.corpus, replace=False))]
     title_q = [texts[i].split(" (")[0] for i in rng.choice(len(texts), args.titles, replace=False)]
     print(f"corpus: {len(texts)} films; queries: {len(title_q)} titles + {len(FREE_TEXT)} free text")
 
@@ -112,7 +115,7 @@ def main() -> None:
 
 
 def quality(texts: list[str], title_q: list[str], variants: dict[str, LocalModel], n_titles: int) -> None:
-    full_base = minilm(texts, "movies")
+    full_base = minilm(texts, f"movies{len(texts)}")
     full_q = {"titles": minilm(title_q, f"titles{n_titles}"), "free": minilm(FREE_TEXT, "free")}
     truth = {k: topk(v, full_base) for k, v in full_q.items()}
     print("\noverlap@10 with full MiniLM neighbours (titles / free text):")
