@@ -12,8 +12,7 @@ finds them: extra chunks fetched synchronously, results equal to CPython's.
 from __future__ import annotations
 
 import numpy as np
-
-from .test_search import assert_same_hits
+from kit import assert_same_hits
 
 N, DIM = 6000, 32
 

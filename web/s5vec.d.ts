@@ -64,6 +64,8 @@ export interface RuntimeInfo {
   platform: string;
   pyodideVersion: string;
   indexURL: string;
+  /** The rpc ops the worker serves (the table in protocol.json). */
+  ops: string[];
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
   /** Worker-side time of the whole start-up. */
