@@ -116,6 +116,7 @@ export declare class S5Vec {
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   stats(): Promise<Record<string, unknown>>;
+  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
 }
 
