@@ -10,7 +10,7 @@ from s5vec import api, rpc
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
-from conftest import clustered
+from kit import clustered
 
 
 def call(op, args=None):
