@@ -201,11 +201,9 @@ def test_malformed_model_chunks_are_format_errors(published):
                                "vocab": "x", "tokenizer": {}})
     with pytest.raises(FormatError):
         embed.open_model(bad, store)
+    cm = embed.open_model(cid, store)
     with pytest.raises(FormatError):  # a rows chunk where the model chunk should be
-        reader = layout.StoreReader(store)
-        cm = embed.open_model(cid, store)
         embed.open_model(cm.row_cid(0), store)
-    del reader
 
 
 def test_model_through_a_real_portal(model, tmp_path):
