@@ -62,6 +62,14 @@ class ClosedError(S5VecError):
     """The database was closed."""
 
 
+class EmptyQueryError(InvalidArgumentError):
+    """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
+
+
+class NoKnownTokensError(InvalidArgumentError):
+    """A text whose words are all unknown to the text model's vocabulary (e.g. only emoji)."""
+
+
 class BuildError(S5VecError):
     """A bulk build could not finish (its Dask scheduler is unreachable or was lost, a worker
     died); nothing was published: no manifest was written."""
