@@ -183,6 +183,12 @@ def test_bad_jsonl_and_parquet_records(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "vector": ["abc"]}), tmp_path / "y.parquet")
     with pytest.raises(InvalidVectorError):
         sources.open_source(tmp_path / "y.parquet")
+    pq.write_table(pa.table({"vector": [[1.0, 2.0], [1.0, 2.0, 3.0], [1.0]]}), tmp_path / "ragged.parquet")
+    with pytest.raises(InvalidVectorError, match="different lengths"):
+        list(sources.open_source(tmp_path / "ragged.parquet").blocks())
+    pq.write_table(pa.table({"vector": [[1.0, 2.0], None]}), tmp_path / "null.parquet")
+    with pytest.raises(InvalidVectorError, match="nulls"):
+        list(sources.open_source(tmp_path / "null.parquet").blocks())
 
 
 # ------------------------------------------------------------------ memory ceiling

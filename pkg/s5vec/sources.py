@@ -283,8 +283,11 @@ class ParquetSource:
                 if flat.dtype.kind not in "fiu":
                     raise ValueError(f"values of type {vcol.type}")
                 width = flat.shape[0] // n if n else 0
-                if width * n != flat.shape[0] or any(v is None for v in vcol.to_pylist()[:1]):
+                if vcol.null_count or width * n != flat.shape[0]:
                     raise ValueError("rows of different lengths or nulls")
+                offsets = getattr(vcol, "offsets", None)  # variable-size lists: every row the same length
+                if offsets is not None and (np.diff(offsets.to_numpy()) != width).any():
+                    raise ValueError("rows of different lengths")
                 x = flat.reshape(n, width)
             except (ValueError, TypeError, AttributeError) as exc:
                 raise InvalidVectorError(f"{where}: column {self.vector_column!r} is not a list of numbers ({exc})") from None
