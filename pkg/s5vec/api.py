@@ -250,7 +250,11 @@ def _as_array(vector: Any) -> Any:
     return vector
 
 
-def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> ChunkStore:
+def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0,
+               auth_token: str | None = None, retries: int = 1, hedge: bool = True) -> ChunkStore:
+    """A chunk store over ``portals``: ``timeout`` is the deadline for one blob (all portals and
+    retries included); ``auth_token`` is sent on uploads; ``hedge`` asks the next portal too when
+    the first is slow (see :mod:`s5vec.s5.client`)."""
     from .s5.client import PortalClient
 
     if not portals or isinstance(portals, str) or not all(isinstance(p, str) and p for p in portals):
@@ -258,4 +262,5 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
     for p in portals:
         if not p.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
-    return ChunkStore(PortalClient(list(portals), timeout=timeout), cache_bytes=cache_bytes)
+    client = PortalClient(list(portals), timeout=timeout, retries=retries, auth_token=auth_token, hedge=hedge)
+    return ChunkStore(client, cache_bytes=cache_bytes)
