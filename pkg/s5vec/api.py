@@ -211,6 +211,10 @@ class Database:
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
+        """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
+                                       f"(write delete([{ids!r:.40}]))")
         return self._writable().delete(list(ids))
 
     def migrate(self, now: float | None = None) -> int:

@@ -3,7 +3,8 @@
 It never raises: every outcome is a JSON string, ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"name", "message"}}``, so a bad request can never kill the worker.
 Errors raised on purpose keep their class name (``DimensionError``, ``IntegrityError``...);
-anything else is reported as ``InternalError`` with its type and message.
+anything else is reported as ``InternalError`` with its type and message.  Arguments are checked
+against :func:`s5vec.limits.check_request` (depth, size) before any op sees them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import platform
 import sys
 from typing import Any, Awaitable, Callable
 
+from . import limits
 from .errors import InvalidArgumentError, S5VecError
 
 _dbs: dict[int, Any] = {}
@@ -58,11 +60,19 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, 64 * 2**20)
-    timeout = _arg(args, "timeout", (int, float), 15.0)
-    db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=float(timeout))
+    db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=_timeout(args))
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
+
+
+def _timeout(args: dict[str, Any]) -> float:
+    """The per-blob deadline in seconds: ``timeoutMs`` (as the bridge sends it) or ``timeout`` (s)."""
+    ms = _arg(args, "timeoutMs", (int, float), None)
+    sec = float(ms) / 1000 if ms is not None else float(_arg(args, "timeout", (int, float), 15.0))
+    if not 0 < sec <= 3600:  # also rejects NaN
+        raise InvalidArgumentError(f"timeout must be between 1 ms and 1 hour, got {ms if ms is not None else sec!r}")
+    return sec
 
 
 async def _search(args: dict[str, Any]) -> dict[str, Any]:
@@ -97,11 +107,15 @@ async def handle(op: Any, args: Any = None) -> str:
         args = _to_py(args) if args is not None else {}
         if not isinstance(args, dict):
             raise InvalidArgumentError("request arguments must be an object")
+        limits.check_request(args)
         fn = OPS.get(op) if isinstance(op, str) else None
         if fn is None:
             raise InvalidArgumentError(f"unknown request type {op!r}; expected one of {', '.join(OPS)}")
         result = await fn(args)
-        return json.dumps({"ok": True, "result": result}, default=_json_default)
+        try:
+            return json.dumps({"ok": True, "result": result}, default=_json_default, allow_nan=False)
+        except ValueError:  # NaN/Infinity (metadata published before they were rejected): JSON null
+            return json.dumps({"ok": True, "result": _finite(result)}, default=_json_default, allow_nan=False)
     except S5VecError as exc:
         return _error(exc.name, str(exc))
     except Exception as exc:  # the worker must survive anything
@@ -110,6 +124,17 @@ async def handle(op: Any, args: Any = None) -> str:
 
 def _error(name: str, message: str) -> str:
     return json.dumps({"ok": False, "error": {"name": name, "message": message}})
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
