@@ -1,7 +1,7 @@
 // s5vec web worker (module worker). Boots Pyodide + numpy + the s5vec wheels, then answers rpc calls.
 // Served from web/dist/worker.js; everything it loads resolves relative to its own URL:
 //   ./protocol.js, ./vendor/hash-wasm/index.esm.min.js, ./wheels/manifest.json, ./pyodide/ (default indexURL)
-import { MSG, OPS } from "./protocol.js";
+import { MSG, OPS, checkRequest } from "./protocol.js";
 import { createBLAKE3 } from "./vendor/hash-wasm/index.esm.min.js";
 
 const BASE = new URL("./", self.location.href);
@@ -185,7 +185,7 @@ async function callRpc(op, args) {
 
 async function onCall(msg) {
   const id = msg.id;
-  let reply;
+  let reply, limitError;
   try {
     if (!startup) throw new Error("worker not initialised (send init first)");
     await startup;
@@ -193,6 +193,8 @@ async function onCall(msg) {
       reply = { ok: false, error: { name: "InvalidArgumentError", message: `unknown op ${JSON.stringify(msg.op)}` } };
     } else if (msg.args === null || typeof msg.args !== "object") {
       reply = { ok: false, error: { name: "InvalidArgumentError", message: "args must be an object" } };
+    } else if ((limitError = checkRequest(msg.args))) {
+      reply = { ok: false, error: limitError };
     } else {
       reply = await callRpc(msg.op, msg.args);
     }

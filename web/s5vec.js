@@ -8,7 +8,7 @@
 // All databases on a page share one module web worker running Pyodide + numpy + the s5vec package.
 // The worker starts on the first call (open/runtime); its options (workerUrl, pyodideIndexUrl,
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
-import { MSG, OPS, STEPS } from "./protocol.js";
+import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
 
 export { STEPS };
 
@@ -140,6 +140,9 @@ function runtimeState(opts) {
 }
 
 async function call(op, args, transfer = [], opts) {
+  // too deep or too big: reject here (the worker could not even receive it), same rules as the worker
+  const bad = checkRequest(args);
+  if (bad) throw new S5VecError(bad.name, bad.message);
   const state = runtimeState(opts);
   await state.ready;
   return new Promise((resolve, reject) => {
@@ -191,6 +194,7 @@ export class S5Vec {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
     const args = { manifest: opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
+    if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
     const res = await call(OPS.OPEN, args, [], opts);
     return new S5Vec(res.handle, res.info);
   }
