@@ -159,14 +159,15 @@ def _flips(data: bytes, fl) -> bytes:
 
 
 def decode_any(data: bytes) -> str:
-    """Decode ``data`` as a manifest and as a chunk: 'ok' or the typed error's name (anything else raises)."""
-    out = "ok"
+    """Decode ``data`` as a manifest and as a chunk: 'ok' if either accepts it, else the typed
+    error's name (anything else raises)."""
+    names = []
     for fn in (layout.decode_manifest, layout.decode_chunk):
         try:
             fn(data)
         except errors.S5VecError as e:
-            out = e.name
-    return out
+            names.append(e.name)
+    return "ok" if len(names) < 2 else names[-1]
 
 
 def open_with_mutated(blobs: dict[str, bytes], manifest: str, target: str, bad: bytes, query: np.ndarray) -> str:
@@ -227,7 +228,25 @@ def rpc_requests(handles: list[int], manifests: list[str], portals: list[str]) -
         "cacheBytes": st.one_of(st.integers(-1, 2**40), st.floats(), st.text(max_size=3)),
         "timeoutMs": st.one_of(st.integers(-10, 3000), st.floats(allow_nan=True), st.text(max_size=3)),
     })
-    return st.tuples(st.sampled_from(OPS), st.one_of(args, json_values, st.none()))
+    good_vec = st.lists(st.floats(-2, 2, width=32), min_size=8, max_size=8)
+    search = st.fixed_dictionaries(
+        {"handle": st.sampled_from(handles), "vector": st.one_of(good_vec, vector)},
+        optional={"k": st.one_of(st.integers(1, 20), st.integers(-5, 10**6)),
+                  "filter": filters_docs,
+                  "params": st.dictionaries(st.sampled_from(["ef", "nprobe", "rerank", "x"]),
+                                            st.one_of(st.integers(-3, 10**6), st.floats(), st.booleans()),
+                                            max_size=2)})
+    opens = st.fixed_dictionaries(
+        {"manifest": st.one_of(st.sampled_from(manifests), cid_strings()),
+         "portals": st.lists(st.sampled_from(portals), min_size=1, max_size=3)},
+        optional={"timeoutMs": st.one_of(st.integers(-10, 1500), st.floats(allow_nan=True)),
+                  "cacheBytes": st.one_of(st.integers(-1, 2**30), st.floats())})
+    return st.one_of(
+        st.tuples(st.sampled_from(OPS), st.one_of(args, json_values, st.none())),
+        st.tuples(st.just("search"), search),
+        st.tuples(st.just("open"), opens),
+        st.tuples(st.sampled_from(["stats", "close"]), st.fixed_dictionaries({"handle": st.sampled_from(handles)})),
+    )
 
 
 def rpc_call(op: Any, args: Any) -> dict:
