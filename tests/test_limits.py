@@ -20,7 +20,8 @@ from s5vec.s5.cid import BlobId, blob_cid
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
-from conftest import ROOT, clustered
+from kit import clustered
+from conftest import ROOT
 
 KINDS = ["flat", "hnsw", "ivf", "hybrid"]
 

@@ -20,7 +20,7 @@ from s5vec.s5.client import PortalClient, PortalHealth
 from s5vec.store import ChunkStore
 
 from blobserver import BlobServer, MirrorClient
-from conftest import clustered
+from kit import clustered
 
 
 @pytest.fixture
