@@ -10,9 +10,15 @@ Modes (``server.mode``, changeable while running):
   "trickle"   send the headers, then one byte per ``trickle_every`` seconds
   "delay"     answer after ``delay`` seconds
   "error"     answer 503
+  "reset"     close the connection with a TCP RST instead of answering
+  "corrupt"   the right length, one byte flipped
+  "truncate"  the full Content-Length announced, half the body sent, then close
+  "flap"      good, error, good, error, ... (per request)
 """
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -53,6 +59,15 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.gets[key] += 1
         mode = srv.mode
+        if mode == "flap":
+            with srv.lock:
+                srv.flips += 1
+                mode = "error" if srv.flips % 2 == 0 else "ok"
+        if mode == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
         if mode == "hang":
             srv.stopping.wait()
             return
@@ -77,6 +92,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if mode == "corrupt" and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if mode == "truncate":
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
         if mode == "trickle":
             for i in range(len(data)):
                 if srv.stopping.wait(srv.trickle_every):
@@ -106,6 +127,7 @@ class BlobServer(ThreadingHTTPServer):
         self.delay = 1.0
         self.trickle_every = 1.0
         self.gets: Counter[str] = Counter()
+        self.flips = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
