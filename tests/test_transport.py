@@ -288,3 +288,48 @@ def test_500_concurrent_searches_after_open_fetch_each_chunk_once(good, mode):
           f"({len(per_chunk)} distinct blobs)")
     assert max(per_chunk.values()) == 1, sorted(per_chunk.values())[-5:]
     assert db.store.stats()["chunks_fetched"] == len(per_chunk)
+
+
+# ---------------------------------------------------------------- through the project's fault portal
+@pytest.fixture
+def real_portal(tmp_path):
+    from s5vec.s5.portal import start_portal
+
+    p = start_portal(tmp_path / "real")
+    yield p
+    p.stop()
+
+
+def test_open_and_search_behind_the_fault_portal(real_portal):
+    """Failure 1 again, with s5vec.s5.faults: a hanging proxy of the real portal first."""
+    from s5vec.s5.faults import FaultPortal
+
+    x = clustered(1500, 16, 12, seed=5)
+    recs = [{"id": f"v{i}", "vector": x[i].tolist()} for i in range(1500)]
+    cid = api.publish(recs, api.make_store([real_portal.url]), kind="ivf", params={"nlist": 12})
+    with FaultPortal(real_portal.url, mode="hanging") as fp:
+        t0 = time.monotonic()
+        db = api.Database.open(cid, [fp.url, real_portal.url], timeout=10)
+        assert db.search(x[3], 5)[0]["id"] == "v3"
+        took = time.monotonic() - t0
+        print(f"\nfault portal 'hanging' first: open + first search {took:.2f} s")
+        assert took < 8
+        for mode, params in (("resetting", {}), ("corrupting", {}), ("truncating", {}), ("flapping", {}),
+                             ("delay", {"delay": 3})):
+            fp.set_mode(mode, **params)
+            fresh = api.Database.open(cid, [fp.url, real_portal.url], timeout=10)
+            t0 = time.monotonic()
+            assert fresh.search(x[9], 5)[0]["id"] == "v9", mode
+            assert time.monotonic() - t0 < 4, mode
+
+
+def test_slow_fault_portal_is_cut_off_by_the_deadline(real_portal):
+    from s5vec.s5.faults import FaultPortal
+
+    data = os.urandom(200)
+    cid = PortalClient([real_portal.url]).upload(data)
+    with FaultPortal(real_portal.url, mode="slow", rate=20) as fp:  # 200 bytes at 20 B/s: 10 s
+        t0 = time.monotonic()
+        with pytest.raises(PortalError, match="deadline"):
+            PortalClient([fp.url], timeout=1.5, retries=0).download(cid)
+        assert time.monotonic() - t0 < 4
