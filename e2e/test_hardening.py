@@ -114,3 +114,23 @@ def test_old_nan_metadata_reaches_the_page_as_null(shared_harness, good, monkeyp
     assert res["ok"], res
     hit = res["value"]["hits"][0]
     assert hit["id"] == "v5" and hit["metadata"] == {"g": 1, "score": None, "top": None}
+
+
+def test_concurrent_searches_after_open_fetch_each_chunk_once(shared_harness, index, good):
+    """Failure 6 in the worker: 200 searches started together right after open share chunk downloads."""
+    cid, x = index
+    with BlobServer() as fresh:  # a portal of its own, so the GET counts are this test's
+        fresh.blobs.update(good.blobs)
+        key = shared_harness.open(cid, [fresh.url])
+        opened = sum(fresh.gets.values())
+        fresh.mode, fresh.delay = "delay", 0.05
+        qs = (x[np.random.default_rng(4).integers(0, len(x), 200)] + 0.01).tolist()
+        res = shared_harness.js(
+            """const db = window.dbs[arg.key];
+               const all = await Promise.all(arg.qs.map((q) => db.search(new Float32Array(q), { k: 5 })));
+               return all.map((h) => h.length);""",
+            {"key": key, "qs": qs}, timeout=120_000)
+        assert res == [5] * 200
+        print(f"\nbrowser: {sum(fresh.gets.values()) - opened} chunk GETs for 200 concurrent searches, "
+              f"max per blob {max(fresh.gets.values())}")
+        assert max(fresh.gets.values()) == 1, sorted(fresh.gets.values())[-5:]

@@ -514,9 +514,12 @@ class PortalClient:
                     kind, val = task.result()
                     if kind == _OK:
                         self.health.ok(portal, time.monotonic() - started)
-                        for other, (p, _, _) in running.items():
+                        for other, (p, _, t_other) in running.items():
                             other.cancel()
-                            self.health.failed(p)  # slower than a hedge: to the back for a while
+                            if t_other <= started:  # it had a head start and still lost: to the back
+                                self.health.failed(p)
+                            else:  # a hedge launched later, cut short: no verdict
+                                self.health.settled(p)
                         running.clear()
                         assert isinstance(val, bytes)
                         return val
