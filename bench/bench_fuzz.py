@@ -153,18 +153,17 @@ def run_browser(n: int, build: bool) -> None:
         if isinstance(args, dict):
             t = args.get("timeoutMs")
             args["timeoutMs"] = 300 if t is None else min(t, 300) if isinstance(t, (int, float)) else t
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 50_000))  # json.dumps of the deepest fuzzed filters
         try:
             text = json.dumps([op, args], allow_nan=False)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return  # memoryviews (the bridge sends Float32Arrays) and NaN (not JSON): covered by e2e
+        finally:
+            sys.setrecursionlimit(limit)
         reqs.append(text)
 
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(50_000)  # json.dumps of the deepest fuzzed filters
-    try:
-        collect()
-    finally:
-        sys.setrecursionlimit(old_limit)
+    collect()
     server, _ = serve_web(str(dist), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     t0 = time.perf_counter()
@@ -176,39 +175,55 @@ def run_browser(n: int, build: bool) -> None:
         res = page.evaluate(
             """async ([reqs, manifests, portal]) => {
                 const { MSG } = await import("./protocol.js");
-                const w = new Worker("./worker.js", { type: "module" });
-                let died = 0, pending = new Map(), nextId = 1;
-                w.addEventListener("error", (e) => { died++; e.preventDefault(); });
-                const ready = new Promise((res, rej) => w.addEventListener("message", (ev) => {
-                    const m = ev.data;
-                    if (m.type === MSG.READY) res();
-                    if (m.type === MSG.STARTUP_FAILED) rej(new Error(m.error.message));
-                    if (m.type === MSG.REPLY && pending.has(m.id)) { pending.get(m.id)(m); pending.delete(m.id); }
-                }));
-                w.postMessage({ type: MSG.INIT, pyodideIndexUrl: null });
-                await ready;
-                const call = (op, args, ms = 15000) => new Promise((res) => {
+                let w, pending, nextId = 1, errorEvents = 0;
+                const boot = async () => {
+                    w = new Worker("./worker.js", { type: "module" });
+                    pending = new Map();
+                    w.addEventListener("error", (e) => { errorEvents++; e.preventDefault(); });
+                    const ready = new Promise((res, rej) => w.addEventListener("message", (ev) => {
+                        const m = ev.data;
+                        if (m.type === MSG.READY) res();
+                        if (m.type === MSG.STARTUP_FAILED) rej(new Error(m.error.message));
+                        if (m.type === MSG.REPLY && pending.has(m.id)) { pending.get(m.id)(m); pending.delete(m.id); }
+                    }));
+                    w.postMessage({ type: MSG.INIT, pyodideIndexUrl: null });
+                    await ready;
+                    for (const m of manifests) await call("open", { manifest: m, portals: [portal] });
+                };
+                const call = (op, args, ms = 8000) => new Promise((res) => {
                     const id = nextId++;
                     const t = setTimeout(() => { pending.delete(id); res({ hang: true }); }, ms);
                     pending.set(id, (m) => { clearTimeout(t); res(m); });
                     try { w.postMessage({ type: MSG.CALL, id, op, args }); }
                     catch (e) { clearTimeout(t); pending.delete(id); res({ sendError: String(e) }); }
                 });
-                for (const m of manifests) await call("open", { manifest: m, portals: [portal] });
-                const counts = {}; let hangs = 0, sendErrors = 0;
+                await boot();
+                const counts = {}, offenders = [];
+                let hangs = 0, sendErrors = 0, deaths = 0;
                 for (const text of reqs) {
                     const [op, args] = JSON.parse(text);  // deep documents: JSON.parse copes, evaluate args do not
                     const a = (args && typeof args === "object" && !Array.isArray(args) && "vector" in args && Array.isArray(args.vector))
                         ? { ...args, vector: new Float32Array(args.vector) } : args;
                     const m = await call(op === "close" ? "stats" : op, a);
-                    if (m.hang) { hangs++; continue; }
                     if (m.sendError) { sendErrors++; continue; }
+                    if (m.hang) {
+                        hangs++;
+                        const probe = await call("version", {}, 5000);
+                        if (probe.hang) {  // the worker is gone: count it, remember why, start a new one
+                            deaths++;
+                            offenders.push(text.slice(0, 300));
+                            w.terminate();
+                            await boot();
+                        } else offenders.push("(unanswered, worker alive) " + text.slice(0, 300));
+                        continue;
+                    }
                     const k = m.ok ? "ok" : m.error.name;
                     counts[k] = (counts[k] || 0) + 1;
                 }
                 const last = await call("version", {});
                 w.terminate();
-                return { counts, hangs, sendErrors, died, aliveAtEnd: !!(last && last.ok) };
+                return { counts, hangs, sendErrors, died: deaths, errorEvents, offenders: offenders.slice(0, 5),
+                         aliveAtEnd: !!(last && last.ok) };
             }""",
             [reqs, cids, good.url],
         )
@@ -222,6 +237,8 @@ def run_browser(n: int, build: bool) -> None:
           f"{res['died']}, alive at the end {res['aliveAtEnd']}, unanswered {res['hangs']}, "
           f"InternalError {internal}, not sendable {res['sendErrors']}")
     print("  outcomes:", dict(sorted(res["counts"].items())))
+    for o in res["offenders"]:
+        print("  UNANSWERED:", o)
 
 
 def main() -> None:
