@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 from typing import Any, Callable
 
@@ -268,5 +267,3 @@ def finite_json(value: Any) -> bool:
         return False
     return True
 
-
-_ = math  # (kept for strategies that may need it)

@@ -244,7 +244,6 @@ def test_single_flight_shares_errors():
     with BlobServer(mode="delay") as slow:
         slow.delay = 0.2
         st = ChunkStore(PortalClient([slow.url], timeout=5))
-        missing = "blob" + "b" * 0  # placeholder replaced below
         from s5vec.s5.cid import blob_cid
 
         missing = blob_cid(b"not there")
