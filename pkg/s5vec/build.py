@@ -355,7 +355,8 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
           params: Mapping[str, Any] | None = None, sample_size: int | None = None, seed: int = 0,
           now: float | None = None, created: float | None = None, rows: int = DEFAULT_BLOCK,
           threads: int = 4, progress: bool = False, dask: Any = None, portals: Sequence[str] | None = None,
-          on_block: Callable[[int], Any] | None = None, connect_timeout: float = 10.0) -> BuildReport:
+          on_block: Callable[[int], Any] | None = None, connect_timeout: float = 10.0,
+          auth_token: str | None = None) -> BuildReport:
     """Build and publish an index of ``kind`` over ``source`` block by block; returns the report.
 
     ``dask``: None (this process; ``threads`` upload in parallel), ``"local"`` (a LocalCluster)
@@ -371,7 +372,7 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
         from .build_dask import run_dask
 
         results, timings = run_dask(index, source, dask, portals, rows=rows, now=now, progress=progress,
-                                    on_block=on_block, connect_timeout=connect_timeout)
+                                    on_block=on_block, connect_timeout=connect_timeout, auth_token=auth_token)
     else:
         results, timings = _run_local(index, source, store, rows=rows, now=now, threads=threads,
                                       progress=progress, on_block=on_block)

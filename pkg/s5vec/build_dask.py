@@ -31,10 +31,11 @@ CONNECT_TIMEOUT = 10.0
 IN_FLIGHT_PER_WORKER = 2
 
 
-def _upload_task(ivf: Any, lists: range, portals: list[str], timeout: float, *pieces: Any) -> UnitResult:
+def _upload_task(ivf: Any, lists: range, portals: list[str], timeout: float, auth_token: str | None,
+                 *pieces: Any) -> UnitResult:
     from .api import make_store
 
-    return upload_unit(ivf, lists, pieces, make_store(portals, timeout=timeout))
+    return upload_unit(ivf, lists, pieces, make_store(portals, timeout=timeout, auth_token=auth_token))
 
 
 def connect(target: Any, timeout: float = CONNECT_TIMEOUT) -> tuple[Any, Callable[[], None]]:
@@ -65,7 +66,8 @@ def connect(target: Any, timeout: float = CONNECT_TIMEOUT) -> tuple[Any, Callabl
 
 def run_dask(index: Any, source: Source, target: Any, portals: Sequence[str] | None, *, rows: int, now: float,
              progress: bool, on_block: Callable[[int], Any] | None = None, timeout: float = 30.0,
-             connect_timeout: float = CONNECT_TIMEOUT) -> tuple[list[UnitResult], dict[str, float]]:
+             connect_timeout: float = CONNECT_TIMEOUT, auth_token: str | None = None
+             ) -> tuple[list[UnitResult], dict[str, float]]:
     if not portals:
         raise InvalidArgumentError("a Dask build needs the portal URLs (its workers upload the chunks)")
     portals = list(portals)
@@ -73,7 +75,7 @@ def run_dask(index: Any, source: Source, target: Any, portals: Sequence[str] | N
     units = unit_lists(ivf)
     client, close = connect(target, connect_timeout)
     try:
-        return _run(client, ivf, units, source, portals, rows, now, progress, on_block, timeout)
+        return _run(client, ivf, units, source, portals, rows, now, progress, on_block, timeout, auth_token)
     except S5VecError:
         raise
     except Exception as exc:  # scheduler lost, worker killed, communication closed, cancelled
@@ -86,7 +88,7 @@ def run_dask(index: Any, source: Source, target: Any, portals: Sequence[str] | N
 
 
 def _run(client: Any, ivf: Any, units: list[range], source: Source, portals: list[str], rows: int, now: float,
-         progress: bool, on_block: Callable[[int], Any] | None, timeout: float
+         progress: bool, on_block: Callable[[int], Any] | None, timeout: float, auth_token: str | None
          ) -> tuple[list[UnitResult], dict[str, float]]:
     from distributed import as_completed, wait
 
@@ -121,7 +123,7 @@ def _run(client: Any, ivf: Any, units: list[range], source: Source, portals: lis
     uploads = {}
     for u, lists in enumerate(units):
         parts = [client.submit(operator.getitem, f, u, pure=False) for f in encoded]
-        uploads[client.submit(_upload_task, tmpl, lists, portals, timeout, *parts, pure=False)] = u
+        uploads[client.submit(_upload_task, tmpl, lists, portals, timeout, auth_token, *parts, pure=False)] = u
     del encoded
     bar = _bar(len(units), "uploading", "unit", progress)
     results: list[UnitResult] = [None] * len(units)  # type: ignore[list-item]
