@@ -1,4 +1,4 @@
-"""The ``s5vec`` command line: portal, publish, search, migrate, web, demo-data.
+"""The ``s5vec`` command line: portal, publish, search, migrate, serve, mcp, web, demo-data.
 
 Bad input gets one line on stderr and exit status 2 (usage) or 1 (anything else), never a
 traceback; progress bars go to stderr so stdout stays machine-readable (the manifest CID is
@@ -118,6 +118,42 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_token(path: str | None) -> str | None:
+    """The write token: from ``--auth-token-file`` (first line), else ``$S5VEC_AUTH_TOKEN``."""
+    import os
+
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read token file {path}: {exc.strerror}") from None
+        if not token:
+            raise InvalidArgumentError(f"token file {path} is empty")
+        return token
+    return os.environ.get("S5VEC_AUTH_TOKEN") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run_server
+
+    run_server(args.cid, args.portal, host=args.host, port=args.port, token=_read_token(args.auth_token_file),
+               cors_origins=args.cors_origin or (), max_body=args.max_body, cache_bytes=args.cache_bytes,
+               timeout=args.timeout, log_level=args.log_level)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp_server import run_mcp
+
+    token = _read_token(args.auth_token_file)
+    if args.allow_writes and not token:
+        raise InvalidArgumentError("--allow-writes needs a token (--auth-token-file or S5VEC_AUTH_TOKEN)")
+    run_mcp(args.cid, args.portal, transport=args.transport, allow_writes=args.allow_writes, token=token,
+            host=args.host, port=args.port, cache_bytes=args.cache_bytes, timeout=args.timeout)
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import write_demo_records
 
@@ -167,6 +203,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--portal", action="append", required=True)
     sp.add_argument("--timeout", type=float, default=30.0)
     sp.set_defaults(fn=cmd_migrate)
+
+    sp = sub.add_parser("serve", help="HTTP API (/v1: search, records, commit...) over a published index")
+    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat for fallbacks)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
+    sp.add_argument("--auth-token-file", default=None,
+                    help="file whose first line is the bearer token writes need (else $S5VEC_AUTH_TOKEN; "
+                         "without either the server is read-only)")
+    sp.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allowed CORS origin (repeatable, * for any)")
+    sp.add_argument("--max-body", type=int, default=32 * 2**20, help="request body limit in bytes")
+    sp.add_argument("--cache-bytes", type=int, default=256 * 2**20, help="chunk cache budget in bytes")
+    sp.add_argument("--timeout", type=float, default=30.0, help="portal request timeout in seconds")
+    sp.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    sp.set_defaults(fn=cmd_serve)
+
+    sp = sub.add_parser("mcp", help="MCP server (tools: search_videos, similar_videos, get_video, index_info)")
+    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("--portal", action="append", required=True)
+    sp.add_argument("--transport", default="stdio", choices=["stdio", "http"])
+    sp.add_argument("--host", default="127.0.0.1", help="with --transport http")
+    sp.add_argument("--port", type=int, default=8001, help="with --transport http")
+    sp.add_argument("--allow-writes", action="store_true", help="add the tools add_videos, delete_videos, commit")
+    sp.add_argument("--auth-token-file", default=None,
+                    help="token the write tools need (else $S5VEC_AUTH_TOKEN); required by --allow-writes")
+    sp.add_argument("--cache-bytes", type=int, default=256 * 2**20)
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_mcp)
 
     sp = sub.add_parser("web", help="serve the built web bundle (web/dist) with correct MIME types")
     sp.add_argument("--dir", default="web/dist")

@@ -60,3 +60,19 @@ class NotFoundError(PortalError):
 
 class ClosedError(S5VecError):
     """The database was closed."""
+
+
+class NotSupportedError(S5VecError):
+    """A request this index or this build cannot answer (e.g. a text query without text search)."""
+
+
+class UnauthorizedError(S5VecError):
+    """A write reached a server front door (HTTP, MCP) without a valid bearer token."""
+
+
+class ForbiddenError(S5VecError):
+    """An operation the server was started without (writes on a read-only server)."""
+
+
+class PayloadTooLargeError(InvalidArgumentError):
+    """A request body over the server's size limit; rejected before it is parsed."""

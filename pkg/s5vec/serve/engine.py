@@ -1,0 +1,322 @@
+"""One opened index behind the server front doors (HTTP API and MCP): concurrency, validation, stats.
+
+Why one thread: the index objects are not thread-safe (HNSW keeps a shared visited-stamp array,
+IVF remembers the metadata of its last search's hits, both keep caches), so every operation on
+the :class:`~s5vec.api.Database` runs on one dedicated executor thread. That also gives the
+isolation the API promises for free: a write batch is validated whole, then applied as *one*
+job on that thread, so no search can run between two halves of it. Writes additionally queue
+on one ``asyncio.Lock`` so a commit never interleaves with an upsert's sub-batches.
+Everything else (HTTP parsing, JSON encoding, auth) stays on the event loop, in parallel.
+
+Measured on this 2-core machine (bench/bench_serve.py): the event loop and the index thread
+contend for the GIL, so more index threads would not search faster even if they were safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .. import api
+from ..errors import InvalidArgumentError, NotSupportedError, UnknownIdError
+
+#: a write batch is applied in sub-batches of this many records, with progress after each
+UPSERT_STEP = 1000
+#: most queries one batch search may carry
+MAX_BATCH_QUERIES = 1000
+#: latencies kept for the p50/p99 in stats
+LATENCY_WINDOW = 10_000
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Engine:
+    """An opened :class:`~s5vec.api.Database` with one index thread, a write lock and counters."""
+
+    def __init__(self, db: api.Database) -> None:
+        self.db = db
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5vec-index")
+        self._write_lock: asyncio.Lock | None = None
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._counts = {"queries": 0, "search_requests": 0, "errors": 0, "upserted": 0, "deleted": 0,
+                        "commits": 0, "migrated": 0}
+        self._counts_lock = threading.Lock()
+        self.started = time.time()
+
+    # -- life cycle ---------------------------------------------------------------
+    @classmethod
+    async def open(cls, cid: str, portals: Sequence[str], *, cache_bytes: int = 64 * 2**20,
+                   timeout: float = 15.0) -> "Engine":
+        db = await api.Database.open_async(cid, list(portals), cache_bytes=cache_bytes, timeout=timeout)
+        return cls(db)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.db.close()
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the index thread (the only thread that touches the index)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._write_lock is None:  # created lazily, inside the running loop
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    def _count(self, **inc: int) -> None:
+        with self._counts_lock:
+            for key, n in inc.items():
+                self._counts[key] += n
+
+    # -- reads ----------------------------------------------------------------------
+    async def search(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One query: ``{"vector": [...]}`` or ``{"text": "..."}`` plus optional k, filter, params."""
+        t0 = time.perf_counter()
+        try:
+            out = await self._run(self._search_one, _check_query(request))
+        except Exception:
+            self._count(errors=1)
+            raise
+        self._record(t0, 1)
+        return out
+
+    async def search_batch(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"queries": [query, ...]}`` -> ``{"results": [{"hits", "stats"}, ...]}``, in order.
+
+        The batch is validated whole first; then all queries run in one job on the index thread."""
+        t0 = time.perf_counter()
+        queries = request.get("queries")
+        if not isinstance(queries, list) or not queries:
+            raise InvalidArgumentError("'queries' must be a non-empty list of query objects")
+        if len(queries) > MAX_BATCH_QUERIES:
+            raise InvalidArgumentError(f"at most {MAX_BATCH_QUERIES} queries per batch, got {len(queries)}")
+        checked = []
+        for n, q in enumerate(queries):
+            try:
+                checked.append(_check_query(q))
+            except InvalidArgumentError as exc:
+                raise type(exc)(f"query {n}: {exc}") from None
+        try:
+            results = await self._run(lambda: [self._search_one(q) for q in checked])
+        except Exception:
+            self._count(errors=1)
+            raise
+        self._record(t0, len(checked))
+        return {"results": results}
+
+    def _search_one(self, q: dict[str, Any]) -> dict[str, Any]:
+        if q.get("text") is not None:
+            search_text = getattr(self.db, "search_text", None)
+            if search_text is None:
+                raise NotSupportedError("text search is not available in this s5vec build "
+                                        "(Database.search_text); send a 'vector' instead")
+            return _with_stats(search_text(q["text"], q["k"], q["filter"], q.get("mode"), q["params"]))
+        return self.db.search_with_stats(q["vector"], q["k"], q["filter"], q["params"])
+
+    def _record(self, t0: float, queries: int) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        with self._counts_lock:
+            self._latencies.append(ms)
+            self._counts["queries"] += queries
+            self._counts["search_requests"] += 1
+
+    async def get(self, id: str, *, vector: bool = False) -> dict[str, Any]:
+        """The record ``id``: ``{"id", "metadata", "timestamp"}`` (+ ``"vector"`` if asked)."""
+        if not isinstance(id, str) or not id:
+            raise InvalidArgumentError("id must be a non-empty string")
+        return await self._run(self._get, id, vector)
+
+    def _get(self, id: str, vector: bool) -> dict[str, Any]:
+        index = self.db.index
+        if id not in index:
+            raise UnknownIdError(f"unknown id {id!r}")
+        getter = getattr(self.db, "get", None)
+        if getter is not None:
+            rec = getter(id)
+            rec = rec._asdict() if hasattr(rec, "_asdict") else dict(rec)
+        else:
+            ts = index.timestamp(id) if hasattr(index, "timestamp") else None
+            rec = {"id": id, "metadata": index.metadata(id), "timestamp": ts}
+        out = {"id": id, "metadata": rec.get("metadata") or {}, "timestamp": _finite_or_none(rec.get("timestamp"))}
+        if vector:
+            out["vector"] = [float(x) for x in _stored_vector(index, id)]
+        return out
+
+    async def similar(self, id: str, k: int = 10, filter: Any = None,
+                      params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Records nearest to record ``id``'s own stored vector, ``id`` itself left out."""
+        t0 = time.perf_counter()
+        if not isinstance(id, str) or not id:
+            raise InvalidArgumentError("id must be a non-empty string")
+        k = _check_k(k)
+
+        def job() -> dict[str, Any]:
+            if id not in self.db.index:
+                raise UnknownIdError(f"unknown id {id!r}")
+            res = self.db.search_with_stats(_stored_vector(self.db.index, id), k + 1, filter, params)
+            res["hits"] = [h for h in res["hits"] if h["id"] != id][:k]
+            return res
+
+        out = await self._run(job)
+        self._record(t0, 1)
+        return out
+
+    async def info(self) -> dict[str, Any]:
+        return await self._run(self.db.info)
+
+    def manifest(self) -> dict[str, Any]:
+        return self.db.manifest
+
+    async def stats(self) -> dict[str, Any]:
+        store = await self._run(self.db.stats)
+        with self._counts_lock:
+            lat = np.array(self._latencies, dtype=np.float64)
+            counts = dict(self._counts)
+        out: dict[str, Any] = dict(counts)
+        out["latency_ms"] = {
+            "p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+            "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
+            "window": int(lat.size),
+        }
+        out["store"] = store
+        out["cache"] = {"bytes": getattr(self.db.store, "_cache_bytes", None),
+                        "limit": getattr(self.db.store, "cache_limit", None),
+                        "hits": store.get("cache_hits"), "misses": store.get("cache_misses")}
+        out["uptime_s"] = round(time.time() - self.started, 3)
+        return out
+
+    # -- writes ---------------------------------------------------------------------
+    async def upsert(self, records: Any, progress: Progress | None = None) -> dict[str, Any]:
+        """Validate the whole batch, then apply it as one job on the index thread."""
+        async with self._lock():
+            records = await self._run(self._check_records, records)
+
+            def job() -> int:
+                total = len(records)
+                for lo in range(0, total, UPSERT_STEP):
+                    self.db.upsert(records[lo: lo + UPSERT_STEP])
+                    if progress is not None and total > UPSERT_STEP:
+                        progress({"phase": "upsert", "done": min(lo + UPSERT_STEP, total), "total": total})
+                return len(self.db.index)
+
+            count = await self._run(job)
+        self._count(upserted=len(records))
+        return {"upserted": len(records), "count": count}
+
+    def _check_records(self, records: Any) -> list[dict[str, Any]]:
+        """Every check the index would make, on the whole batch, before anything changes."""
+        from ..index.records import check_batch
+
+        if not isinstance(records, list):
+            raise InvalidArgumentError("'records' must be a list of {id, vector, metadata, timestamp} objects")
+        ids, mat, metas, ts = api.records_to_columns(records)
+        check_batch(self.db.index.dim, ids, mat, metas, ts)
+        return records
+
+    async def delete(self, ids: Any) -> dict[str, Any]:
+        if isinstance(ids, str) or not isinstance(ids, list) or not ids:
+            raise InvalidArgumentError("ids must be a non-empty list of strings")
+        if not all(isinstance(i, str) and i for i in ids):
+            raise InvalidArgumentError("ids must be non-empty strings")
+        async with self._lock():
+            n = await self._run(self.db.delete, ids)
+            count = await self._run(lambda: len(self.db.index))
+        self._count(deleted=n)
+        return {"deleted": n, "count": count}
+
+    async def commit(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Upload the edited index as a new snapshot; progress reports chunks uploaded so far."""
+        async with self._lock():
+            parent = self.db.cid
+            cid, writer = await self._watch(self._run(self.db.commit), "commit", progress)
+        self._count(commits=1)
+        return {"manifest": cid, "parent": parent, "uploaded": writer.uploaded, "chunks": len(writer.chunks),
+                "count": self.db.info()["count"]}
+
+    async def migrate(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Hybrid: move aged records from HNSW to IVF (in memory; commit to publish)."""
+        async with self._lock():
+            moved = await self._watch(self._run(self.db.migrate), "migrate", progress)
+        self._count(migrated=moved)
+        return {"moved": moved, "count": self.db.info()["count"]}
+
+    async def _watch(self, job: Any, phase: str, progress: Progress | None, every: float = 0.25) -> Any:
+        """Await ``job``, reporting the store's upload counters every ``every`` seconds meanwhile."""
+        task = asyncio.ensure_future(job)
+        if progress is None:
+            return await task
+        base = self.db.store.stats()
+        t0 = time.perf_counter()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            now = self.db.store.stats()
+            progress({"phase": phase, "chunks_uploaded": now["chunks_uploaded"] - base["chunks_uploaded"],
+                      "bytes_uploaded": now["bytes_uploaded"] - base["bytes_uploaded"],
+                      "elapsed_s": round(time.perf_counter() - t0, 3), "done": bool(done)})
+            if done:
+                return task.result()
+
+
+# -- request validation (shapes only; the Database validates values) --------------------
+_QUERY_KEYS = {"vector", "text", "k", "filter", "params", "mode"}
+
+
+def _check_query(q: Any) -> dict[str, Any]:
+    if not isinstance(q, Mapping):
+        raise InvalidArgumentError("a query must be a JSON object with 'vector' or 'text'")
+    unknown = set(q) - _QUERY_KEYS
+    if unknown:
+        raise InvalidArgumentError(f"unknown query field(s) {sorted(unknown)}; accepted: {sorted(_QUERY_KEYS)}")
+    has_vec, has_text = q.get("vector") is not None, q.get("text") is not None
+    if has_vec == has_text:
+        raise InvalidArgumentError("a query needs exactly one of 'vector' (numbers) or 'text' (a string)")
+    if has_text and (not isinstance(q["text"], str) or not q["text"].strip()):
+        raise InvalidArgumentError("'text' must be a non-empty string")
+    if has_vec and not isinstance(q["vector"], list):
+        raise InvalidArgumentError("'vector' must be a list of numbers")
+    params = q.get("params")
+    if params is not None and not isinstance(params, Mapping):
+        raise InvalidArgumentError("'params' must be an object, e.g. {\"ef\": 128, \"nprobe\": 32}")
+    mode = q.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise InvalidArgumentError("'mode' must be a string")
+    return {"vector": q.get("vector"), "text": q.get("text"), "k": _check_k(q.get("k", 10)),
+            "filter": q.get("filter"), "params": dict(params or {}), "mode": mode}
+
+
+def _check_k(k: Any) -> int:
+    if k is None:
+        return 10
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 10_000:
+        raise InvalidArgumentError(f"k must be an integer in 1..10000, got {k!r}")
+    return k
+
+
+def _with_stats(res: Any) -> dict[str, Any]:
+    """``search_text`` may return hits or ``{"hits", "stats"}``; the API always answers the latter."""
+    if isinstance(res, Mapping) and "hits" in res:
+        return dict(res)
+    return {"hits": list(res), "stats": {}}
+
+
+def _finite_or_none(t: Any) -> float | None:
+    if t is None:
+        return None
+    t = float(t)
+    return None if math.isnan(t) else t
+
+
+def _stored_vector(index: Any, id: str) -> np.ndarray:
+    """The stored vector of ``id`` (prepared for the metric), from whichever part holds it."""
+    for part in (index, getattr(index, "recent", None), getattr(index, "historical", None)):
+        if part is not None and hasattr(part, "vector") and id in part:
+            return np.asarray(part.vector(id), dtype=np.float32)
+    raise UnknownIdError(f"unknown id {id!r}")
