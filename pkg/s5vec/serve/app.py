@@ -98,12 +98,11 @@ async def read_json(request: Request, state: ServerState) -> Any:
     limit = state.max_body
     declared = request.headers.get("content-length")
     if declared is not None:
-        try:
-            if int(declared) > limit:
-                await _drain(request)
-                raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limit}")
-        except ValueError:
-            raise InvalidArgumentError("bad Content-Length header") from None
+        if not declared.isdigit():
+            raise InvalidArgumentError("bad Content-Length header")
+        if int(declared) > limit:
+            await _drain(request)
+            raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
