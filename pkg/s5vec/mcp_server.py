@@ -167,13 +167,14 @@ def build_server(engine: Engine, *, allow_writes: bool = False) -> MCPServer:
     return server
 
 
-def _add_write_tools(server: MCPServer, engine: Engine) -> None:
-    class NewVideo(BaseModel):
-        id: str = Field(min_length=1)
-        vector: list[float] = Field(description=f"embedding, {engine.db.index.dim} numbers")
-        metadata: dict[str, Any] = Field(default_factory=dict)
-        timestamp: float | None = Field(None, description="upload time, Unix seconds")
+class NewVideo(BaseModel):
+    id: str = Field(min_length=1)
+    vector: list[float] = Field(description="embedding, as many numbers as the index dimension (index_info)")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    timestamp: float | None = Field(None, description="upload time, Unix seconds")
 
+
+def _add_write_tools(server: MCPServer, engine: Engine) -> None:
     @server.tool(description="Add or replace videos (all or none). Publish with commit.")
     async def add_videos(videos: Annotated[list[NewVideo], Field(min_length=1)]
                          ) -> Annotated[CallToolResult, WriteResult]:

@@ -163,7 +163,11 @@ class Engine:
             res["hits"] = [h for h in res["hits"] if h["id"] != id][:k]
             return res
 
-        out = await self._run(job)
+        try:
+            out = await self._run(job)
+        except Exception:
+            self._count(errors=1)
+            raise
         self._record(t0, 1)
         return out
 
