@@ -1,15 +1,18 @@
 """One opened index behind the server front doors (HTTP API and MCP): concurrency, validation, stats.
 
-Why one thread: the index objects are not thread-safe (HNSW keeps a shared visited-stamp array,
-IVF remembers the metadata of its last search's hits, both keep caches), so every operation on
-the :class:`~s5vec.api.Database` runs on one dedicated executor thread. That also gives the
-isolation the API promises for free: a write batch is validated whole, then applied as *one*
-job on that thread, so no search can run between two halves of it. Writes additionally queue
-on one ``asyncio.Lock`` so a commit never interleaves with an upsert's sub-batches.
-Everything else (HTTP parsing, JSON encoding, auth) stays on the event loop, in parallel.
+The index objects are not thread-safe (HNSW keeps a shared visited-stamp array, IVF remembers
+the metadata of its last search's hits, both keep caches), so two rules:
 
-Measured on this 2-core machine (bench/bench_serve.py): the event loop and the index thread
-contend for the GIL, so more index threads would not search faster even if they were safe.
+* Reads run on the event loop itself (``Database.search_async``: the chunk fetches are awaited,
+  the NumPy work runs inline), under the read side of a :class:`ReadWriteLock`. One loop thread
+  means two searches never run at the same time, and no thread hop or per-query event loop is
+  paid: measured on this 2-core machine, handing each search to a worker thread cost ~3x in
+  server-side latency (GIL ping-pong between the loop and the thread, plus ``prefetch_sync``
+  starting an event loop per query off the loop thread).
+* Writes take the write side (waiting for running reads to finish and holding new ones back),
+  are validated whole first, and then run as one job on a dedicated executor thread, so the
+  loop stays free for health checks and progress events while the index is being changed,
+  and no reader ever sees half of a batch.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,13 +40,64 @@ LATENCY_WINDOW = 10_000
 Progress = Callable[[dict[str, Any]], None]
 
 
+class ReadWriteLock:
+    """Many readers or one writer, on one event loop; a waiting writer holds back new readers
+    (so a stream of searches cannot starve a commit). Not thread-safe: loop-only, by design."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+        self._changed: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        while self._writer or self._waiting:
+            await self._event().wait()
+        self._readers += 1
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            if self._readers == 0:
+                self._notify()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        self._waiting += 1
+        try:
+            while self._writer or self._readers:
+                await self._event().wait()
+        except BaseException:
+            self._waiting -= 1
+            self._notify()
+            raise
+        self._waiting -= 1
+        self._writer = True
+        try:
+            yield
+        finally:
+            self._writer = False
+            self._notify()
+
+
 class Engine:
-    """An opened :class:`~s5vec.api.Database` with one index thread, a write lock and counters."""
+    """An opened :class:`~s5vec.api.Database` with a readers-writer lock, a write thread and counters."""
 
     def __init__(self, db: api.Database) -> None:
         self.db = db
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5vec-index")
-        self._write_lock: asyncio.Lock | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5vec-write")
+        self._rw = ReadWriteLock()
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._counts = {"queries": 0, "search_requests": 0, "errors": 0, "upserted": 0, "deleted": 0,
                         "commits": 0, "migrated": 0}
@@ -61,13 +116,16 @@ class Engine:
         self.db.close()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the index thread (the only thread that touches the index)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run ``fn`` on the write thread (callers hold the write lock, or touch no index state).
 
-    def _lock(self) -> asyncio.Lock:
-        if self._write_lock is None:  # created lazily, inside the running loop
-            self._write_lock = asyncio.Lock()
-        return self._write_lock
+        Shielded: if the caller is cancelled (a client went away) the job still finishes before
+        the cancellation goes on, so the write lock is never released under a running write."""
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait({fut})
+            raise
 
     def _count(self, **inc: int) -> None:
         with self._counts_lock:
@@ -79,7 +137,9 @@ class Engine:
         """One query: ``{"vector": [...]}`` or ``{"text": "..."}`` plus optional k, filter, params."""
         t0 = time.perf_counter()
         try:
-            out = await self._run(self._search_one, _check_query(request))
+            q = _check_query(request)
+            async with self._rw.read():
+                out = await self._search_one(q)
         except Exception:
             self._count(errors=1)
             raise
@@ -103,21 +163,22 @@ class Engine:
             except InvalidArgumentError as exc:
                 raise type(exc)(f"query {n}: {exc}") from None
         try:
-            results = await self._run(lambda: [self._search_one(q) for q in checked])
+            async with self._rw.read():
+                results = [await self._search_one(q) for q in checked]
         except Exception:
             self._count(errors=1)
             raise
         self._record(t0, len(checked))
         return {"results": results}
 
-    def _search_one(self, q: dict[str, Any]) -> dict[str, Any]:
+    async def _search_one(self, q: dict[str, Any]) -> dict[str, Any]:
         if q.get("text") is not None:
             search_text = getattr(self.db, "search_text", None)
             if search_text is None:
                 raise NotSupportedError("text search is not available in this s5vec build "
                                         "(Database.search_text); send a 'vector' instead")
             return _with_stats(search_text(q["text"], q["k"], q["filter"], q.get("mode"), q["params"]))
-        return self.db.search_with_stats(q["vector"], q["k"], q["filter"], q["params"])
+        return await self.db.search_async(q["vector"], q["k"], q["filter"], q["params"])
 
     def _record(self, t0: float, queries: int) -> None:
         ms = (time.perf_counter() - t0) * 1000
@@ -130,7 +191,8 @@ class Engine:
         """The record ``id``: ``{"id", "metadata", "timestamp"}`` (+ ``"vector"`` if asked)."""
         if not isinstance(id, str) or not id:
             raise InvalidArgumentError("id must be a non-empty string")
-        return await self._run(self._get, id, vector)
+        async with self._rw.read():
+            return self._get(id, vector)
 
     def _get(self, id: str, vector: bool) -> dict[str, Any]:
         index = self.db.index
@@ -156,15 +218,12 @@ class Engine:
             raise InvalidArgumentError("id must be a non-empty string")
         k = _check_k(k)
 
-        def job() -> dict[str, Any]:
-            if id not in self.db.index:
-                raise UnknownIdError(f"unknown id {id!r}")
-            res = self.db.search_with_stats(_stored_vector(self.db.index, id), k + 1, filter, params)
-            res["hits"] = [h for h in res["hits"] if h["id"] != id][:k]
-            return res
-
         try:
-            out = await self._run(job)
+            async with self._rw.read():
+                if id not in self.db.index:
+                    raise UnknownIdError(f"unknown id {id!r}")
+                out = await self.db.search_async(_stored_vector(self.db.index, id), k + 1, filter, params)
+            out["hits"] = [h for h in out["hits"] if h["id"] != id][:k]
         except Exception:
             self._count(errors=1)
             raise
@@ -172,13 +231,14 @@ class Engine:
         return out
 
     async def info(self) -> dict[str, Any]:
-        return await self._run(self.db.info)
+        async with self._rw.read():
+            return self.db.info()
 
     def manifest(self) -> dict[str, Any]:
         return self.db.manifest
 
     async def stats(self) -> dict[str, Any]:
-        store = await self._run(self.db.stats)
+        store = self.db.stats()
         with self._counts_lock:
             lat = np.array(self._latencies, dtype=np.float64)
             counts = dict(self._counts)
@@ -198,8 +258,8 @@ class Engine:
     # -- writes ---------------------------------------------------------------------
     async def upsert(self, records: Any, progress: Progress | None = None) -> dict[str, Any]:
         """Validate the whole batch, then apply it as one job on the index thread."""
-        async with self._lock():
-            records = await self._run(self._check_records, records)
+        records = await self._run(self._check_records, records)  # reads only the (fixed) dimension
+        async with self._rw.write():
 
             def job() -> int:
                 total = len(records)
@@ -228,43 +288,48 @@ class Engine:
             raise InvalidArgumentError("ids must be a non-empty list of strings")
         if not all(isinstance(i, str) and i for i in ids):
             raise InvalidArgumentError("ids must be non-empty strings")
-        async with self._lock():
+        async with self._rw.write():
             n = await self._run(self.db.delete, ids)
-            count = await self._run(lambda: len(self.db.index))
+            count = len(self.db.index)
         self._count(deleted=n)
         return {"deleted": n, "count": count}
 
     async def commit(self, progress: Progress | None = None) -> dict[str, Any]:
         """Upload the edited index as a new snapshot; progress reports chunks uploaded so far."""
-        async with self._lock():
+        async with self._rw.write():
             parent = self.db.cid
             cid, writer = await self._watch(self._run(self.db.commit), "commit", progress)
+            count = len(self.db.index)
         self._count(commits=1)
         return {"manifest": cid, "parent": parent, "uploaded": writer.uploaded, "chunks": len(writer.chunks),
-                "count": self.db.info()["count"]}
+                "count": count}
 
     async def migrate(self, progress: Progress | None = None) -> dict[str, Any]:
         """Hybrid: move aged records from HNSW to IVF (in memory; commit to publish)."""
-        async with self._lock():
+        async with self._rw.write():
             moved = await self._watch(self._run(self.db.migrate), "migrate", progress)
+            count = len(self.db.index)
         self._count(migrated=moved)
-        return {"moved": moved, "count": self.db.info()["count"]}
+        return {"moved": moved, "count": count}
 
     async def _watch(self, job: Any, phase: str, progress: Progress | None, every: float = 0.25) -> Any:
         """Await ``job``, reporting the store's upload counters every ``every`` seconds meanwhile."""
         task = asyncio.ensure_future(job)
-        if progress is None:
-            return await task
         base = self.db.store.stats()
         t0 = time.perf_counter()
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            now = self.db.store.stats()
-            progress({"phase": phase, "chunks_uploaded": now["chunks_uploaded"] - base["chunks_uploaded"],
-                      "bytes_uploaded": now["bytes_uploaded"] - base["bytes_uploaded"],
-                      "elapsed_s": round(time.perf_counter() - t0, 3), "done": bool(done)})
-            if done:
-                return task.result()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=None if progress is None else every)
+                if progress is not None:
+                    now = self.db.store.stats()
+                    progress({"phase": phase, "chunks_uploaded": now["chunks_uploaded"] - base["chunks_uploaded"],
+                              "bytes_uploaded": now["bytes_uploaded"] - base["bytes_uploaded"],
+                              "elapsed_s": round(time.perf_counter() - t0, 3), "done": bool(done)})
+                if done:
+                    return task.result()
+        except asyncio.CancelledError:  # the job finishes before the write lock is let go
+            await asyncio.wait({task})
+            raise
 
 
 # -- request validation (shapes only; the Database validates values) --------------------
