@@ -254,6 +254,7 @@ def main() -> None:
             portal_srv, _ = serve_portal(workdir / "portal")
             portal = portal_srv.url
             cid, queries = build(args.n, args.dim, portal)
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores, shared)")
         proc, url, t_listen, t_ready = start_server(cid, portal, workdir)
         print(f"s5vec serve: listening after {t_listen * 1000:.0f} ms, ready (index open) after {t_ready * 1000:.0f} ms")
         try:
@@ -276,6 +277,7 @@ def main() -> None:
             print(f"  server-side (/v1/stats, last {st['latency_ms']['window']} requests): "
                   f"p50 {st['latency_ms']['p50']} ms, p99 {st['latency_ms']['p99']} ms; "
                   f"queries {st['queries'] - before['queries']}")
+            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             if args.mixed:
                 mixed(url, args.mixed_clients, args.seconds, len(queries[0]), portal)
         finally:
