@@ -177,6 +177,7 @@ def test_text_search(server, oracle):
     (b"{not json", 400, "InvalidArgumentError"),
     (b"", 400, "InvalidArgumentError"),
     (b"[1, 2]", 400, "InvalidArgumentError"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "InvalidArgumentError"),
     (json.dumps({"vector": [0.5] * (DIM + 1)}).encode(), 400, "DimensionError"),
     (json.dumps({"vector": [0.5] * (DIM - 1) + [math.nan]}).encode(), 400, "InvalidVectorError"),
     (json.dumps({"vector": [0.5] * DIM, "filter": {"topic": {"$regex": "x"}}}).encode(), 400, "FilterError"),

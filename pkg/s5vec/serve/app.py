@@ -117,6 +117,8 @@ async def read_json(request: Request, state: ServerState) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgumentError("request body is nested too deeply") from None
 
 
 async def _drain(request: Request, seen: int = 0) -> None:

@@ -249,8 +249,7 @@ class Engine:
             "window": int(lat.size),
         }
         out["store"] = store
-        out["cache"] = {"bytes": getattr(self.db.store, "_cache_bytes", None),
-                        "limit": getattr(self.db.store, "cache_limit", None),
+        out["cache"] = {"bytes": store.get("cache_bytes"), "limit": store.get("cache_limit"),
                         "hits": store.get("cache_hits"), "misses": store.get("cache_misses")}
         out["uptime_s"] = round(time.time() - self.started, 3)
         return out
