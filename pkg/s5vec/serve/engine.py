@@ -173,12 +173,20 @@ class Engine:
 
     async def _search_one(self, q: dict[str, Any]) -> dict[str, Any]:
         if q.get("text") is not None:
-            search_text = getattr(self.db, "search_text", None)
-            if search_text is None:
-                raise NotSupportedError("text search is not available in this s5vec build "
-                                        "(Database.search_text); send a 'vector' instead")
-            return _with_stats(search_text(q["text"], q["k"], q["filter"], q.get("mode"), q["params"]))
+            return await self._search_text(q)
         return await self.db.search_async(q["vector"], q["k"], q["filter"], q["params"])
+
+    async def _search_text(self, q: dict[str, Any]) -> dict[str, Any]:
+        """``Database.search_text`` (its async form when there is one); NotSupportedError without it."""
+        mode = {} if q.get("mode") is None else {"mode": q["mode"]}
+        fn = getattr(self.db, "search_text_async", None)
+        if fn is not None:
+            return _with_stats(await fn(q["text"], q["k"], q["filter"], params=q["params"] or None, **mode))
+        fn = getattr(self.db, "search_text_with_stats", None) or getattr(self.db, "search_text", None)
+        if fn is None:
+            raise NotSupportedError("text search is not available in this s5vec build "
+                                    "(Database.search_text); send a 'vector' instead")
+        return _with_stats(fn(q["text"], q["k"], q["filter"], params=q["params"] or None, **mode))
 
     def _record(self, t0: float, queries: int) -> None:
         ms = (time.perf_counter() - t0) * 1000
