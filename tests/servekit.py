@@ -29,11 +29,20 @@ def video_records(count: int, seed: int = 7, start: int = 0) -> list[dict]:
     return out
 
 
+def text_search_available() -> bool:
+    """Whether this build has text search (``Database.search_text``, ``publish(text_field=)``)."""
+    import inspect
+
+    return hasattr(api.Database, "search_text") and "text_field" in inspect.signature(api.publish).parameters
+
+
 def publish(portal_url: str, records: list[dict]) -> str:
-    """A hybrid index with both parts populated (recent window of a year)."""
+    """A hybrid index with both parts populated (recent window of a year); with text search in
+    the build, the titles are indexed for keyword search too."""
     store = api.make_store([portal_url])
+    extra = {"text_field": "title"} if text_search_available() else {}
     return api.publish(records, store, kind="hybrid",
-                       params={"recent_threshold": "365d", "nlist": 16, "nprobe": 16})
+                       params={"recent_threshold": "365d", "nlist": 16, "nprobe": 16}, **extra)
 
 
 @contextmanager

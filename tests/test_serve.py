@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kit import assert_same_hits
-from servekit import DIM, TOKEN, publish, serve_process, video_records
+from servekit import DIM, TOKEN, publish, serve_process, text_search_available, video_records
 
 from s5vec import api, errors
 from s5vec.client import Client
@@ -162,11 +162,19 @@ def test_get_record_and_similar(server, oracle, records):
 
 
 def test_text_search(server, oracle):
-    r = httpx.post(f"{server}/v1/search", json={"text": "space documentary", "k": 5})
-    if hasattr(api.Database, "search_text"):
+    if text_search_available():
+        for text, flt in (("space documentary", None), ("cooking tutorial", {"topic": "cooking"})):
+            r = httpx.post(f"{server}/v1/search", json={"text": text, "k": 5, "filter": flt})
+            assert r.status_code == 200, r.text
+            assert_same_hits(r.json()["hits"], oracle.search_text(text, 5, flt))
+        r = httpx.post(f"{server}/v1/search", json={"text": "cooking", "k": 5, "mode": "keyword"})
         assert r.status_code == 200, r.text
-        assert_same_hits(r.json()["hits"], oracle.search_text("space documentary", 5))
+        assert_same_hits(r.json()["hits"], oracle.search_text("cooking", 5, mode="keyword"))
+        assert_error(httpx.post(f"{server}/v1/search", json={"text": "?!", "k": 5}), 400,
+                     ("EmptyQueryError", "InvalidArgumentError"))
+        assert_error(httpx.post(f"{server}/v1/search", json={"text": "x", "mode": "nope"}), 400, "InvalidArgumentError")
     else:  # no text search on this build: a typed 400, never a fake answer
+        r = httpx.post(f"{server}/v1/search", json={"text": "space documentary", "k": 5})
         assert_error(r, 400, "NotSupportedError")
         with Client(server) as c, pytest.raises(errors.NotSupportedError):
             c.search(text="space documentary")
