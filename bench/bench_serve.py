@@ -196,7 +196,7 @@ def mixed(url: str, clients: int, seconds: float, dim: int, portal: str) -> None
                 t = time.perf_counter()
                 if rng.random() < 0.2:
                     recs = [{"id": f"mix-{n}-{i}-{j}", "vector": rng.standard_normal(dim).tolist(),
-                             "metadata": {"client": n}, "timestamp": time.time()} for j in range(3)]
+                             "metadata": {"title": f"mixed video {n} {i} {j}", "client": n}, "timestamp": time.time()} for j in range(3)]
                     r = await c.post("/v1/records", json={"records": recs}, headers=auth)
                     if r.status_code == 200:
                         written.update(x["id"] for x in recs)

@@ -44,7 +44,7 @@ async def _client(n: int, url: str, stop_at: float, rng: np.random.Generator, lo
             t0 = time.perf_counter()
             if rng.random() < 0.2:  # upsert 1-5 new records with ids unique to this client
                 recs = [{"id": f"load-{n}-{i}-{j}", "vector": rng.standard_normal(DIM).tolist(),
-                         "metadata": {"client": n, "i": i}, "timestamp": time.time() - rng.random() * 4e7}
+                         "metadata": {"title": f"load video {n} {i} {j}", "client": n, "i": i}, "timestamp": time.time() - rng.random() * 4e7}
                         for j in range(int(rng.integers(1, 6)))]
                 r = await http.post("/v1/records", json={"records": recs}, headers=AUTH)
                 if r.status_code == 200 and r.json()["upserted"] == len(recs):

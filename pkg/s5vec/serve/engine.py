@@ -207,13 +207,10 @@ class Engine:
         if id not in index:
             raise UnknownIdError(f"unknown id {id!r}")
         getter = getattr(self.db, "get", None)
-        if getter is not None:
-            rec = getter(id)
-            rec = rec._asdict() if hasattr(rec, "_asdict") else dict(rec)
-        else:
-            ts = index.timestamp(id) if hasattr(index, "timestamp") else None
-            rec = {"id": id, "metadata": index.metadata(id), "timestamp": ts}
-        out = {"id": id, "metadata": rec.get("metadata") or {}, "timestamp": _finite_or_none(rec.get("timestamp"))}
+        rec = getter(id) if getter is not None else {"id": id, "metadata": index.metadata(id)}
+        rec = rec._asdict() if hasattr(rec, "_asdict") else dict(rec)
+        ts = rec["timestamp"] if "timestamp" in rec else (index.timestamp(id) if hasattr(index, "timestamp") else None)
+        out = {"id": id, "metadata": rec.get("metadata") or {}, "timestamp": _finite_or_none(ts)}
         if vector:
             out["vector"] = [float(x) for x in _stored_vector(index, id)]
         return out
@@ -288,6 +285,11 @@ class Engine:
             raise InvalidArgumentError("'records' must be a list of {id, vector, metadata, timestamp} objects")
         ids, mat, metas, ts = api.records_to_columns(records)
         check_batch(self.db.index.dim, ids, mat, metas, ts)
+        keyword = getattr(self.db, "keyword", None)  # text search builds: every record needs its text
+        record_text = getattr(api, "record_text", None)
+        if keyword is not None and record_text is not None:
+            for n, r in enumerate(records):
+                record_text(r, keyword.field, n)
         return records
 
     async def delete(self, ids: Any) -> dict[str, Any]:
