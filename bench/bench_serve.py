@@ -49,14 +49,15 @@ def build(n: int, dim: int, portal_url: str) -> tuple[str, list[list[float]]]:
     return cid, queries
 
 
-def start_server(cid: str, portal: str, workdir: Path) -> tuple[subprocess.Popen, str, float, float]:
+def start_server(cid: str, portal: str, workdir: Path, workers: int) -> tuple[subprocess.Popen, str, float, float]:
     tok = workdir / "token"
     tok.write_text(TOKEN)
-    args = [sys.executable, "-m", "s5vec", "serve", cid, "--portal", portal, "--port", "0", "--auth-token-file", str(tok)]
+    args = [sys.executable, "-m", "s5vec", "serve", cid, "--portal", portal, "--port", "0"]
+    args += ["--workers", str(workers)] if workers > 1 else ["--auth-token-file", str(tok)]  # many: reads only
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=ENV)
     line = proc.stdout.readline()
-    url = line.split("listening on", 1)[1].strip()
+    url = line.split("listening on", 1)[1].split()[0]
     t_listen = time.perf_counter() - t0
     import httpx
     while True:
@@ -235,6 +236,7 @@ def main() -> None:
                     help="raw: light asyncio client, varied queries (default); ab: ApacheBench, one query; "
                          "python: httpx clients in --procs processes")
     ap.add_argument("--procs", type=int, default=1, help="python load generator processes")
+    ap.add_argument("--workers", type=int, default=1, help="s5vec serve --workers (read-only when > 1)")
     ap.add_argument("--mixed", action="store_true", help="also the 50-client mixed search/upsert run")
     ap.add_argument("--mixed-clients", type=int, default=50)
     args = ap.parse_args()
@@ -255,7 +257,7 @@ def main() -> None:
             portal = portal_srv.url
             cid, queries = build(args.n, args.dim, portal)
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores, shared)")
-        proc, url, t_listen, t_ready = start_server(cid, portal, workdir)
+        proc, url, t_listen, t_ready = start_server(cid, portal, workdir, args.workers)
         print(f"s5vec serve: listening after {t_listen * 1000:.0f} ms, ready (index open) after {t_ready * 1000:.0f} ms")
         try:
             bodies = [json.dumps({"vector": q, "k": 10}).encode() for q in queries]
@@ -271,14 +273,16 @@ def main() -> None:
             else:
                 res = load_python(url, bodies, args.clients, args.seconds, args.procs)
             st = httpx.get(f"{url}/v1/stats").json()
-            print(f"POST /v1/search, {args.clients} clients, {args.seconds:g} s, load={kind}: "
+            print(f"POST /v1/search, {args.clients} clients, {args.seconds:g} s, load={kind}, workers={args.workers}: "
                   f"{res['qps']:.0f} QPS, client p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
                   f"{res['requests']} requests, {res['errors']} errors")
-            print(f"  server-side (/v1/stats, last {st['latency_ms']['window']} requests): "
+            print(f"  server-side (/v1/stats of one worker, last {st['latency_ms']['window']} requests): "
                   f"p50 {st['latency_ms']['p50']} ms, p99 {st['latency_ms']['p99']} ms; "
                   f"queries {st['queries'] - before['queries']}")
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            if args.mixed:
+            if args.mixed and args.workers > 1:
+                print("mixed run skipped: --workers > 1 serves reads only")
+            elif args.mixed:
                 mixed(url, args.mixed_clients, args.seconds, len(queries[0]), portal)
         finally:
             proc.terminate()

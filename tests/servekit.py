@@ -63,7 +63,7 @@ def serve_process(cid: str, portal_url: str, *extra: str, token: str | None = TO
     try:
         line = proc.stdout.readline()
         assert "listening on" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = line.split("listening on", 1)[1].strip()
+        url = line.split("listening on", 1)[1].split()[0]
         t0 = time.monotonic()
         with Client(url) as c:
             c.wait_ready(60)

@@ -374,3 +374,30 @@ def test_cors(cid, portal, tmp_path):
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
         r = httpx.get(f"{url}/v1/info", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_read_only_workers(cid, portal, oracle, tmp_path):
+    """--workers 2: two processes on one port (SO_REUSEPORT), each with the index; reads only."""
+    import subprocess
+    import sys
+
+    from servekit import ENV
+    p = subprocess.run([sys.executable, "-m", "s5vec", "serve", cid, "--portal", portal, "--port", "0",
+                        "--workers", "2"], capture_output=True, text=True, timeout=60,
+                       env=dict(ENV, S5VEC_AUTH_TOKEN=TOKEN))
+    assert p.returncode != 0 and "reads only" in p.stderr
+    with serve_process(cid, portal, "--workers", "2", token=None, tmp=tmp_path) as (url, proc):
+        qs = queries(6, seed=44)
+        clients = [httpx.Client(base_url=url) for _ in range(8)]  # several connections: both workers
+        for n, q in enumerate(qs):
+            for c in clients:
+                r = c.post("/v1/search", json={"vector": q.tolist(), "k": 5})
+                assert r.status_code == 200, r.text
+                assert_same_hits(r.json()["hits"], oracle.search(q, 5))
+        assert_error(clients[0].post("/v1/commit", headers=AUTH), 403, "ForbiddenError")
+        for c in clients:
+            c.close()
+        port = int(url.rsplit(":", 1)[1])
+    import socket
+    with socket.socket() as s:  # every worker is gone with the parent
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run_server(args.cid, args.portal, host=args.host, port=args.port, token=_read_token(args.auth_token_file),
                cors_origins=args.cors_origin or (), max_body=args.max_body, cache_bytes=args.cache_bytes,
-               timeout=args.timeout, log_level=args.log_level)
+               timeout=args.timeout, log_level=args.log_level, workers=args.workers)
     return 0
 
 
@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cache-bytes", type=int, default=256 * 2**20, help="chunk cache budget in bytes")
     sp.add_argument("--timeout", type=float, default=30.0, help="portal request timeout in seconds")
     sp.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    sp.add_argument("--workers", type=int, default=1,
+                    help="processes sharing the port, each with its own copy of the index (reads only)")
     sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("mcp", help="MCP server (tools: search_videos, similar_videos, get_video, index_info)")
