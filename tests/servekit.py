@@ -46,12 +46,13 @@ def publish(portal_url: str, records: list[dict]) -> str:
 
 
 @contextmanager
-def serve_process(cid: str, portal_url: str, *extra: str, token: str | None = TOKEN,
+def serve_process(cid: str | None, portal_url: str, *extra: str, token: str | None = TOKEN,
                   tmp: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """``s5vec serve`` on a free port; yields (base URL, process) once /v1/health says ready."""
     from s5vec.client import Client
 
-    args = [sys.executable, "-m", "s5vec", "serve", cid, "--portal", portal_url, "--port", "0", *extra]
+    args = [sys.executable, "-m", "s5vec", "serve", *([cid] if cid else []), "--portal", portal_url, "--port", "0",
+            *extra]
     if token is not None:
         assert tmp is not None
         f = tmp / "token.txt"

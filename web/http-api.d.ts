@@ -20,6 +20,7 @@ export type HttpErrorName =
   | "NotFoundError" // 404 (a CID no portal holds)
   | "RouteNotFoundError" // 404
   | "MethodNotAllowedError" // 405
+  | "StaleRevisionError" // 409 (the signed pointer moved since it was read)
   | "PayloadTooLargeError" // 413
   | "PortalError" // 502
   | "IntegrityError" // 502
@@ -96,6 +97,8 @@ export interface DeleteResult {
 export interface CommitResult {
   /** The new manifest CID. */
   manifest: string;
+  /** The pointer's new revision, when the server moves a signed pointer. */
+  revision?: number;
   parent: string;
   uploaded: number;
   chunks: number;
@@ -133,6 +136,8 @@ export interface Info {
   count: number;
   manifest: string;
   parent: string | null;
+  /** When opened by a signed pointer (s5vec serve --pointer). */
+  pointer?: { pointer: string; revision: number | null; writable: boolean };
 }
 
 export interface Stats {

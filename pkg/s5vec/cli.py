@@ -139,7 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run_server(args.cid, args.portal, host=args.host, port=args.port, token=_read_token(args.auth_token_file),
                cors_origins=args.cors_origin or (), max_body=args.max_body, cache_bytes=args.cache_bytes,
-               timeout=args.timeout, log_level=args.log_level, workers=args.workers)
+               timeout=args.timeout, log_level=args.log_level, workers=args.workers, pointer=args.pointer,
+               pointer_key=args.pointer_key)
     return 0
 
 
@@ -150,7 +151,8 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     if args.allow_writes and not token:
         raise InvalidArgumentError("--allow-writes needs a token (--auth-token-file or S5VEC_AUTH_TOKEN)")
     run_mcp(args.cid, args.portal, transport=args.transport, allow_writes=args.allow_writes, token=token,
-            host=args.host, port=args.port, cache_bytes=args.cache_bytes, timeout=args.timeout)
+            host=args.host, port=args.port, cache_bytes=args.cache_bytes, timeout=args.timeout,
+            pointer=args.pointer, pointer_key=args.pointer_key)
     return 0
 
 
@@ -167,6 +169,13 @@ def cmd_demo_config(args: argparse.Namespace) -> int:
 
     write_demo_config(args.records, args.manifest, args.portal, args.out, args.samples)
     return 0
+
+
+def _pointer_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--pointer", default=None, metavar="PUBKEY",
+                    help="open the manifest this signed registry pointer names (instead of a CID)")
+    sp.add_argument("--pointer-key", default=None, metavar="KEYFILE",
+                    help="the pointer's signing key (s5vec keygen): every commit also moves the pointer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_migrate)
 
     sp = sub.add_parser("serve", help="HTTP API (/v1: search, records, commit...) over a published index")
-    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("cid", nargs="?", help="manifest CID (or --pointer)")
+    _pointer_args(sp)
     sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat for fallbacks)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
@@ -222,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("mcp", help="MCP server (tools: search_videos, similar_videos, get_video, index_info)")
-    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("cid", nargs="?", help="manifest CID (or --pointer)")
+    _pointer_args(sp)
     sp.add_argument("--portal", action="append", required=True)
     sp.add_argument("--transport", default="stdio", choices=["stdio", "http"])
     sp.add_argument("--host", default="127.0.0.1", help="with --transport http")

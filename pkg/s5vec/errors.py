@@ -76,3 +76,7 @@ class ForbiddenError(S5VecError):
 
 class PayloadTooLargeError(InvalidArgumentError):
     """A request body over the server's size limit; rejected before it is parsed."""
+
+
+class StaleRevisionError(S5VecError):
+    """A registry pointer moved since this process read it (another writer published a newer revision)."""

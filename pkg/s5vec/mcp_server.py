@@ -226,9 +226,10 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
-def run_mcp(cid: str, portals: Sequence[str], *, transport: str = "stdio", allow_writes: bool = False,
+def run_mcp(cid: str | None, portals: Sequence[str], *, transport: str = "stdio", allow_writes: bool = False,
             token: str | None = None, host: str = "127.0.0.1", port: int = 8001,
-            cache_bytes: int = 256 * 2**20, timeout: float = 30.0) -> None:
+            cache_bytes: int = 256 * 2**20, timeout: float = 30.0, pointer: str | None = None,
+            pointer_key: str | None = None) -> None:
     """Open the index, then serve MCP over stdio or streamable HTTP (at ``/mcp``) until stopped."""
     import sys
 
@@ -238,9 +239,16 @@ def run_mcp(cid: str, portals: Sequence[str], *, transport: str = "stdio", allow
 
     if allow_writes and not token:
         raise InvalidArgumentError("--allow-writes needs a token")
+    ptr = None
+    if pointer or pointer_key:
+        from .serve.pointer import Pointer
+
+        ptr = Pointer(pointer, portals, key_path=pointer_key, timeout=timeout)
+    if (cid is None) == (ptr is None):
+        raise InvalidArgumentError("give either a manifest CID or --pointer/--pointer-key")
 
     async def main() -> None:
-        engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout)
+        engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr)
         try:
             server = build_server(engine, allow_writes=allow_writes)
             if transport == "stdio":

@@ -19,16 +19,19 @@ from .engine import Engine
 __all__ = ["Engine", "create_app", "run_server", "DEFAULT_MAX_BODY"]
 
 
-def run_server(cid: str, portals: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000,
+def run_server(cid: str | None, portals: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000,
                token: str | None = None, cors_origins: Sequence[str] = (), max_body: int = DEFAULT_MAX_BODY,
                cache_bytes: int = 64 * 2**20, timeout: float = 15.0, log_level: str = "warning",
-               workers: int = 1) -> None:
+               workers: int = 1, pointer: str | None = None, pointer_key: str | None = None) -> None:
     """Serve until interrupted. Prints ``s5vec serve listening on URL`` once the socket is bound
     (port 0 picks a free one); ``GET /v1/health`` turns ready when the index is open.
 
     ``workers > 1`` forks that many processes that share the listening socket, each with its own
     copy of the index, so searches use every core; it serves reads only (a write would reach one
-    copy), and the line is printed once every worker has opened the index."""
+    copy), and the line is printed once every worker has opened the index.
+
+    ``pointer`` (a registry public key) opens the manifest it names instead of ``cid``; with
+    ``pointer_key`` (its signing key file) every commit also moves the pointer."""
     from ..api import make_store
     from ..errors import InvalidArgumentError
 
@@ -40,6 +43,13 @@ def run_server(cid: str, portals: Sequence[str], *, host: str = "127.0.0.1", por
                                    "index, so a write would reach one of them); start it without a token")
     # many workers: one socket each on the same port (SO_REUSEPORT), so the kernel spreads the
     # connections over them; one shared socket would hand most of them to whichever accepts first
+    ptr = None
+    if pointer or pointer_key:
+        from .pointer import Pointer
+
+        ptr = Pointer(pointer, portals, key_path=pointer_key, timeout=timeout)
+    if (cid is None) == (ptr is None):
+        raise InvalidArgumentError("give either a manifest CID or --pointer/--pointer-key")
     sock = _listen(host, port, reuse_port=workers > 1, listen=workers == 1)
     shown = f"[{host}]" if ":" in host else host
     bound = sock.getsockname()[1]
@@ -48,7 +58,7 @@ def run_server(cid: str, portals: Sequence[str], *, host: str = "127.0.0.1", por
     def make_opener(on_open: Callable[[bool], None] | None) -> Callable[[], Awaitable[Engine]]:
         async def opener() -> Engine:
             try:
-                engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout)
+                engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr)
             except BaseException:
                 if on_open:
                     on_open(False)

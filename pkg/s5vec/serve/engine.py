@@ -94,8 +94,9 @@ class ReadWriteLock:
 class Engine:
     """An opened :class:`~s5vec.api.Database` with a readers-writer lock, a write thread and counters."""
 
-    def __init__(self, db: api.Database) -> None:
+    def __init__(self, db: api.Database, pointer: Any = None) -> None:
         self.db = db
+        self.pointer = pointer  # a serve.pointer.Pointer to move on commit, or None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5vec-write")
         self._rw = ReadWriteLock()
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -106,10 +107,15 @@ class Engine:
 
     # -- life cycle ---------------------------------------------------------------
     @classmethod
-    async def open(cls, cid: str, portals: Sequence[str], *, cache_bytes: int = 64 * 2**20,
-                   timeout: float = 15.0) -> "Engine":
+    async def open(cls, cid: str | None, portals: Sequence[str], *, cache_bytes: int = 64 * 2**20,
+                   timeout: float = 15.0, pointer: Any = None) -> "Engine":
+        """Open ``cid``, or (``cid`` None) the manifest ``pointer`` resolves to."""
+        if cid is None:
+            if pointer is None:
+                raise InvalidArgumentError("give a manifest CID or a pointer")
+            cid = await asyncio.to_thread(pointer.resolve)
         db = await api.Database.open_async(cid, list(portals), cache_bytes=cache_bytes, timeout=timeout)
-        return cls(db)
+        return cls(db, pointer)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -237,7 +243,11 @@ class Engine:
 
     async def info(self) -> dict[str, Any]:
         async with self._rw.read():
-            return self.db.info()
+            out = self.db.info()
+        if self.pointer is not None:
+            out["pointer"] = {"pointer": self.pointer.pointer, "revision": self.pointer.revision,
+                              "writable": self.pointer.key is not None}
+        return out
 
     def manifest(self) -> dict[str, Any]:
         return self.db.manifest
@@ -309,9 +319,12 @@ class Engine:
             parent = self.db.cid
             cid, writer = await self._watch(self._run(self.db.commit), "commit", progress)
             count = len(self.db.index)
-        self._count(commits=1)
-        return {"manifest": cid, "parent": parent, "uploaded": writer.uploaded, "chunks": len(writer.chunks),
-                "count": count}
+            self._count(commits=1)
+            out = {"manifest": cid, "parent": parent, "uploaded": writer.uploaded, "chunks": len(writer.chunks),
+                   "count": count}
+            if self.pointer is not None and self.pointer.key is not None:
+                out["revision"] = await self._run(self.pointer.publish, cid)  # StaleRevisionError: 409
+        return out
 
     async def migrate(self, progress: Progress | None = None) -> dict[str, Any]:
         """Hybrid: move aged records from HNSW to IVF (in memory; commit to publish)."""

@@ -35,7 +35,7 @@ _WRITE_ERRORS = {
     **_ERRORS,
     "401": _json(_ref("Error"), "missing or wrong bearer token (UnauthorizedError)"),
     "403": _json(_ref("Error"), "the server is read-only (ForbiddenError)"),
-    "409": _json(_ref("Error"), "stale pointer revision"),
+    "409": _json(_ref("Error"), "the signed pointer moved since it was read (StaleRevisionError)"),
 }
 _STREAM = {"text/event-stream": {"schema": {
     "type": "string",
@@ -100,7 +100,8 @@ SCHEMAS: dict[str, Any] = {
     "CommitResult": {"type": "object", "properties": {
         "manifest": {"type": "string", "description": "the new manifest CID"},
         "parent": {"type": "string"}, "uploaded": {"type": "integer"}, "chunks": {"type": "integer"},
-        "count": {"type": "integer"}}},
+        "count": {"type": "integer"},
+        "revision": {"type": "integer", "description": "the signed pointer's new revision (with --pointer-key)"}}},
     "MigrateResult": {"type": "object", "properties": {"moved": {"type": "integer"}, "count": {"type": "integer"}}},
     "Progress": {"type": "object", "properties": {
         "phase": {"type": "string", "enum": ["upsert", "commit", "migrate"]},
@@ -110,7 +111,9 @@ SCHEMAS: dict[str, Any] = {
     "Info": {"type": "object", "properties": {
         "kind": {"type": "string"}, "spec": {"type": "string"}, "dim": {"type": "integer"},
         "metric": {"type": "string"}, "count": {"type": "integer"}, "manifest": {"type": "string"},
-        "parent": {"type": ["string", "null"]}}},
+        "parent": {"type": ["string", "null"]},
+        "pointer": {"type": "object", "description": "when opened by a signed pointer", "properties": {
+            "pointer": {"type": "string"}, "revision": {"type": ["integer", "null"]}, "writable": {"type": "boolean"}}}}},
     "Stats": {"type": "object", "properties": {
         "queries": {"type": "integer"}, "search_requests": {"type": "integer"}, "errors": {"type": "integer"},
         "upserted": {"type": "integer"}, "deleted": {"type": "integer"}, "commits": {"type": "integer"},
