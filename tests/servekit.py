@@ -45,6 +45,17 @@ def publish(portal_url: str, records: list[dict]) -> str:
                        params={"recent_threshold": "365d", "nlist": 16, "nprobe": 16}, **extra)
 
 
+def holds(db: api.Database, id: str) -> bool:
+    """Whether a (reopened, lazily loaded) Database holds ``id``: through ``Database.get``."""
+    from s5vec.errors import UnknownIdError
+
+    try:
+        db.get(id)
+        return True
+    except UnknownIdError:
+        return False
+
+
 @contextmanager
 def serve_process(cid: str | None, portal_url: str, *extra: str, token: str | None = TOKEN,
                   tmp: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:

@@ -13,7 +13,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from kit import assert_same_hits
-from servekit import DIM, ENV, TOKEN, publish, serve_process, video_records
+from servekit import DIM, ENV, TOKEN, holds, publish, serve_process, video_records
 
 from s5vec import api
 from s5vec.s5.portal import serve as serve_portal
@@ -146,7 +146,7 @@ def test_write_tools_need_allow_writes_and_a_token(cid, portal, tmp_path):
     db = api.Database.open(new_cid, [portal])
     base = api.Database.open(cid, [portal]).info()["count"]
     assert db.info()["count"] == base + 2
-    assert new[0]["id"] in db.index and new[2]["id"] in db.index and new[1]["id"] not in db.index
+    assert holds(db, new[0]["id"]) and holds(db, new[2]["id"]) and not holds(db, new[1]["id"])
 
 
 def test_mcp_over_http_gates_every_request_when_writes_are_allowed(cid, portal):

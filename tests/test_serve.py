@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kit import assert_same_hits
-from servekit import DIM, TOKEN, publish, serve_process, text_search_available, video_records
+from servekit import DIM, TOKEN, holds, publish, serve_process, text_search_available, video_records
 
 from s5vec import api, errors
 from s5vec.client import Client
@@ -291,11 +291,10 @@ def test_upsert_delete_commit_reopen_loses_nothing(writable, portal, records):
     db = api.Database.open(cid, [portal])
     assert db.info()["count"] == start["count"] + 37
     for rec in new:
-        assert rec["id"] in db.index
-        assert db.index.metadata(rec["id"]) == rec["metadata"]
-    assert db.index.metadata(replaced["id"])["title"] == "REPLACED"
+        assert db.get(rec["id"])["metadata"] == rec["metadata"]
+    assert db.get(replaced["id"])["metadata"]["title"] == "REPLACED"
     for gone in ("v000010", "v000011", "v000012"):
-        assert gone not in db.index
+        assert not holds(db, gone)
     for q in queries(4, seed=21):
         assert_same_hits(c.search(q, k=6, filter={"topic": "travel"}), db.search(q, 6, {"topic": "travel"}))
     c.close()

@@ -206,20 +206,27 @@ class Engine:
         if not isinstance(id, str) or not id:
             raise InvalidArgumentError("id must be a non-empty string")
         async with self._rw.read():
-            return self._get(id, vector)
-
-    def _get(self, id: str, vector: bool) -> dict[str, Any]:
-        index = self.db.index
-        if id not in index:
-            raise UnknownIdError(f"unknown id {id!r}")
-        getter = getattr(self.db, "get", None)
-        rec = getter(id) if getter is not None else {"id": id, "metadata": index.metadata(id)}
-        rec = rec._asdict() if hasattr(rec, "_asdict") else dict(rec)
-        ts = rec["timestamp"] if "timestamp" in rec else (index.timestamp(id) if hasattr(index, "timestamp") else None)
-        out = {"id": id, "metadata": rec.get("metadata") or {}, "timestamp": _finite_or_none(ts)}
+            rec = await self.db.get_async(id)  # UnknownIdError if absent; fetches a lazy list if needed
+        out = {"id": id, "metadata": rec.get("metadata") or {}, "timestamp": _finite_or_none(rec.get("timestamp"))}
         if vector:
-            out["vector"] = [float(x) for x in _stored_vector(index, id)]
+            out["vector"] = [float(x) for x in await self._vector(id)]
         return out
+
+    async def _vector(self, id: str) -> np.ndarray:
+        """The stored vector of ``id`` (prepared for the metric). A record in a lazily loaded IVF
+        part has only codes in a list chunk, so that part is made resident first -- the step every
+        edit takes too (``Database._writable``), under the write lock since it changes the index."""
+        async with self._rw.read():
+            await self.db.get_async(id)  # UnknownIdError if absent
+            vec = _stored_vector(self.db.index, id)
+        if vec is None:
+            async with self._rw.write():
+                await self._run(self.db._writable)
+            async with self._rw.read():
+                vec = _stored_vector(self.db.index, id)
+        if vec is None:  # deleted in between
+            raise UnknownIdError(f"unknown id {id!r}")
+        return vec
 
     async def similar(self, id: str, k: int = 10, filter: Any = None,
                       params: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -228,12 +235,10 @@ class Engine:
         if not isinstance(id, str) or not id:
             raise InvalidArgumentError("id must be a non-empty string")
         k = _check_k(k)
-
         try:
+            vec = await self._vector(id)
             async with self._rw.read():
-                if id not in self.db.index:
-                    raise UnknownIdError(f"unknown id {id!r}")
-                out = await self.db.search_async(_stored_vector(self.db.index, id), k + 1, filter, params)
+                out = await self.db.search_async(vec, k + 1, filter, params)
             out["hits"] = [h for h in out["hits"] if h["id"] != id][:k]
         except Exception:
             self._count(errors=1)
@@ -405,9 +410,13 @@ def _finite_or_none(t: Any) -> float | None:
     return None if math.isnan(t) else t
 
 
-def _stored_vector(index: Any, id: str) -> np.ndarray:
-    """The stored vector of ``id`` (prepared for the metric), from whichever part holds it."""
-    for part in (index, getattr(index, "recent", None), getattr(index, "historical", None)):
-        if part is not None and hasattr(part, "vector") and id in part:
+def _stored_vector(index: Any, id: str) -> np.ndarray | None:
+    """The stored vector of ``id`` from whichever resident part holds it; None if it can only be
+    in a lazily loaded part (or nowhere)."""
+    parts = [p for p in (getattr(index, "recent", None), getattr(index, "historical", None)) if p is not None]
+    for part in parts or [index]:
+        if getattr(part, "lazy", False) or not hasattr(part, "vector"):
+            continue
+        if id in part:
             return np.asarray(part.vector(id), dtype=np.float32)
-    raise UnknownIdError(f"unknown id {id!r}")
+    return None
