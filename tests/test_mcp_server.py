@@ -3,7 +3,6 @@ them, and gets structured results equal to the HTTP API's (a real ``s5vec serve`
 manifest); bad arguments come back as MCP tool errors and the server keeps answering."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
