@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import httpx
 import numpy as np
@@ -400,3 +401,21 @@ def test_read_only_workers(cid, portal, oracle, tmp_path):
     import socket
     with socket.socket() as s:  # every worker is gone with the parent
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_client_leaving_a_stream_does_not_cut_the_write(writable):
+    """A client that drops its progress stream after the first event: the batch is still applied
+    whole (never half), and the server keeps serving."""
+    start = httpx.get(f"{writable}/v1/info").json()["count"]
+    batch = video_records(2500, seed=61, start=300000)
+    with httpx.stream("POST", f"{writable}/v1/records?stream=1", json={"records": batch}, headers=AUTH,
+                      timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                break  # leave after the first event
+    deadline = time.monotonic() + 60
+    while (count := httpx.get(f"{writable}/v1/info").json()["count"]) != start + len(batch):
+        assert count == start and time.monotonic() < deadline, count
+        time.sleep(0.05)
+    still_serving(writable)
