@@ -36,6 +36,29 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pkg"))
 TOKEN = "bench-token"
 
 
+def build_films(n: int | None, portal_url: str) -> tuple[str, list[list[float]], list[str]]:
+    """The ggplot2movies films (58,788), embedded with the static MiniLM table, published as the
+    tab's film index is (hybrid, SQ8, keyword titles); queries: 200 films' own vectors, and titles."""
+    import random
+
+    from s5vec import api, embed
+    from s5vec.demo import movie_records
+
+    t0 = time.perf_counter()
+    records = list(movie_records(n))
+    model = embed.load_local()
+    embed.embed_records(records, model)
+    store = api.make_store([portal_url], timeout=60)
+    model_cid = embed.publish_model(model, store)
+    cid = api.publish(records, store, kind="hybrid", params={"codec": "sq8", "store_full": False},
+                      text_field="text", extra=embed.manifest_extra(model_cid, "text"))
+    print(f"published {len(records)} films in {time.perf_counter() - t0:.1f} s: {cid}", flush=True)
+    rng = random.Random(7)
+    picked = rng.sample(records, 200)
+    return cid, [r["vector"] if isinstance(r["vector"], list) else list(map(float, r["vector"])) for r in picked], \
+        [r["metadata"]["title"] for r in picked]
+
+
 def build(n: int, dim: int, portal_url: str) -> tuple[str, list[list[float]]]:
     from s5vec import api
     from s5vec.demo import demo_records
@@ -236,7 +259,10 @@ def mixed(url: str, clients: int, seconds: float, dim: int, portal: str) -> None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--data", choices=["demo", "films"], default="demo",
+                    help="demo: synthetic videos (--n, --dim); films: the 58,788 ggplot2movies films, embedded")
+    ap.add_argument("--text", action="store_true", help="films: also POST /v1/search with text (the titles)")
+    ap.add_argument("--n", type=int, default=None, help="records (default 20,000 demo videos / every film)")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--cid")
     ap.add_argument("--portal")
@@ -254,7 +280,15 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     portal_srv = None
     try:
-        if args.cid:
+        titles: list[str] = []
+        if args.data == "demo" and args.n is None:
+            args.n = 20_000
+        if args.data == "films":
+            from s5vec.s5.portal import serve as serve_portal
+            portal_srv, _ = serve_portal(workdir / "portal")
+            portal = portal_srv.url
+            cid, queries, titles = build_films(args.n, portal)
+        elif args.cid:
             cid, portal = args.cid, args.portal
             from itertools import islice
 
@@ -283,12 +317,20 @@ def main() -> None:
             else:
                 res = load_python(url, bodies, args.clients, args.seconds, args.procs)
             st = httpx.get(f"{url}/v1/stats").json()
-            print(f"POST /v1/search, {args.clients} clients, {args.seconds:g} s, load={kind}, workers={args.workers}: "
+            print(f"POST /v1/search (vectors), {args.clients} clients, {args.seconds:g} s, load={kind}, workers={args.workers}: "
                   f"{res['qps']:.0f} QPS, client p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
                   f"{res['requests']} requests, {res['errors']} errors")
             print(f"  server-side (/v1/stats of one worker, last {st['latency_ms']['window']} requests): "
                   f"p50 {st['latency_ms']['p50']} ms, p99 {st['latency_ms']['p99']} ms; "
                   f"queries {st['queries'] - before['queries']}")
+            if args.text and titles:
+                tbodies = [json.dumps({"text": t, "k": 10}).encode() for t in titles]
+                for b in tbodies[:50]:
+                    httpx.post(f"{url}/v1/search", content=b, headers={"content-type": "application/json"})
+                res = load_raw(url, tbodies, args.clients, args.seconds)
+                print(f"POST /v1/search (text), {args.clients} clients, {args.seconds:g} s: {res['qps']:.0f} QPS, "
+                      f"client p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, {res['requests']} requests, "
+                      f"{res['errors']} errors")
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             if args.mixed and args.workers > 1:
                 print("mixed run skipped: --workers > 1 serves reads only")
