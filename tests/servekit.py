@@ -70,7 +70,7 @@ def serve_process(cid: str | None, portal_url: str, *extra: str, token: str | No
         f.write_text(token + "\n")
         args += ["--auth-token-file", str(f)]
     env = dict(ENV)
-    env.pop("S5VEC_AUTH_TOKEN", None)
+    env.pop("S5VEC_SERVE_TOKEN", None)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()

@@ -117,14 +117,14 @@ def test_read_tools_equal_the_http_api(cid, portal, http, records):
 
 def test_write_tools_need_allow_writes_and_a_token(cid, portal, tmp_path):
     p = subprocess.run([sys.executable, "-m", "s5vec", "mcp", cid, "--portal", portal, "--allow-writes"],
-                       capture_output=True, text=True, env={k: v for k, v in ENV.items() if k != "S5VEC_AUTH_TOKEN"},
+                       capture_output=True, text=True, env={k: v for k, v in ENV.items() if k != "S5VEC_SERVE_TOKEN"},
                        timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode != 0 and "token" in p.stderr
 
     new = video_records(3, seed=77, start=990000)
 
     async def main() -> str:
-        async with Client(mcp_params(cid, portal, "--allow-writes", env={"S5VEC_AUTH_TOKEN": TOKEN})) as c:
+        async with Client(mcp_params(cid, portal, "--allow-writes", env={"S5VEC_SERVE_TOKEN": TOKEN})) as c:
             names = {t.name for t in (await c.list_tools()).tools}
             assert names == READ_TOOLS | WRITE_TOOLS
             r = await c.call_tool("add_videos", {"videos": new})
@@ -158,7 +158,7 @@ def test_mcp_over_http_gates_every_request_when_writes_are_allowed(cid, portal):
     proc = subprocess.Popen([sys.executable, "-m", "s5vec", "mcp", cid, "--portal", portal, "--transport", "http",
                              "--port", str(port), "--allow-writes"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(ENV, S5VEC_AUTH_TOKEN=TOKEN))
+                            env=dict(ENV, S5VEC_SERVE_TOKEN=TOKEN))
     try:
         line = proc.stderr.readline()
         assert "listening" in line, line

@@ -384,7 +384,7 @@ def test_read_only_workers(cid, portal, oracle, tmp_path):
     from servekit import ENV
     p = subprocess.run([sys.executable, "-m", "s5vec", "serve", cid, "--portal", portal, "--port", "0",
                         "--workers", "2"], capture_output=True, text=True, timeout=60,
-                       env=dict(ENV, S5VEC_AUTH_TOKEN=TOKEN))
+                       env=dict(ENV, S5VEC_SERVE_TOKEN=TOKEN))
     assert p.returncode != 0 and "reads only" in p.stderr
     with serve_process(cid, portal, "--workers", "2", token=None, tmp=tmp_path) as (url, proc):
         qs = queries(6, seed=44)
@@ -419,3 +419,27 @@ def test_client_leaving_a_stream_does_not_cut_the_write(writable):
         assert count == start and time.monotonic() < deadline, count
         time.sleep(0.05)
     still_serving(writable)
+
+
+def test_commit_to_a_portal_that_requires_a_token(tmp_path, records):
+    """Commits upload chunks: with --portal-token-file they reach a token-guarded portal; without
+    it the portal refuses, the commit is a 502 PortalError, and the server keeps serving."""
+    guarded, _ = serve_portal(tmp_path / "guarded", tokens=["portal-secret"])
+    try:
+        from s5vec.s5.client import PortalClient
+        from s5vec.store import ChunkStore
+        store = ChunkStore(PortalClient([guarded.url], auth_token="portal-secret"))
+        cid = api.publish(records[:300], store, kind="hybrid", params={"recent_threshold": "365d", "nlist": 8})
+        new = video_records(3, seed=8, start=200000)
+        (tmp_path / "pt").write_text("portal-secret\n")
+        with serve_process(cid, guarded.url, "--portal-token-file", str(tmp_path / "pt"), tmp=tmp_path) as (url, _):
+            assert httpx.post(f"{url}/v1/records", json={"records": new}, headers=AUTH).status_code == 200
+            r = httpx.post(f"{url}/v1/commit", headers=AUTH)
+            assert r.status_code == 200, r.text
+            assert api.Database.open(r.json()["manifest"], [guarded.url]).info()["count"] == 303
+        with serve_process(cid, guarded.url, tmp=tmp_path) as (url, _):
+            assert httpx.post(f"{url}/v1/records", json={"records": new}, headers=AUTH).status_code == 200
+            assert_error(httpx.post(f"{url}/v1/commit", headers=AUTH), 502, "PortalError")
+            still_serving(url)
+    finally:
+        guarded.stop()

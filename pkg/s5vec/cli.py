@@ -157,7 +157,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _read_token(path: str | None) -> str | None:
-    """The write token: from ``--auth-token-file`` (first line), else ``$S5VEC_AUTH_TOKEN``."""
+    """The write token: from ``--auth-token-file`` (first line), else ``$S5VEC_SERVE_TOKEN``."""
     import os
 
     if path:
@@ -169,13 +169,23 @@ def _read_token(path: str | None) -> str | None:
         if not token:
             raise InvalidArgumentError(f"token file {path} is empty")
         return token
-    return os.environ.get("S5VEC_AUTH_TOKEN") or None
+    return os.environ.get("S5VEC_SERVE_TOKEN") or None
+
+
+def _portal_token(path: str | None) -> str | None:
+    """The portal upload token (commits upload chunks): ``--portal-token-file``, else ``$S5VEC_PORTAL_TOKEN``."""
+    import os
+
+    if path:
+        return _read_token(path)
+    return os.environ.get("S5VEC_PORTAL_TOKEN") or None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import run_server
 
     run_server(args.cid, args.portal, host=args.host, port=args.port, token=_read_token(args.auth_token_file),
+               portal_token=_portal_token(args.portal_token_file),
                cors_origins=args.cors_origin or (), max_body=args.max_body, cache_bytes=args.cache_bytes,
                timeout=args.timeout, log_level=args.log_level, workers=args.workers, pointer=args.pointer,
                pointer_key=args.pointer_key)
@@ -187,10 +197,10 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     token = _read_token(args.auth_token_file)
     if args.allow_writes and not token:
-        raise InvalidArgumentError("--allow-writes needs a token (--auth-token-file or S5VEC_AUTH_TOKEN)")
+        raise InvalidArgumentError("--allow-writes needs a token (--auth-token-file or S5VEC_SERVE_TOKEN)")
     run_mcp(args.cid, args.portal, transport=args.transport, allow_writes=args.allow_writes, token=token,
             host=args.host, port=args.port, cache_bytes=args.cache_bytes, timeout=args.timeout,
-            pointer=args.pointer, pointer_key=args.pointer_key)
+            pointer=args.pointer, pointer_key=args.pointer_key, portal_token=_portal_token(args.portal_token_file))
     return 0
 
 
@@ -210,6 +220,8 @@ def cmd_demo_config(args: argparse.Namespace) -> int:
 
 
 def _pointer_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--portal-token-file", default=None, metavar="FILE",
+                    help="the portals' upload token, for commits and pointer moves (else $S5VEC_PORTAL_TOKEN)")
     sp.add_argument("--pointer", default=None, metavar="PUBKEY",
                     help="open the manifest this signed registry pointer names (instead of a CID)")
     sp.add_argument("--pointer-key", default=None, metavar="KEYFILE",
@@ -285,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
     sp.add_argument("--auth-token-file", default=None,
-                    help="file whose first line is the bearer token writes need (else $S5VEC_AUTH_TOKEN; "
+                    help="file whose first line is the bearer token writes need (else $S5VEC_SERVE_TOKEN; "
                          "without either the server is read-only)")
     sp.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allowed CORS origin (repeatable, * for any)")
     sp.add_argument("--max-body", type=int, default=32 * 2**20, help="request body limit in bytes")
@@ -305,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8001, help="with --transport http")
     sp.add_argument("--allow-writes", action="store_true", help="add the tools add_videos, delete_videos, commit")
     sp.add_argument("--auth-token-file", default=None,
-                    help="token the write tools need (else $S5VEC_AUTH_TOKEN); required by --allow-writes")
+                    help="token the write tools need (else $S5VEC_SERVE_TOKEN); required by --allow-writes")
     sp.add_argument("--cache-bytes", type=int, default=256 * 2**20)
     sp.add_argument("--timeout", type=float, default=30.0)
     sp.set_defaults(fn=cmd_mcp)

@@ -229,7 +229,7 @@ class BearerGate:
 def run_mcp(cid: str | None, portals: Sequence[str], *, transport: str = "stdio", allow_writes: bool = False,
             token: str | None = None, host: str = "127.0.0.1", port: int = 8001,
             cache_bytes: int = 256 * 2**20, timeout: float = 30.0, pointer: str | None = None,
-            pointer_key: str | None = None) -> None:
+            pointer_key: str | None = None, portal_token: str | None = None) -> None:
     """Open the index, then serve MCP over stdio or streamable HTTP (at ``/mcp``) until stopped."""
     import sys
 
@@ -243,12 +243,13 @@ def run_mcp(cid: str | None, portals: Sequence[str], *, transport: str = "stdio"
     if pointer or pointer_key:
         from .serve.pointer import Pointer
 
-        ptr = Pointer(pointer, portals, key_path=pointer_key, timeout=timeout)
+        ptr = Pointer(pointer, portals, key_path=pointer_key, auth_token=portal_token, timeout=timeout)
     if (cid is None) == (ptr is None):
         raise InvalidArgumentError("give either a manifest CID or --pointer/--pointer-key")
 
     async def main() -> None:
-        engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr)
+        engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr,
+                                   portal_token=portal_token)
         try:
             server = build_server(engine, allow_writes=allow_writes)
             if transport == "stdio":

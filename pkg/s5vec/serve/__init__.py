@@ -22,7 +22,8 @@ __all__ = ["Engine", "create_app", "run_server", "DEFAULT_MAX_BODY"]
 def run_server(cid: str | None, portals: Sequence[str], *, host: str = "127.0.0.1", port: int = 8000,
                token: str | None = None, cors_origins: Sequence[str] = (), max_body: int = DEFAULT_MAX_BODY,
                cache_bytes: int = 64 * 2**20, timeout: float = 15.0, log_level: str = "warning",
-               workers: int = 1, pointer: str | None = None, pointer_key: str | None = None) -> None:
+               workers: int = 1, pointer: str | None = None, pointer_key: str | None = None,
+               portal_token: str | None = None) -> None:
     """Serve until interrupted. Prints ``s5vec serve listening on URL`` once the socket is bound
     (port 0 picks a free one); ``GET /v1/health`` turns ready when the index is open.
 
@@ -47,7 +48,7 @@ def run_server(cid: str | None, portals: Sequence[str], *, host: str = "127.0.0.
     if pointer or pointer_key:
         from .pointer import Pointer
 
-        ptr = Pointer(pointer, portals, key_path=pointer_key, timeout=timeout)
+        ptr = Pointer(pointer, portals, key_path=pointer_key, auth_token=portal_token, timeout=timeout)
     if (cid is None) == (ptr is None):
         raise InvalidArgumentError("give either a manifest CID or --pointer/--pointer-key")
     sock = _listen(host, port, reuse_port=workers > 1, listen=workers == 1)
@@ -58,7 +59,8 @@ def run_server(cid: str | None, portals: Sequence[str], *, host: str = "127.0.0.
     def make_opener(on_open: Callable[[bool], None] | None) -> Callable[[], Awaitable[Engine]]:
         async def opener() -> Engine:
             try:
-                engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr)
+                engine = await Engine.open(cid, portals, cache_bytes=cache_bytes, timeout=timeout, pointer=ptr,
+                                           portal_token=portal_token)
             except BaseException:
                 if on_open:
                     on_open(False)

@@ -108,13 +108,22 @@ class Engine:
     # -- life cycle ---------------------------------------------------------------
     @classmethod
     async def open(cls, cid: str | None, portals: Sequence[str], *, cache_bytes: int = 64 * 2**20,
-                   timeout: float = 15.0, pointer: Any = None) -> "Engine":
-        """Open ``cid``, or (``cid`` None) the manifest ``pointer`` resolves to."""
+                   timeout: float = 15.0, pointer: Any = None, portal_token: str | None = None) -> "Engine":
+        """Open ``cid``, or (``cid`` None) the manifest ``pointer`` resolves to; ``portal_token``
+        is sent with uploads (a commit) to portals that require one."""
         if cid is None:
             if pointer is None:
                 raise InvalidArgumentError("give a manifest CID or a pointer")
             cid = await asyncio.to_thread(pointer.resolve)
-        db = await api.Database.open_async(cid, list(portals), cache_bytes=cache_bytes, timeout=timeout)
+        store = None
+        if portal_token:
+            from ..s5.client import PortalClient
+            from ..store import ChunkStore
+
+            api.make_store(portals)  # the same URL checks
+            store = ChunkStore(PortalClient(list(portals), timeout=timeout, auth_token=portal_token),
+                               cache_bytes=cache_bytes)
+        db = await api.Database.open_async(cid, list(portals), store=store, cache_bytes=cache_bytes, timeout=timeout)
         return cls(db, pointer)
 
     def close(self) -> None:
