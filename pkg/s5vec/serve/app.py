@@ -236,7 +236,8 @@ async def get_record(request: Request) -> Response:
 async def similar(request: Request) -> Response:
     state = _state(request)
     engine = state.ready()
-    body = await read_json(request, state) if request.headers.get("content-length") not in (None, "0") else {}
+    has_body = request.headers.get("content-length") not in (None, "0") or "transfer-encoding" in request.headers
+    body = await read_json(request, state) if has_body else {}
     body = _object(body, "similar")
     unknown = set(body) - {"k", "filter", "params"}
     if unknown:
