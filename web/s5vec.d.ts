@@ -64,6 +64,8 @@ export interface RuntimeInfo {
   platform: string;
   pyodideVersion: string;
   indexURL: string;
+  /** The rpc ops the worker serves (the table in protocol.json). */
+  ops: string[];
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
   /** Worker-side time of the whole start-up. */
@@ -114,6 +116,7 @@ export declare class S5Vec {
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   stats(): Promise<Record<string, unknown>>;
+  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
 }
 
