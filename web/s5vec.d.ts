@@ -17,6 +17,8 @@ export type S5VecErrorName =
   | "InvalidArgumentError"
   | "UnknownIdError"
   | "ClosedError"
+  | "EmptyQueryError"
+  | "NoKnownTokensError"
   | "InternalError"
   | "StartupTimeoutError"
   | "StartupError"

@@ -182,14 +182,17 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
 
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
-    params: Mapping[str, Any] | None = None, progress: Any = None,
+    params: Mapping[str, Any] | None = None, progress: Any = None, extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID."""
+    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
+
+    ``extra`` goes into the manifest as is (e.g. ``{"embed": {"model": cid, ...}}`` naming the text model).
+    """
     ids, mat, metas, ts = records_to_columns(records)
     index = new_index(kind, mat.shape[1], metric, params)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
-    cid, _ = save(index, store)
+    cid, _ = save(index, store, extra=extra)
     return cid
 
 

@@ -80,3 +80,11 @@ class PayloadTooLargeError(InvalidArgumentError):
 
 class StaleRevisionError(S5VecError):
     """A registry pointer moved since this process read it (another writer published a newer revision)."""
+
+
+class EmptyQueryError(InvalidArgumentError):
+    """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
+
+
+class NoKnownTokensError(InvalidArgumentError):
+    """A text whose words are all unknown to the text model's vocabulary (e.g. only emoji)."""
