@@ -115,14 +115,7 @@ class Engine:
             if pointer is None:
                 raise InvalidArgumentError("give a manifest CID or a pointer")
             cid = await asyncio.to_thread(pointer.resolve)
-        store = None
-        if portal_token:
-            from ..s5.client import PortalClient
-            from ..store import ChunkStore
-
-            api.make_store(portals)  # the same URL checks
-            store = ChunkStore(PortalClient(list(portals), timeout=timeout, auth_token=portal_token),
-                               cache_bytes=cache_bytes)
+        store = api.make_store(portals, cache_bytes=cache_bytes, timeout=timeout, auth_token=portal_token)
         db = await api.Database.open_async(cid, list(portals), store=store, cache_bytes=cache_bytes, timeout=timeout)
         return cls(db, pointer)
 
