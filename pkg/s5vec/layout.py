@@ -263,6 +263,10 @@ def decode_manifest(data: bytes) -> dict[str, Any]:
         raise FormatError("manifest has a bad dim or count")
     if not isinstance(doc["chunks"], list) or not isinstance(doc["index"], dict):
         raise FormatError("manifest has bad chunks or index entries")
+    for n, c in enumerate(doc["chunks"]):
+        # every reader keys chunks by cid and kind: check both once, here, not at each use
+        if not isinstance(c, dict) or not isinstance(c.get("cid"), str) or not isinstance(c.get("kind"), str):
+            raise FormatError(f"manifest chunk entry {n} needs a string cid and kind")
     return doc
 
 
