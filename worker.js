@@ -12,6 +12,7 @@ let rpcHandle = null;        // s5vec.rpc.handle (a PyProxy of an async function
 let toMemoryview = null;     // Python: JS typed array -> memoryview
 let startup = null;          // Promise resolved when ready, rejected when start-up failed
 let currentStep = null;
+let release = null;          // the bundle's release id (wheels/manifest.json, written by web/precache.py)
 
 // ---------------------------------------------------------------- helpers
 
@@ -108,6 +109,7 @@ async function boot(cfg) {
     const resp = await fetch(manifestUrl);
     if (!resp.ok) throw new Error(`GET ${manifestUrl} -> HTTP ${resp.status}`);
     const manifest = await resp.json();
+    release = typeof manifest?.release === "string" ? manifest.release : null;
     if (!manifest || !Array.isArray(manifest.wheels) || manifest.wheels.length === 0) {
       throw new Error(`${manifestUrl} lists no wheels`);
     }
@@ -149,6 +151,7 @@ async function boot(cfg) {
   return {
     ...version.result,
     pyodide: pyodide.version,
+    release,
     indexURL,
     startupMs: performance.now() - t0,
     steps,

@@ -29,4 +29,5 @@ export const OPS = Object.freeze({
   SEARCH: "search",
   CLOSE: "close",
   STATS: "stats",
+  CHUNKS: "chunks",
 });

@@ -9,8 +9,9 @@
 // The worker starts on the first call (open/runtime); its options (workerUrl, pyodideIndexUrl,
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
 import { MSG, OPS, STEPS } from "./protocol.js";
+import { cache, offline, setRuntimeProbe } from "./offline.js";
 
-export { STEPS };
+export { STEPS, cache, offline };
 
 const DEFAULT_START_TIMEOUT_MS = 60000;
 const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
@@ -92,6 +93,7 @@ function startRuntime(opts = {}) {
           pythonVersion: msg.runtime.python,
           platform: msg.runtime.platform,
           pyodideVersion: msg.runtime.pyodide,
+          release: msg.runtime.release ?? null,
           indexURL: msg.runtime.indexURL,
           workerStartupMs: msg.runtime.startupMs,
           startupMs: performance.now() - t0,
@@ -132,6 +134,8 @@ function startRuntime(opts = {}) {
   worker.postMessage({ type: MSG.INIT, pyodideIndexUrl: indexUrl });
   return state;
 }
+
+setRuntimeProbe(() => rt !== null);
 
 function runtimeState(opts) {
   if (!rt) rt = startRuntime(opts);
@@ -192,7 +196,18 @@ export class S5Vec {
     const args = { manifest: opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
     const res = await call(OPS.OPEN, args, [], opts);
-    return new S5Vec(res.handle, res.info);
+    const db = new S5Vec(res.handle, res.info);
+    db._portals = [...opts.portals];
+    return db;
+  }
+
+  /** Keep every chunk of this index (and its manifest) in the service worker's persistent cache,
+   * pinned: exempt from LRU eviction until S5Vec.cache.clear(). Resolves { chunks, bytes, downloaded,
+   * downloadedBytes }; onProgress gets { done, total, bytes, totalBytes, downloaded, downloadedBytes }. */
+  async pin(options = {}) {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    const { chunks } = await call(OPS.CHUNKS, { handle: this.handle });
+    return cache.pin(chunks, this._portals, options.onProgress);
   }
 
   /** k nearest neighbours of `vector`: [{id, score, metadata}], best first. */
@@ -230,5 +245,10 @@ export class S5Vec {
     return this._closed;
   }
 }
+
+/** Offline support (service worker registration, releases): see offline.js. */
+S5Vec.offline = offline;
+/** The service worker's persistent chunk cache: usage(), clear(), setBudget(bytes). */
+S5Vec.cache = cache;
 
 export default S5Vec;

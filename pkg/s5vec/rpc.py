@@ -86,8 +86,15 @@ async def _stats(args: dict[str, Any]) -> dict[str, Any]:
     return _db(args).stats()
 
 
+async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
+    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline."""
+    db = _db(args)
+    return {"manifest": db.cid, "chunks": [db.cid] + [c["cid"] for c in db.manifest["chunks"]]}
+
+
 OPS: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
     "version": _version, "open": _open, "search": _search, "close": _close, "stats": _stats,
+    "chunks": _chunks,
 }
 
 
