@@ -168,3 +168,164 @@ def test_demo_boots_and_searches_offline_after_one_visit(context, servers, colle
     offline = demo_search(page, 0)
     assert offline == online
     assert not errors
+
+
+# ---------------------------------------------------------------- the persistent chunk cache (harness page)
+
+IDB_KEYS = """async () => {
+  const db = await new Promise((res, rej) => { const r = indexedDB.open("s5vec-chunks"); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  const keys = await new Promise((res, rej) => { const r = db.transaction("chunks").objectStore("chunks").getAllKeys(); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  db.close();
+  return keys;
+}"""
+
+IDB_READ = """async (key) => {
+  const db = await new Promise((res, rej) => { const r = indexedDB.open("s5vec-chunks"); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  const buf = await new Promise((res, rej) => { const r = db.transaction("chunks").objectStore("chunks").get(key); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  db.close();
+  if (buf === undefined) return null;
+  let s = ""; for (const b of new Uint8Array(buf)) s += String.fromCharCode(b);
+  return btoa(s);
+}"""
+
+IDB_TAMPER = """async (key) => {
+  const db = await new Promise((res, rej) => { const r = indexedDB.open("s5vec-chunks"); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  const tx = db.transaction("chunks", "readwrite");
+  const store = tx.objectStore("chunks");
+  const buf = await new Promise((res, rej) => { const r = store.get(key); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+  const u8 = new Uint8Array(buf.slice(0));
+  u8[Math.floor(u8.length / 2)] ^= 0xff;           // same size, one byte flipped: only the hash can tell
+  store.put(u8.buffer, key);
+  await new Promise((res, rej) => { tx.oncomplete = res; tx.onerror = () => rej(tx.error); });
+  db.close();
+  return u8.length;
+}"""
+
+
+def registered_harness(page, url: str, first: bool = False):
+    """The harness with the service worker registered. ``first``: this is the first visit, whose page
+    load the service worker did not see (it was not installed yet): load it once more through it,
+    so the harness page itself is cached for later offline reloads (the demo page is precached)."""
+    b = open_harness(page, url)
+    reg = b.js("return await S5Vec.offline.register()", timeout=120_000)
+    assert reg["supported"] and reg["controlled"] and reg["release"], reg
+    if first:
+        return registered_harness(page, url)
+    return b, reg
+
+
+def hash_key(cid: str) -> str:
+    return BlobId.parse(cid).hash.hex()
+
+
+def test_tampered_cached_chunk_is_rejected_and_refetched_once_online(context, servers, collection):
+    from s5vec.api import Database
+
+    page = context.new_page()
+    watch(page)
+    b, _ = registered_harness(page, servers.web_url, first=True)
+    cid, portals = collection["cid"], [servers.portal_url]
+    q = collection["records"][5]["vector"]
+    want = Database.open(cid, portals).search(q, k=10)
+    key = b.open(cid, portals)
+    res = b.search(key, q)
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], want)
+    mkey = hash_key(cid)
+    good = page.evaluate(IDB_READ, mkey)
+    assert good is not None, "the manifest is in the persistent cache after one open"
+
+    go_offline(context, servers)
+    assert page.evaluate(IDB_TAMPER, mkey) == BlobId.parse(cid).size
+    page.reload()
+    b, _ = registered_harness(page, servers.web_url)
+    r = b.run("return await S5Vec.open({ manifest: arg.cid, portals: arg.portals })", {"cid": cid, "portals": portals})
+    assert not r["ok"] and r["isS5VecError"] and r["name"] == "PortalError", r   # rotten copy refused, portal down
+    assert mkey not in page.evaluate(IDB_KEYS), "the rotten chunk was dropped from the cache"
+    usage = b.js("return await S5Vec.cache.usage()")
+    assert usage["counters"]["rejected"] >= 1, usage
+
+    go_online(context, servers)
+    key = b.open(cid, portals)
+    res = b.search(key, q)
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], want)
+    assert page.evaluate(IDB_READ, mkey) == good, "re-fetched and stored again, byte for byte"
+
+
+def test_pin_keeps_the_whole_index_offline_usage_and_clear(context, servers, collection):
+    from s5vec.api import Database
+
+    page = context.new_page()
+    watch(page)
+    b, _ = registered_harness(page, servers.web_url, first=True)
+    cid, portals = collection["cid"], [servers.portal_url]
+    ref = Database.open(cid, portals)
+    every = [cid] + [c["cid"] for c in ref.manifest["chunks"]]
+    total_bytes = sum(BlobId.parse(c).size for c in every)
+    queries = [collection["records"][i]["vector"] for i in (1, 300, 700, 1100, 1499)]
+    wants = [ref.search(q, k=10, params={"nprobe": 16}) for q in queries]  # every list: needs every chunk
+
+    b.js("await S5Vec.cache.clear()")
+    key = b.open(cid, portals)
+    before = b.js("return await S5Vec.cache.usage()")
+    assert 1 <= before["chunks"] < len(every) and before["pinnedChunks"] == 0, before   # lazily fetched lists
+    assert before["budget"] > 0 and before["quota"] > 0
+
+    res = b.js("""const events = [];
+                  const r = await window.dbs[arg].pin({ onProgress: (p) => events.push(p) });
+                  return { r, events };""", key, timeout=120_000)
+    r, events = res["r"], res["events"]
+    assert r["chunks"] == len(every) and r["bytes"] == total_bytes, r
+    assert r["downloaded"] == len(every) - before["chunks"], r   # what was cached already is kept, not re-fetched
+    assert events[0]["done"] == 0 and events[-1]["done"] == events[-1]["total"] == len(every)
+    assert [e["done"] for e in events] == sorted(e["done"] for e in events)
+    after = b.js("return await S5Vec.cache.usage()")
+    assert after["pinnedChunks"] == after["chunks"] == len(every) and after["pinnedBytes"] == total_bytes, after
+    assert set(page.evaluate(IDB_KEYS)) == {hash_key(c) for c in every}
+
+    # network off, fresh page and worker: every list can be searched
+    go_offline(context, servers)
+    page.reload()
+    b, _ = registered_harness(page, servers.web_url)
+    key = b.open(cid, portals)
+    for q, want in zip(queries, wants):
+        res = b.search(key, q, params={"nprobe": 16})
+        assert res["ok"], res
+        assert_same_hits(res["value"]["hits"], want)
+
+    cleared = b.js("return await S5Vec.cache.clear()")
+    assert cleared["chunks"] == 0 and cleared["bytes"] == 0 and cleared["pinnedChunks"] == 0, cleared
+    assert page.evaluate(IDB_KEYS) == []
+    r = b.run("return await S5Vec.open({ manifest: arg.cid, portals: arg.portals })", {"cid": cid, "portals": portals})
+    assert not r["ok"] and r["name"] == "PortalError", r   # really gone: offline, nothing to serve it from
+
+
+def test_chunk_budget_evicts_least_recently_used_first(context, servers, collection):
+    from s5vec.api import Database
+
+    page = context.new_page()
+    watch(page)
+    b, _ = registered_harness(page, servers.web_url, first=True)
+    cid, portals = collection["cid"], [servers.portal_url]
+    ref = Database.open(cid, portals)
+    lists = [c for c in ref.manifest["chunks"] if c["kind"] == "ivf_list"]
+    assert len(lists) >= 8
+    budget = sum(c["size"] for c in lists) // 3
+    b.js("await S5Vec.cache.clear()")
+    u = b.js("return await S5Vec.cache.setBudget(arg)", budget)
+    assert u["budget"] == budget
+    bad = b.run("return await S5Vec.cache.setBudget(-1)")
+    assert not bad["ok"] and bad["name"] == "InvalidArgumentError", bad
+
+    key = b.open(cid, portals)   # the manifest and the eager chunks are read first...
+    q = collection["records"][42]["vector"]
+    res = b.search(key, q, params={"nprobe": 16})   # ...then every list: more than the budget
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], ref.search(q, k=10, params={"nprobe": 16}))
+    u = b.js("return await S5Vec.cache.usage()")
+    assert u["counters"]["evicted"] > 0, u
+    assert 0 < u["bytes"] - u["pinnedBytes"] <= budget, u
+    keys = set(page.evaluate(IDB_KEYS))
+    assert hash_key(cid) not in keys, "the least recently used chunk (the manifest) went first"
+    assert keys <= {hash_key(c["cid"]) for c in lists}, "only lists, the most recently used, are left"

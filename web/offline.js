@@ -167,7 +167,7 @@ export const cache = {
   usage() {
     return request({ type: "s5vec:usage" });
   },
-  /** Drop every cached chunk (pinned ones too) and cached pages; returns the usage afterwards. */
+  /** Drop every cached chunk (pinned ones too; the runtime stays); returns the usage afterwards. */
   clear() {
     return request({ type: "s5vec:clear" });
   },

@@ -76,7 +76,8 @@ class ChunkCacheFirst extends strategies.Strategy {
       });
       if (data) return chunkResponse(data, "hit");
     }
-    const resp = await handler.fetch(request);
+    // past the HTTP cache: this store is the chunk cache (one copy on disk, verified, under its budget)
+    const resp = await handler.fetch(new Request(request, { cache: "no-store" }));
     if (resp.status !== 200) return resp;
     const bytes = await resp.arrayBuffer();
     if (await self.S5VecChunkCache.verify(bid, bytes)) {
@@ -181,7 +182,6 @@ async function onMessage(data, port) {
     case "s5vec:clear": {
       const c = await cache();
       await c.clear();
-      await caches.delete(PAGES_CACHE);
       return { release: RELEASE, ...(await c.usage()) };
     }
     case "s5vec:budget": {
