@@ -329,3 +329,104 @@ def test_chunk_budget_evicts_least_recently_used_first(context, servers, collect
     keys = set(page.evaluate(IDB_KEYS))
     assert hash_key(cid) not in keys, "the least recently used chunk (the manifest) went first"
     assert keys <= {hash_key(c["cid"]) for c in lists}, "only lists, the most recently used, are left"
+
+
+# ---------------------------------------------------------------- releases
+
+PRECACHE_STATE = """async () => {
+  const names = await caches.keys();
+  const name = names.find((n) => n.startsWith("s5vec-precache"));
+  const cache = await caches.open(name);
+  const urls = (await cache.keys()).map((r) => r.url);
+  return { names, urls };
+}"""
+
+
+def test_new_release_replaces_the_precache_cleanly(context, servers, collection):
+    """Release 1 is visited; release 2 (a changed worker.js) is deployed; the next visit installs it
+    whole, switches with one reload, and leaves no file of release 1 in the precache."""
+    from s5vec.api import Database
+
+    page = context.new_page()
+    watch(page)
+    b, reg1 = registered_harness(page, servers.web_url, first=True)
+    rt1 = b.js("return await S5Vec.runtime()", timeout=120_000)
+    assert rt1["release"] == reg1["release"]
+
+    site = servers.site
+    (site / "worker.js").write_text((site / "worker.js").read_text() + "\n// release 2\n")
+    out = subprocess.run([sys.executable, str(ROOT / "web" / "precache.py"), str(site)],
+                         check=True, capture_output=True, text=True).stdout
+    release2 = out.split("release ", 1)[1].split(",", 1)[0]
+    assert release2 != reg1["release"]
+    sw_src = (site / "sw.js").read_text()
+    manifest2 = {e["url"]: e["revision"] for e in json.loads(sw_src.split("precacheAndRoute(", 1)[1].split(", {", 1)[0])}
+
+    page.close()
+    page = context.new_page()
+    watch(page)
+    reloads = []
+    page.on("framenavigated", lambda f: reloads.append(f.url) if f == page.main_frame else None)
+    page.goto(servers.web_url + "harness.html")
+    page.wait_for_function("window.harnessReady === true")
+    # register() finds the new release installing, waits for all of it, activates it and reloads once
+    with page.expect_navigation(timeout=120_000):
+        page.evaluate("() => { S5Vec.offline.register(); }")
+    page.wait_for_function("window.harnessReady === true")
+    assert len(reloads) == 2, reloads
+    from e2e.conftest import Bridge
+
+    b = Bridge(page)
+    reg2 = b.js("return await S5Vec.offline.register()")
+    assert reg2["release"] == release2 and reg2["controlled"], reg2
+    assert len(reloads) == 2, "no second switch"
+    rt2 = b.js("return await S5Vec.runtime()", timeout=120_000)
+    assert rt2["release"] == release2, "the worker's wheels come from the same release as the service worker"
+
+    state = page.evaluate(PRECACHE_STATE)
+    urls = state["urls"]
+    assert len(urls) == len(manifest2), (len(urls), len(manifest2))
+    for u in urls:
+        path, rev = u.split(servers.web_url, 1)[1].split("?__WB_REVISION__=")
+        assert manifest2[path] == rev, f"{path}: a file of another release is still precached"
+
+    # and the new release works: offline boot + search
+    cid, portals = collection["cid"], [servers.portal_url]
+    q = collection["records"][9]["vector"]
+    want = Database.open(cid, portals).search(q, k=10)
+    key = b.open(cid, portals)
+    assert b.search(key, q)["ok"]
+    go_offline(context, servers)
+    page.reload()
+    b, reg3 = registered_harness(page, servers.web_url)
+    assert reg3["release"] == release2
+    key = b.open(cid, portals)
+    res = b.search(key, q)
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], want)
+
+
+def test_a_release_that_cannot_be_precached_whole_never_activates(context, servers, collection):
+    """Release 2's sw.js is deployed but one of its files does not match its integrity (a half-done
+    deploy): the install fails, release 1 keeps serving, and the page still boots and searches."""
+    page = context.new_page()
+    watch(page)
+    b, reg1 = registered_harness(page, servers.web_url, first=True)
+    site = servers.site
+    (site / "worker.js").write_text((site / "worker.js").read_text() + "\n// release 2\n")
+    subprocess.run([sys.executable, str(ROOT / "web" / "precache.py"), str(site)], check=True, capture_output=True)
+    with open(site / "worker.js", "a") as fh:   # changed after the manifest was written
+        fh.write("// not what the manifest says\n")
+
+    page.reload()
+    b = open_harness(page, servers.web_url)
+    reg = b.js("return await S5Vec.offline.register()", timeout=120_000)
+    assert reg["release"] == reg1["release"], "the incomplete release must not take over"
+    page.wait_for_function("""async () => { const r = await navigator.serviceWorker.getRegistration();
+                                            return !r.installing && !r.waiting; }""", timeout=60_000)
+    cid, portals = collection["cid"], [servers.portal_url]
+    key = b.open(cid, portals)
+    res = b.search(key, collection["records"][3]["vector"])
+    assert res["ok"], res
+    rt = b.js("return await S5Vec.runtime()")
+    assert rt["release"] == reg1["release"]

@@ -16,6 +16,7 @@
 import { S5VecError } from "./s5vec.js"; // a cycle: used only at call time
 
 const DEFAULT_CONTROL_TIMEOUT_MS = 120000;
+const DEFAULT_UPDATE_CHECK_MS = 3000;
 
 const state = { registration: null, release: null, reloading: false, runtimeStarted: () => false };
 
@@ -102,7 +103,7 @@ export const offline = {
   /**
    * Register sw.js (default: next to s5vec.js) and wait until it controls the page.
    * Resolves { supported, controlled, release, persisted }; never rejects for lack of support.
-   * opts: { url, scope, controlTimeoutMs, onUpdate(reg) }.
+   * opts: { url, scope, controlTimeoutMs, updateCheckMs, onUpdate(reg) }.
    */
   async register(opts = {}) {
     if (!supported()) return { supported: false, controlled: false, release: null, persisted: false };
@@ -130,7 +131,13 @@ export const offline = {
       const sw = reg.installing;
       if (sw) waitForState(sw, "installed", 10 * 60000).then((ok) => ok && reg.waiting === sw && onReady());
     });
-    // an update found by this navigation: wait for it when the runtime has not started yet
+    // look for a new release now (the browser's own check after a navigation comes too late to switch
+    // before the runtime starts); offline or slow: go on with the release we have
+    if (navigator.serviceWorker.controller && !reg.installing && !reg.waiting) {
+      const checkMs = opts.updateCheckMs ?? DEFAULT_UPDATE_CHECK_MS;
+      await Promise.race([reg.update().catch(() => {}), new Promise((r) => setTimeout(r, checkMs))]);
+    }
+    // a new release installing: wait for all of it when the runtime has not started yet
     if (reg.installing && navigator.serviceWorker.controller && !state.runtimeStarted()) {
       const sw = reg.installing;
       if ((await waitForState(sw, "installed", timeoutMs)) && reg.waiting === sw) {
