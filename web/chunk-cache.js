@@ -130,6 +130,14 @@
       this.budget = null;   // bytes for unpinned chunks; null until loaded
       this.counters = { hits: 0, misses: 0, stored: 0, rejected: 0, evicted: 0 };
       this._atime = 0;
+      this._writes = Promise.resolve(); // writes and evictions run one at a time, in order
+    }
+
+    /** Run `fn` after every write queued before it; usage() and clear() see all of them. */
+    _serial(fn) {
+      const run = this._writes.then(fn);
+      this._writes = run.catch(() => {});
+      return run;
     }
 
     /** A strictly increasing timestamp (two reads in the same millisecond keep their order). */
@@ -191,7 +199,11 @@
     }
 
     /** Store verified bytes (the caller verified them); `pinned` keeps them out of LRU eviction. */
-    async put(bid, bytes, { pinned = false } = {}) {
+    put(bid, bytes, opts) {
+      return this._serial(() => this._put(bid, bytes, opts));
+    }
+
+    async _put(bid, bytes, { pinned = false } = {}) {
       const buf = bytes instanceof ArrayBuffer ? bytes : bytes.slice().buffer;
       const tx = this.db.transaction(["chunks", "lru"], "readwrite");
       const lru = tx.objectStore("lru");
@@ -200,7 +212,7 @@
       lru.put({ size: buf.byteLength, atime: this._now(), pinned: pinned || Boolean(rec && rec.pinned) }, bid.hashHex);
       await done(tx);
       this.counters.stored++;
-      if (!pinned) await this.evict();
+      if (!pinned) await this._evict();
     }
 
     async pin(bid) {
@@ -235,7 +247,11 @@
     }
 
     /** Drop least-recently-used unpinned chunks until their total fits the budget. */
-    async evict() {
+    evict() {
+      return this._serial(() => this._evict());
+    }
+
+    async _evict() {
       const budget = await this.getBudget();
       const t = await this.totals();
       let over = t.bytes - t.pinnedBytes - budget;
@@ -260,7 +276,11 @@
       return victims.length;
     }
 
-    async clear() {
+    clear() {
+      return this._serial(() => this._clear());
+    }
+
+    async _clear() {
       const tx = this.db.transaction(["chunks", "lru"], "readwrite");
       tx.objectStore("chunks").clear();
       tx.objectStore("lru").clear();
@@ -268,6 +288,7 @@
     }
 
     async usage() {
+      await this._serial(() => {});
       const t = await this.totals();
       let estimate = {};
       let persisted = false;
