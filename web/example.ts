@@ -42,3 +42,15 @@ export async function runtimeSummary(): Promise<string> {
   const rt = await S5Vec.runtime();
   return `numpy ${rt.numpyVersion} on Python ${rt.pythonVersion}, ready in ${rt.startupMs.toFixed(0)} ms`;
 }
+
+/** Offline-first: register the service worker before opening, then keep the whole index offline. */
+export async function openForOffline(manifest: string, portals: string[]): Promise<S5Vec> {
+  const status = await S5Vec.offline.register();
+  const db = await S5Vec.open({ manifest, portals });
+  if (status.controlled) {
+    const pinned = await db.pin({ onProgress: (p) => console.log(`offline copy: ${p.done}/${p.total} chunks`) });
+    const usage = await S5Vec.cache.usage();
+    console.log(`kept ${pinned.bytes} bytes offline; cache holds ${usage.bytes} of ${usage.quota ?? "?"} bytes`);
+  }
+  return db;
+}

@@ -20,7 +20,9 @@ export type S5VecErrorName =
   | "InternalError"
   | "StartupTimeoutError"
   | "StartupError"
-  | "WorkerError";
+  | "WorkerError"
+  | "OfflineUnavailableError"
+  | "ServiceWorkerError";
 
 export declare class S5VecError extends Error {
   constructor(name: string, message: string, extra?: Record<string, unknown>);
@@ -63,6 +65,9 @@ export interface RuntimeInfo {
   pythonVersion: string;
   platform: string;
   pyodideVersion: string;
+  /** Release id of the bundle the worker loaded (wheels/manifest.json); equals OfflineStatus.release
+   * when a service worker serves the page. Null for bundles built without web/precache.py. */
+  release: string | null;
   indexURL: string;
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
@@ -114,7 +119,89 @@ export declare class S5Vec {
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   stats(): Promise<Record<string, unknown>>;
+  /** Keep every chunk of this index in the service worker's cache, exempt from eviction (offline use).
+   * Rejects with OfflineUnavailableError without a service worker, PortalError/NotFoundError/
+   * IntegrityError when a chunk cannot be downloaded. */
+  pin(options?: { onProgress?: (p: PinProgress) => void }): Promise<PinResult>;
   close(): Promise<void>;
+  /** Service worker registration and releases. */
+  static readonly offline: Offline;
+  /** The service worker's persistent chunk cache. */
+  static readonly cache: ChunkCache;
 }
+
+export interface PinProgress {
+  /** Chunks handled so far / in all (the manifest counts as one). */
+  done: number;
+  total: number;
+  bytes: number;
+  totalBytes: number;
+  /** Of those, downloaded now (the rest were cached already). */
+  downloaded: number;
+  downloadedBytes: number;
+}
+
+export interface PinResult {
+  chunks: number;
+  bytes: number;
+  downloaded: number;
+  downloadedBytes: number;
+}
+
+export interface OfflineOptions {
+  /** URL of sw.js. Default: ./sw.js next to s5vec.js. */
+  url?: string | URL;
+  scope?: string;
+  /** Give up waiting for the service worker to control the page after this long. Default 120000. */
+  controlTimeoutMs?: number;
+  /** How long to look for a new release before starting. Default 3000. */
+  updateCheckMs?: number;
+  /** Called when a new release is installed while the runtime runs (default: it activates on the next
+   * visit). Call S5Vec.offline.applyUpdate() to switch now (reloads the page). */
+  onUpdate?: (registration: ServiceWorkerRegistration) => void;
+}
+
+export interface OfflineStatus {
+  supported: boolean;
+  /** A service worker controls the page: the runtime and the chunks read are kept for offline use. */
+  controlled: boolean;
+  release: string | null;
+  /** navigator.storage.persist() was granted. */
+  persisted: boolean;
+}
+
+export interface Offline {
+  /** Register the service worker and wait until it controls the page; call before open()/runtime().
+   * Switches to a newly installed release (one reload) when the runtime has not started yet. */
+  register(opts?: OfflineOptions): Promise<OfflineStatus>;
+  /** Activate a waiting release and reload; false when none is waiting. */
+  applyUpdate(): Promise<boolean>;
+  release(): Promise<string | null>;
+}
+
+export interface CacheUsage {
+  chunks: number;
+  bytes: number;
+  pinnedChunks: number;
+  pinnedBytes: number;
+  /** Byte budget for unpinned chunks (LRU-evicted beyond it). */
+  budget: number;
+  quota: number | null;
+  originUsage: number | null;
+  persisted: boolean;
+  /** Since the service worker started. */
+  counters: { hits: number; misses: number; stored: number; rejected: number; evicted: number };
+  release?: string;
+}
+
+export interface ChunkCache {
+  usage(): Promise<CacheUsage>;
+  /** Drop every cached chunk, pinned ones too. */
+  clear(): Promise<CacheUsage>;
+  setBudget(bytes: number): Promise<CacheUsage>;
+}
+
+export declare const offline: Offline;
+export declare const cache: ChunkCache;
 
 export default S5Vec;
