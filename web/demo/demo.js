@@ -95,6 +95,7 @@ async function main() {
     return { controlled: false };
   });
   state.offline = offline;
+  document.body.dataset.offlineMs = String(Math.round(performance.now() - t0));
   const resp = await fetch("./demo-config.json");
   if (!resp.ok) throw new Error(`demo-config.json: HTTP ${resp.status} (run the demo script first)`);
   const config = await resp.json();
