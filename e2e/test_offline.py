@@ -430,3 +430,47 @@ def test_a_release_that_cannot_be_precached_whole_never_activates(context, serve
     assert res["ok"], res
     rt = b.js("return await S5Vec.runtime()")
     assert rt["release"] == reg1["release"]
+
+
+def test_chunks_read_synchronously_are_cached_too(context, servers):
+    """A filtered IVF search that widens reads extra chunks through the synchronous urllib path
+    (pyodide-http: synchronous XHR in the worker). Those requests go through the service worker as
+    well, so the same search works offline."""
+    import numpy as np
+
+    from s5vec import api
+    from s5vec.index.ivf import IVFIndex
+
+    n, dim = 6000, 32
+    rng = np.random.default_rng(21)
+    centres = rng.standard_normal((30, dim)).astype(np.float32)
+    x = (centres[rng.integers(0, 30, n)] + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+    meta = [{"a": "x", "b": "z"} if i % 2 else {"a": "w", "b": "y"} for i in range(n)]
+    for i in rng.choice(n, 12, replace=False):
+        meta[int(i)] = {"a": "x", "b": "y"}
+    idx = IVFIndex(dim, nlist=32, nprobe=2)
+    idx.add([f"s{i}" for i in range(n)], x, meta)
+    portals = [servers.portal_url]
+    cid, _ = api.save(idx, api.make_store(portals))
+    flt = {"a": "x", "b": "y"}
+    q = x[0].tolist()
+    want = api.Database.open(cid, portals).search_with_stats(q, 10, flt)
+    planned = len(api.Database.open(cid, portals).index.chunks_for(np.asarray(x[0]), 10, filter=flt))
+
+    page = context.new_page()
+    watch(page)
+    b, _ = registered_harness(page, servers.web_url, first=True)
+    key = b.open(cid, portals)
+    res = b.search(key, q, k=10, filter=flt)
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], want["hits"])
+    assert res["value"]["stats"]["chunksFetched"] > planned   # the synchronous path was taken
+
+    go_offline(context, servers)
+    page.reload()
+    b, _ = registered_harness(page, servers.web_url)
+    key = b.open(cid, portals)
+    res = b.search(key, q, k=10, filter=flt)
+    assert res["ok"], res
+    assert_same_hits(res["value"]["hits"], want["hits"])
+    assert res["value"]["stats"]["chunksFetched"] > planned

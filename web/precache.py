@@ -55,6 +55,8 @@ def write(dist: Path, template: Path) -> str:
     # the release id covers every runtime file except the wheel manifest (which then carries it), the
     # scripts the service worker imports and its template
     imported = [entry(dist, f) for f in sorted(SKIP_FILES - {"sw.js", "demo-config.json"}) if (dist / f).exists()]
+    imported += [entry(dist, p.relative_to(dist).as_posix())
+                 for sub in SKIP_DIRS for p in sorted((dist / sub).rglob("*")) if p.is_file()]
     template_hash = hashlib.sha256(template.read_bytes()).hexdigest()
     release = release_id([entry(dist, f) for f in files if f != "wheels/manifest.json"]
                          + imported + [{"url": "sw.js", "revision": template_hash}])
