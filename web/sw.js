@@ -97,7 +97,7 @@ routing.registerRoute(
 
 routing.registerRoute(
   ({ url, request }) => request.method === "GET" && url.origin === self.location.origin,
-  new strategies.NetworkFirst({ cacheName: PAGES_CACHE }),
+  new strategies.NetworkFirst({ cacheName: PAGES_CACHE, networkTimeoutSeconds: 4 }),
 );
 
 // ------------------------------------------------------------------ messages from the bridge
