@@ -83,7 +83,7 @@ TMP="$(mktemp -d "$ROOT/web/.dist-tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm" "$TMP/vendor/workbox"
 cp -r web/demo/. "$TMP/"
-cp web/s5vec.js web/s5vec.d.ts web/protocol.js web/offline.js "$TMP/"
+cp web/s5vec.js web/s5vec.d.ts web/protocol.js web/offline.js web/edits.js web/pointer.js "$TMP/"
 cp worker.js "$TMP/worker.js"
 for f in pyodide.mjs pyodide.asm.js pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
   cp "$PYODIDE_SRC/$f" "$TMP/pyodide/$f"

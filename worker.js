@@ -160,7 +160,11 @@ async function boot(cfg) {
 
 // ---------------------------------------------------------------- rpc
 
-async function callRpc(op, args) {
+// ops whose handler reports progress: the worker hands Python a callback that posts
+// { type: MSG.PROGRESS, id, progress } for the call `id`
+const PROGRESS_OPS = new Set([OPS.COMMIT]);
+
+async function callRpc(op, args, id) {
   let pyArgs = null;
   try {
     if (args && args.vector && ArrayBuffer.isView(args.vector)) {
@@ -175,6 +179,9 @@ async function callRpc(op, args) {
       }
     } else {
       pyArgs = pyodide.toPy(args ?? {});
+    }
+    if (id !== undefined && PROGRESS_OPS.has(op)) {
+      pyArgs.set("progress", (json) => post({ type: MSG.PROGRESS, id, progress: JSON.parse(json) }));
     }
     const json = await rpcHandle(op, pyArgs);
     return JSON.parse(json);
@@ -197,7 +204,7 @@ async function onCall(msg) {
     } else if (msg.args === null || typeof msg.args !== "object") {
       reply = { ok: false, error: { name: "InvalidArgumentError", message: "args must be an object" } };
     } else {
-      reply = await callRpc(msg.op, msg.args);
+      reply = await callRpc(msg.op, msg.args, id);
     }
   } catch (err) {
     reply = { ok: false, error: errorObject(err) };

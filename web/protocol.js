@@ -30,4 +30,7 @@ export const OPS = Object.freeze({
   CLOSE: "close",
   STATS: "stats",
   CHUNKS: "chunks",
+  UPSERT: "upsert",
+  DELETE: "delete",
+  COMMIT: "commit",
 });

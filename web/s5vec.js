@@ -10,6 +10,7 @@
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
 import { MSG, OPS, STEPS } from "./protocol.js";
 import { cache, offline, setRuntimeProbe } from "./offline.js";
+import * as journal from "./edits.js";
 
 export { STEPS, cache, offline };
 
@@ -75,6 +76,18 @@ function startRuntime(opts = {}) {
     if (!msg || typeof msg !== "object") return;
     switch (msg.type) {
       case MSG.PROGRESS:
+        if (msg.id !== undefined) {
+          // progress of one call (a commit's uploads)
+          const p = state.pending.get(msg.id);
+          if (p && p.onProgress) {
+            try {
+              p.onProgress(msg.progress);
+            } catch (e) {
+              console.error(e);
+            }
+          }
+          break;
+        }
         if (msg.phase === "start") state.step = msg.step;
         for (const fn of state.listeners) {
           try {
@@ -143,12 +156,12 @@ function runtimeState(opts) {
   return rt;
 }
 
-async function call(op, args, transfer = [], opts) {
+async function call(op, args, transfer = [], opts, onProgress) {
   const state = runtimeState(opts);
   await state.ready;
   return new Promise((resolve, reject) => {
     const id = state.nextId++;
-    state.pending.set(id, { resolve, reject });
+    state.pending.set(id, { resolve, reject, onProgress });
     try {
       state.worker.postMessage({ type: MSG.CALL, id, op, args }, transfer);
     } catch (err) {
@@ -156,6 +169,10 @@ async function call(op, args, transfer = [], opts) {
       reject(new S5VecError("InvalidArgumentError", `cannot send ${op} request: ${err.message}`));
     }
   });
+}
+
+function onlineEvent() {
+  return new Promise((resolve) => globalThis.addEventListener("online", () => resolve(), { once: true }));
 }
 
 function toFloat32(vector) {
@@ -195,10 +212,113 @@ export class S5Vec {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
     const args = { manifest: opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
+    if (opts.authToken !== undefined) args.authToken = opts.authToken;
     const res = await call(OPS.OPEN, args, [], opts);
     const db = new S5Vec(res.handle, res.info);
     db._portals = [...opts.portals];
+    await db._restorePending();
     return db;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Replay the edits journaled for this manifest (made before a reload or a crash, not committed). */
+  async _restorePending() {
+    this._pending = { ops: 0, upserted: 0, deleted: 0 };
+    let ops = [];
+    try {
+      ops = await journal.load(this.info.manifest);
+    } catch (e) {
+      console.warn("s5vec: pending edits could not be read from IndexedDB:", e);
+      return;
+    }
+    const kept = [];
+    for (const op of ops) {
+      try {
+        const r = op.op === "upsert"
+          ? await call(OPS.UPSERT, { handle: this.handle, records: op.records })
+          : await call(OPS.DELETE, { handle: this.handle, ids: op.ids });
+        this.info = r.info;
+        kept.push(op);
+      } catch (e) {
+        console.warn(`s5vec: a pending ${op.op} no longer applies and is dropped: ${e.name}: ${e.message}`);
+      }
+    }
+    this._pending = journal.summarize(kept);
+  }
+
+  /** Edits applied since the last commit (kept in IndexedDB until committed): { ops, upserted, deleted }. */
+  get pendingEdits() {
+    return { ...this._pending };
+  }
+
+  async _edit(op, args, entry) {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    const base = this.info.manifest;
+    const res = await call(op, { handle: this.handle, ...args });
+    this.info = res.info;
+    try {
+      await journal.append(base, entry);
+      this._pending = journal.summarize(await journal.load(base));
+    } catch (e) {
+      console.warn("s5vec: the edit is applied but could not be saved in IndexedDB:", e);
+      const s = journal.summarize([entry]);
+      this._pending = { ops: this._pending.ops + 1, upserted: this._pending.upserted + s.upserted,
+        deleted: this._pending.deleted + s.deleted };
+    }
+    return res.count;
+  }
+
+  /** Insert or replace records [{ id, vector, metadata?, timestamp? }]; resolves the number of records.
+   * Checked in full before anything changes (DimensionError, InvalidVectorError, InvalidArgumentError). */
+  async upsert(records) {
+    const plain = Array.isArray(records)
+      ? records.map((r) => (r && typeof r === "object" && r.vector && typeof r.vector.length === "number"
+        ? { ...r, vector: Array.from(r.vector, Number) } : r))
+      : records;
+    return this._edit(OPS.UPSERT, { records: plain }, { op: "upsert", records: plain });
+  }
+
+  /** Delete records by id; every id must exist (UnknownIdError, and nothing is deleted). */
+  async delete(ids) {
+    return this._edit(OPS.DELETE, { ids }, { op: "delete", ids: Array.isArray(ids) ? [...ids] : ids });
+  }
+
+  /** Upload the edits as a new snapshot naming this one as its parent: only changed chunks are
+   * uploaded (in parallel), the manifest last. Resolves { manifest, parent, uploaded, skipped,
+   * bytesUploaded }; onProgress gets { done, total, bytes, totalBytes, uploaded, skipped }.
+   * Rejects NothingToCommitError, AuthError (no/refused token: pass authToken to open or here),
+   * QuotaError, PortalError (then this database and its pending edits are unchanged: retry later,
+   * or use commitWhenOnline). */
+  async commit(options = {}) {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    const base = this.info.manifest;
+    const args = { handle: this.handle };
+    if (options.authToken !== undefined) args.authToken = options.authToken;
+    const res = await call(OPS.COMMIT, args, [], undefined, options.onProgress);
+    this.info = res.info;
+    try {
+      await journal.drop(base);
+    } catch (e) {
+      console.warn("s5vec: committed, but the old journal could not be dropped:", e);
+    }
+    this._pending = { ops: 0, upserted: 0, deleted: 0 };
+    const { info, ...result } = res;
+    return result;
+  }
+
+  /** commit(), waiting for the network when it is down: retries after each "online" event until the
+   * commit succeeds or fails for a reason the network cannot fix (auth, quota, nothing to commit). */
+  async commitWhenOnline(options = {}) {
+    for (;;) {
+      if (globalThis.navigator && navigator.onLine === false) await onlineEvent();
+      try {
+        return await this.commit(options);
+      } catch (e) {
+        if (e.name !== "PortalError") throw e;
+        await onlineEvent();
+      }
+    }
   }
 
   /** Keep every chunk of this index (and its manifest) in the service worker's persistent cache,

@@ -464,7 +464,8 @@ def _as_array(vector: Any) -> Any:
     return vector
 
 
-def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> ChunkStore:
+def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0,
+               auth_token: str | None = None) -> ChunkStore:
     from .s5.client import PortalClient
 
     if not portals or isinstance(portals, str) or not all(isinstance(p, str) and p for p in portals):
@@ -472,4 +473,4 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
     for p in portals:
         if not p.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
-    return ChunkStore(PortalClient(list(portals), timeout=timeout), cache_bytes=cache_bytes)
+    return ChunkStore(PortalClient(list(portals), timeout=timeout, auth_token=auth_token), cache_bytes=cache_bytes)
