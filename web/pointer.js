@@ -244,7 +244,7 @@ export async function publish(key, manifest, portals, { authToken } = {}) {
   } catch (e) {
     if (e.name !== "NotFoundError") throw e;
   }
-  const revision = current + 1;
+  const revision = current < 0 ? 1 : current + 1; // as CPython: the first revision is 1
   const signature = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key.privateKey, signedMessage(revision, data)));
   const body = JSON.stringify({ pk: key.pointer, revision, data: b64urlEncode(data), signature: b64urlEncode(signature) });
   const headers = { "Content-Type": "application/json" };

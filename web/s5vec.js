@@ -11,6 +11,7 @@
 import { MSG, OPS, STEPS } from "./protocol.js";
 import { cache, offline, setRuntimeProbe } from "./offline.js";
 import * as journal from "./edits.js";
+import * as registry from "./pointer.js";
 
 export { STEPS, cache, offline };
 
@@ -210,14 +211,46 @@ export class S5Vec {
   /** Open the index whose manifest CID is `opts.manifest`, fetched from `opts.portals`. */
   static async open(opts) {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
-    const args = { manifest: opts.manifest, portals: opts.portals };
+    let resolved = null;
+    if (opts.pointer !== undefined) {
+      if (opts.manifest !== undefined) throw new S5VecError("InvalidArgumentError", "give manifest or pointer, not both");
+      resolved = await registry.resolve(opts.pointer, opts.portals);
+    }
+    const args = { manifest: resolved ? resolved.manifest : opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
     if (opts.authToken !== undefined) args.authToken = opts.authToken;
     const res = await call(OPS.OPEN, args, [], opts);
     const db = new S5Vec(res.handle, res.info);
     db._portals = [...opts.portals];
+    db._openArgs = { cacheBytes: opts.cacheBytes, authToken: opts.authToken };
+    db.pointer = resolved ? { pointer: resolved.pointer, revision: resolved.revision } : null;
     await db._restorePending();
     return db;
+  }
+
+  // ---------------------------------------------------------------- the signed pointer
+
+  /** Opened by pointer: move to the newest verified revision. Resolves true when it moved. Rejects
+   * InvalidArgumentError with pending edits (commit them first) or when not opened by pointer. */
+  async refresh() {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    if (!this.pointer) throw new S5VecError("InvalidArgumentError", "refresh() needs a database opened with { pointer }");
+    const r = await registry.resolve(this.pointer.pointer, this._portals);
+    if (r.revision <= this.pointer.revision && r.manifest === this.info.manifest) return false;
+    if (this._pending.ops) {
+      throw new S5VecError("InvalidArgumentError",
+        `pointer moved to revision ${r.revision}, but this database has ${this._pending.ops} uncommitted edits: commit them first`);
+    }
+    const args = { manifest: r.manifest, portals: this._portals };
+    for (const [k, v] of Object.entries(this._openArgs)) if (v !== undefined) args[k] = v;
+    const res = await call(OPS.OPEN, args);
+    const old = this.handle;
+    this.handle = res.handle;
+    this.info = res.info;
+    this.pointer = { pointer: r.pointer, revision: r.revision };
+    await call(OPS.CLOSE, { handle: old }).catch(() => {});
+    await this._restorePending();
+    return true;
   }
 
   // ---------------------------------------------------------------- writes
@@ -304,6 +337,20 @@ export class S5Vec {
     }
     this._pending = { ops: 0, upserted: 0, deleted: 0 };
     const { info, ...result } = res;
+    if (options.key !== undefined) {
+      // sign the new manifest into the pointer (the chunks and manifest are on the portals already)
+      const key = typeof options.key === "string" ? await registry.signingKey(options.key) : options.key;
+      const authToken = options.authToken ?? this._openArgs?.authToken;
+      let published;
+      try {
+        published = await registry.publish(key, result.manifest, this._portals, { authToken });
+      } catch (e) {
+        e.commit = result; // committed (the new manifest is on the portals); only the pointer did not move
+        throw e;
+      }
+      result.pointer = { pointer: published.pointer, revision: published.revision };
+      if (!this.pointer || this.pointer.pointer === published.pointer) this.pointer = result.pointer;
+    }
     return result;
   }
 
@@ -366,6 +413,13 @@ export class S5Vec {
   }
 }
 
+/** Signing keys for pointers: S5Vec.signingKey(name?) -> { name, pointer } (created once, kept in
+ * IndexedDB, private key non-extractable); S5Vec.resolvePointer(pointer, portals) -> { revision, manifest }. */
+S5Vec.signingKey = async (name) => {
+  const k = await registry.signingKey(name);
+  return k;
+};
+S5Vec.resolvePointer = (pointer, portals) => registry.resolve(pointer, portals);
 /** Offline support (service worker registration, releases): see offline.js. */
 S5Vec.offline = offline;
 /** The service worker's persistent chunk cache: usage(), clear(), setBudget(bytes). */
