@@ -54,3 +54,18 @@ export async function openForOffline(manifest: string, portals: string[]): Promi
   }
   return db;
 }
+
+/** Edit in the tab and publish under the page's signing key; readers follow the pointer. */
+export async function addVideos(pointer: string, portals: string[], token: string,
+                                videos: { id: string; embedding: Float32Array; title: string }[]): Promise<string> {
+  const db = await S5Vec.open({ pointer, portals, authToken: token });
+  await db.upsert(videos.map((v) => ({ id: v.id, vector: v.embedding, metadata: { title: v.title } })));
+  try {
+    const res = await db.commit({ key: "editor", onProgress: (p) => console.log(`${p.done}/${p.total} chunks`) });
+    console.log(`uploaded ${res.uploaded} chunks, reused ${res.skipped}; pointer revision ${res.pointer?.revision}`);
+    return res.manifest;
+  } catch (e) {
+    if (e instanceof S5VecError && e.name === "PortalError") return (await db.commitWhenOnline({ key: "editor" })).manifest;
+    throw e;
+  }
+}

@@ -22,7 +22,10 @@ export type S5VecErrorName =
   | "StartupError"
   | "WorkerError"
   | "OfflineUnavailableError"
-  | "ServiceWorkerError";
+  | "ServiceWorkerError"
+  | "AuthError"
+  | "QuotaError"
+  | "NothingToCommitError";
 
 export declare class S5VecError extends Error {
   constructor(name: string, message: string, extra?: Record<string, unknown>);
@@ -51,8 +54,12 @@ export interface RuntimeOptions {
 }
 
 export interface OpenOptions extends RuntimeOptions {
-  /** CID of the index manifest blob. */
-  manifest: string;
+  /** CID of the index manifest blob (or give `pointer`). */
+  manifest?: string;
+  /** A signed pointer (base64url of 0xed + ed25519 public key): the newest verified revision is opened. */
+  pointer?: string;
+  /** Account token for writes (uploads, pointer updates): sent as Authorization: Bearer. Reads stay anonymous. */
+  authToken?: string;
   /** S5 portal base URLs, tried in order. */
   portals: string[];
   /** Size of the in-worker chunk cache. */
@@ -119,6 +126,22 @@ export declare class S5Vec {
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   stats(): Promise<Record<string, unknown>>;
+  /** Set when opened by pointer (or after commit({ key })). */
+  readonly pointer: PointerState | null;
+  /** Edits since the last commit (kept in IndexedDB, replayed by open() after a reload). */
+  readonly pendingEdits: PendingEdits;
+  /** Insert or replace records; resolves how many. Validated in full first (DimensionError,
+   * InvalidVectorError, InvalidArgumentError): a refused batch changes nothing. */
+  upsert(records: NewRecord[]): Promise<number>;
+  /** Delete by id; UnknownIdError (and nothing deleted) if any id is absent. */
+  delete(ids: string[]): Promise<number>;
+  /** Upload the edits as a new snapshot (changed chunks only, in parallel, manifest last).
+   * With `key` (a signing-key name or S5Vec.signingKey() result) the pointer is moved to it. */
+  commit(options?: CommitOptions): Promise<CommitResult>;
+  /** commit(), retried after each "online" event while the network is down. */
+  commitWhenOnline(options?: CommitOptions): Promise<CommitResult>;
+  /** Opened by pointer: move to its newest verified revision; resolves whether it moved. */
+  refresh(): Promise<boolean>;
   /** Keep every chunk of this index in the service worker's cache, exempt from eviction (offline use).
    * Rejects with OfflineUnavailableError without a service worker, PortalError/NotFoundError/
    * IntegrityError when a chunk cannot be downloaded. */
@@ -128,6 +151,65 @@ export declare class S5Vec {
   static readonly offline: Offline;
   /** The service worker's persistent chunk cache. */
   static readonly cache: ChunkCache;
+  /** A named Ed25519 signing key (made once; private key non-extractable, kept in IndexedDB). */
+  static signingKey(name?: string): Promise<SigningKey>;
+  /** Resolve and verify a pointer: its newest revision and the manifest it names. */
+  static resolvePointer(pointer: string, portals: string[]): Promise<{ pointer: string; revision: number; manifest: string }>;
+}
+
+export interface NewRecord<M = Record<string, unknown>> {
+  id: string;
+  vector: Float32Array | ArrayLike<number>;
+  metadata?: M;
+  /** Unix seconds; default: the time of the upsert. */
+  timestamp?: number;
+}
+
+export interface PendingEdits {
+  ops: number;
+  upserted: number;
+  deleted: number;
+}
+
+export interface CommitProgress {
+  done: number;
+  total: number;
+  bytes: number;
+  totalBytes: number;
+  uploaded: number;
+  skipped: number;
+}
+
+export interface SigningKey {
+  name: string;
+  pointer: string;
+  privateKey: CryptoKey;
+  publicKey: CryptoKey;
+}
+
+export interface PointerState {
+  pointer: string;
+  revision: number;
+}
+
+export interface CommitOptions {
+  onProgress?: (p: CommitProgress) => void;
+  /** Overrides the token given to open(). */
+  authToken?: string;
+  /** Sign and publish the new manifest under this key. */
+  key?: string | SigningKey;
+}
+
+export interface CommitResult {
+  manifest: string;
+  parent: string;
+  /** Chunks uploaded by this call (the changed ones still missing on the portal). */
+  uploaded: number;
+  /** Chunks reused unchanged. */
+  skipped: number;
+  bytesUploaded: number;
+  /** With options.key: the pointer's new revision. */
+  pointer?: PointerState;
 }
 
 export interface PinProgress {
