@@ -76,6 +76,8 @@ export interface RuntimeInfo {
    * when a service worker serves the page. Null for bundles built without web/precache.py. */
   release: string | null;
   indexURL: string;
+  /** The rpc ops the worker serves (the table in protocol.json). */
+  ops: string[];
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
   /** Worker-side time of the whole start-up. */
@@ -146,6 +148,7 @@ export declare class S5Vec {
    * Rejects with OfflineUnavailableError without a service worker, PortalError/NotFoundError/
    * IntegrityError when a chunk cannot be downloaded. */
   pin(options?: { onProgress?: (p: PinProgress) => void }): Promise<PinResult>;
+  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
   /** Service worker registration and releases. */
   static readonly offline: Offline;
@@ -285,5 +288,6 @@ export interface ChunkCache {
 
 export declare const offline: Offline;
 export declare const cache: ChunkCache;
+
 
 export default S5Vec;
