@@ -159,3 +159,33 @@ def test_refused_uploads_are_typed():
     assert isinstance(_upload_error("c", [401, 0], ["a", "b"]), AuthError)    # one down, one wants a token
     assert type(_upload_error("c", [500, 401], ["a", "b"])) is PortalError
     assert type(_upload_error("c", [0], ["a"])) is PortalError
+
+
+class SlowClient(MemoryClient):
+    """Uploads that take a while (so the tab can edit while a commit runs)."""
+
+    async def upload_async(self, data):
+        await asyncio.sleep(0.01)
+        return self.upload(data)
+
+
+def test_edits_made_while_a_commit_uploads_stay_pending(published):
+    client, cid = published
+    slow = SlowClient()
+    slow.blobs = client.blobs
+    db = api.Database.open(cid, store=ChunkStore(slow))
+    new, _ = edit(db)
+
+    async def run():
+        await db.upsert_async(new[:50])
+        commit = asyncio.create_task(db.commit_async())
+        await asyncio.sleep(0.005)                 # the snapshot is taken, uploads are running
+        await db.upsert_async(new[50:])
+        first = await commit
+        assert db.edits == 1, "the edit made during the uploads is still pending"
+        assert len(api.Database.open(first["manifest"], store=ChunkStore(client)).index) == 3050
+        second = await db.commit_async()
+        assert second["parent"] == first["manifest"]
+        assert len(api.Database.open(second["manifest"], store=ChunkStore(client)).index) == 3100
+
+    asyncio.run(run())

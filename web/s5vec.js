@@ -352,14 +352,19 @@ export class S5Vec {
     const base = this.info.manifest;
     const args = { handle: this.handle };
     if (options.authToken !== undefined) args.authToken = options.authToken;
+    const before = await journal.load(base).then((ops) => ops.length, () => 0);
     const res = await this._runtime.call(OPS.commit, args, [], options.onProgress);
     this.info = res.info;
+    let later = [];
     try {
+      // edits journaled while the uploads ran are not in the new snapshot: they move to its journal
+      later = (await journal.load(base)).slice(before);
+      for (const op of later) await journal.append(res.manifest, op);
       await journal.drop(base);
     } catch (e) {
-      console.warn("s5vec: committed, but the old journal could not be dropped:", e);
+      console.warn("s5vec: committed, but the journal could not be moved on:", e);
     }
-    this._pending = { ops: 0, upserted: 0, deleted: 0 };
+    this._pending = journal.summarize(later);
     const { info, ...result } = res;
     if (options.key !== undefined) {
       // sign the new manifest into the pointer (the chunks and manifest are on the portals already)

@@ -428,6 +428,7 @@ class Database:
         index = await self._writable_async()
         writer = layout.StagingWriter([c["cid"] for c in self.manifest["chunks"]])
         manifest = _encode_snapshot(index, writer, self.cid)
+        edits = self.edits  # edits made while the uploads run are not in this snapshot: they stay pending
         before = self.store.snapshot()
         await self.store.put_many(list(writer.staged.values()), progress=progress)
         cid = (await self.store.put_many([manifest]))[0]
@@ -435,7 +436,7 @@ class Database:
         parent = self.cid
         self.cid, self.manifest = cid, layout.decode_manifest(manifest)
         self._kinds = _chunk_kinds(self.manifest)
-        self.edits = 0
+        self.edits -= edits
         uploaded = max(0, done["chunks_uploaded"] - 1)  # the manifest is not a chunk
         return {"manifest": cid, "parent": parent, "uploaded": uploaded,
                 "skipped": len(writer.chunks) - uploaded, "bytesUploaded": done["bytes_uploaded"]}
