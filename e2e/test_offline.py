@@ -159,6 +159,12 @@ def test_demo_boots_and_searches_offline_after_one_visit(context, servers, colle
     sample = servers.config["samples"][0]
     assert online == [h["id"] for h in ref.search(sample["vector"], k=10)]
 
+    # "Keep this index offline" pins every chunk: then any sample can be searched offline
+    page.click("#pin")
+    page.wait_for_function("document.querySelector('#pin-state').textContent.startsWith('kept offline')",
+                           timeout=120_000)
+    wants = [[h["id"] for h in ref.search(servers.config["samples"][i]["vector"], k=10)] for i in (3, 7)]
+
     go_offline(context, servers)
     page.reload()
     page.wait_for_function("document.body.dataset.ready", timeout=60_000)
@@ -167,6 +173,7 @@ def test_demo_boots_and_searches_offline_after_one_visit(context, servers, colle
     assert page.evaluate("navigator.serviceWorker.controller !== null")
     offline = demo_search(page, 0)
     assert offline == online
+    assert [demo_search(page, 3), demo_search(page, 7)] == wants
     assert not errors
 
 

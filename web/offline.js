@@ -161,6 +161,11 @@ export const offline = {
   /** Switch to a release that is installed and waiting (reloads the page); false when there is none. */
   applyUpdate,
 
+  /** The release id register() found (null before it, or without a service worker). */
+  current() {
+    return state.release;
+  },
+
   /** The release id of the controlling service worker (null without one). */
   async release() {
     if (!supported() || !navigator.serviceWorker.controller) return null;

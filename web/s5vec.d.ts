@@ -262,6 +262,8 @@ export interface Offline {
   /** Activate a waiting release and reload; false when none is waiting. */
   applyUpdate(): Promise<boolean>;
   release(): Promise<string | null>;
+  /** The release register() found, without asking the service worker again. */
+  current(): string | null;
 }
 
 export interface CacheUsage {

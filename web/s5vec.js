@@ -122,6 +122,10 @@ class WorkerRuntime {
   onReady(runtime) {
     clearTimeout(this.timer);
     this.step = null;
+    const swRelease = offline.current();
+    if (swRelease && runtime.release && swRelease !== runtime.release) {
+      console.warn(`s5vec: the worker runs release ${runtime.release} but the service worker serves ${swRelease}`);
+    }
     this.resolveReady({
       numpyVersion: runtime.numpy,
       s5vecVersion: runtime.s5vec,
