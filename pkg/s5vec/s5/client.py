@@ -356,10 +356,9 @@ class PortalClient(_Counters):
             url = f"{portal}/s5/upload"
             delay = self.backoff
             for attempt in range(self.retries + 1):
-                headers = self._headers()
-                headers.pop("User-Agent", None)  # forbidden header in browsers
-                headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-                headers["Accept"] = "application/json"
+                headers = {"Accept": "application/json", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+                if self.auth_token:
+                    headers["Authorization"] = f"Bearer {self.auth_token}"
                 try:
                     resp = await asyncio.wait_for(pyfetch(url, method="POST", body=js_body, headers=headers), timeout)
                     status = int(resp.status)
@@ -376,8 +375,7 @@ class PortalClient(_Counters):
                     if not same:
                         failures.append(f"{portal}: returned CID {got!r}, expected {expected}")
                         break
-                    self._count_up(len(data))
-                    return expected
+                    return expected  # counted by the store (ChunkStore.put_many)
                 failures.append(f"{portal}: {self._describe(status, raw)}")
                 statuses.append(status)
                 if not (status == 0 or status >= 500) or attempt >= self.retries:
