@@ -17,6 +17,8 @@ export type S5VecErrorName =
   | "InvalidArgumentError"
   | "UnknownIdError"
   | "ClosedError"
+  | "EmptyQueryError"
+  | "NoKnownTokensError"
   | "InternalError"
   | "StartupTimeoutError"
   | "StartupError"
@@ -64,6 +66,9 @@ export interface OpenOptions extends RuntimeOptions {
   portals: string[];
   /** Size of the in-worker chunk cache. */
   cacheBytes?: number;
+  /** Deadline for fetching one blob, every portal and retry included (default 15000 ms). A slow or
+   * hanging portal is also worked around sooner: the next portal is asked after a short delay. */
+  timeoutMs?: number;
 }
 
 export interface RuntimeInfo {

@@ -10,8 +10,10 @@
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
 //
 // The bridge checks nothing about a request's content: the query (vector, k, filter, params) and
-// "is this database closed" are checked once, in Python, which rejects with a typed error.
-import { MSG, OPS, STEPS } from "./protocol.js";
+// "is this database closed" are checked once, in Python, which rejects with a typed error. The one
+// exception is the shape limit of protocol.js's checkRequest (depth, size): a request that deep
+// could not even be received by the worker, so it is rejected before postMessage.
+import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
 import { cache, offline, setRuntimeProbe } from "./offline.js";
 import * as journal from "./edits.js";
 import * as registry from "./pointer.js";
@@ -72,6 +74,8 @@ class WorkerRuntime {
 
   /** Post one rpc call; resolves to its result, rejects with an S5VecError. */
   async call(op, args, transfer = [], onProgress = undefined) {
+    const bad = checkRequest(args);
+    if (bad) throw new S5VecError(bad.name, bad.message);
     await this.ready;
     if (this.failure) throw this.failure;
     return new Promise((resolve, reject) => {
@@ -248,11 +252,12 @@ export class S5Vec {
     }
     const args = { manifest: resolved ? resolved.manifest : opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
+    if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
     if (opts.authToken !== undefined) args.authToken = opts.authToken;
     const res = await runtime.call(OPS.open, args);
     const db = new S5Vec(runtime, res.handle, res.info);
     db._portals = [...opts.portals];
-    db._openArgs = { cacheBytes: opts.cacheBytes, authToken: opts.authToken };
+    db._openArgs = { cacheBytes: opts.cacheBytes, timeoutMs: opts.timeoutMs, authToken: opts.authToken };
     db.pointer = resolved ? { pointer: resolved.pointer, revision: resolved.revision } : null;
     await db._restorePending();
     return db;

@@ -188,14 +188,17 @@ def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | Non
 
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
-    params: Mapping[str, Any] | None = None, progress: Any = None,
+    params: Mapping[str, Any] | None = None, progress: Any = None, extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID."""
+    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
+
+    ``extra`` goes into the manifest as is (e.g. ``{"embed": {"model": cid, ...}}`` naming the text model).
+    """
     ids, mat, metas, ts = records_to_columns(records)
     index = new_index(kind, mat.shape[1], metric, params)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
-    cid, _ = save(index, store)
+    cid, _ = save(index, store, extra=extra)
     return cid
 
 
@@ -375,7 +378,9 @@ class Database:
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
-        n = self._writable().delete(list(ids))
+        """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
+        ids = _id_list(ids)
+        n = self._writable().delete(ids)
         self.edits += 1
         return n
 
@@ -386,7 +391,7 @@ class Database:
         return len(ids)
 
     async def delete_async(self, ids: Iterable[str]) -> int:
-        ids = list(ids)
+        ids = _id_list(ids)
         n = (await self._writable_async()).delete(ids)
         self.edits += 1
         return n
@@ -458,6 +463,13 @@ def _chunk_kinds(manifest: Mapping[str, Any]) -> dict[str, str]:
     return {c["cid"]: c["kind"] for c in manifest.get("chunks", ()) if isinstance(c, Mapping) and "cid" in c}
 
 
+def _id_list(ids: Any) -> list[str]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
+                                   f"(write delete([{ids!r:.40}]))")
+    return list(ids)
+
+
 def _as_array(vector: Any) -> Any:
     """Accept lists, NumPy arrays, and buffers (a Float32Array arrives from JS as a memoryview)."""
     if isinstance(vector, memoryview):
@@ -466,7 +478,10 @@ def _as_array(vector: Any) -> Any:
 
 
 def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0,
-               auth_token: str | None = None) -> ChunkStore:
+               auth_token: str | None = None, retries: int = 1, hedge: bool = True) -> ChunkStore:
+    """A chunk store over ``portals``: ``timeout`` is the deadline for one blob (all portals and
+    retries included); ``auth_token`` is sent on uploads; ``hedge`` asks the next portal too when
+    the first is slow (see :mod:`s5vec.s5.client`)."""
     from .s5.client import PortalClient
 
     if not portals or isinstance(portals, str) or not all(isinstance(p, str) and p for p in portals):
@@ -474,4 +489,5 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
     for p in portals:
         if not p.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
-    return ChunkStore(PortalClient(list(portals), timeout=timeout, auth_token=auth_token), cache_bytes=cache_bytes)
+    client = PortalClient(list(portals), timeout=timeout, retries=retries, auth_token=auth_token, hedge=hedge)
+    return ChunkStore(client, cache_bytes=cache_bytes)

@@ -72,3 +72,11 @@ class QuotaError(PortalError):
 
 class NothingToCommitError(InvalidArgumentError):
     """``commit`` on a database with no edits since it was opened or last committed."""
+
+
+class EmptyQueryError(InvalidArgumentError):
+    """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
+
+
+class NoKnownTokensError(InvalidArgumentError):
+    """A text whose words are all unknown to the text model's vocabulary (e.g. only emoji)."""
