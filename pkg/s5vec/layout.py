@@ -290,13 +290,29 @@ class StoreWriter:
         if cid in self.known:
             self.skipped += 1
         else:
-            got = self.store.put(data)
-            if got != cid:
-                raise FormatError(f"portal stored the chunk under {got}, expected {cid}")
+            self._write(cid, data)
             self.known.add(cid)
             self.uploaded += 1
         self.chunks.append({"cid": cid, "kind": kind, "size": len(data)})
         return cid
+
+    def _write(self, cid: str, data: bytes) -> None:
+        got = self.store.put(data)
+        if got != cid:
+            raise FormatError(f"portal stored the chunk under {got}, expected {cid}")
+
+
+class StagingWriter(StoreWriter):
+    """A StoreWriter that uploads nothing: the new chunks wait in ``staged`` (CID -> bytes), so the
+    caller can upload them together, in parallel, and the manifest only after all of them (an
+    interrupted commit then never names a chunk the portal lacks). ``uploaded`` counts staged chunks."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        super().__init__(None, known)
+        self.staged: dict[str, bytes] = {}
+
+    def _write(self, cid: str, data: bytes) -> None:
+        self.staged[cid] = data
 
 
 class StoreReader:
