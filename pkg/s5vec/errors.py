@@ -82,6 +82,18 @@ class StaleRevisionError(S5VecError):
     """A registry pointer moved since this process read it (another writer published a newer revision)."""
 
 
+class AuthError(PortalError):
+    """Every portal refused a write for lack of a valid account token (HTTP 401/403); nothing stored."""
+
+
+class QuotaError(PortalError):
+    """A portal refused a write because the account's storage quota or the upload size limit is exceeded (413/507)."""
+
+
+class NothingToCommitError(InvalidArgumentError):
+    """``commit`` on a database with no edits since it was opened or last committed."""
+
+
 class EmptyQueryError(InvalidArgumentError):
     """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
 
