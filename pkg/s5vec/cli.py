@@ -1,4 +1,4 @@
-"""The ``s5vec`` command line: portal, publish, search, migrate, embed, web, demo-data.
+"""The ``s5vec`` command line: portal, publish, search, migrate, embed, serve, mcp, web, demo-data.
 
 Bad input gets one line on stderr and exit status 2 (usage) or 1 (anything else), never a
 traceback; progress bars go to stderr so stdout stays machine-readable (the manifest CID is
@@ -233,6 +233,55 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_token(path: str | None) -> str | None:
+    """The write token: from ``--auth-token-file`` (first line), else ``$S5VEC_SERVE_TOKEN``."""
+    import os
+
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read token file {path}: {exc.strerror}") from None
+        if not token:
+            raise InvalidArgumentError(f"token file {path} is empty")
+        return token
+    return os.environ.get("S5VEC_SERVE_TOKEN") or None
+
+
+def _portal_token(path: str | None) -> str | None:
+    """The portal upload token (commits upload chunks): ``--portal-token-file``, else ``$S5VEC_AUTH_TOKEN``
+    (the upload token ``publish`` uses too)."""
+    import os
+
+    if path:
+        return _read_token(path)
+    return os.environ.get("S5VEC_AUTH_TOKEN") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run_server
+
+    run_server(args.cid, args.portal, host=args.host, port=args.port, token=_read_token(args.auth_token_file),
+               portal_token=_portal_token(args.portal_token_file),
+               cors_origins=args.cors_origin or (), max_body=args.max_body, cache_bytes=args.cache_bytes,
+               timeout=args.timeout, log_level=args.log_level, workers=args.workers, pointer=args.pointer,
+               pointer_key=args.pointer_key)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp_server import run_mcp
+
+    token = _read_token(args.auth_token_file)
+    if args.allow_writes and not token:
+        raise InvalidArgumentError("--allow-writes needs a token (--auth-token-file or S5VEC_SERVE_TOKEN)")
+    run_mcp(args.cid, args.portal, transport=args.transport, allow_writes=args.allow_writes, token=token,
+            host=args.host, port=args.port, cache_bytes=args.cache_bytes, timeout=args.timeout,
+            pointer=args.pointer, pointer_key=args.pointer_key, portal_token=_portal_token(args.portal_token_file))
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     records = []
     for n, rec in _read_jsonl(args.file, "records"):
@@ -270,6 +319,15 @@ def cmd_demo_config(args: argparse.Namespace) -> int:
 
 _TIMEOUT_HELP = "seconds allowed for one blob, all portals and retries included (default 30)"
 _TOKEN_HELP = "bearer token for uploads (default: $S5VEC_AUTH_TOKEN)"
+
+
+def _pointer_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--portal-token-file", default=None, metavar="FILE",
+                    help="the portals' upload token, for commits and pointer moves (else $S5VEC_AUTH_TOKEN)")
+    sp.add_argument("--pointer", default=None, metavar="PUBKEY",
+                    help="open the manifest this signed registry pointer names (instead of a CID)")
+    sp.add_argument("--pointer-key", default=None, metavar="KEYFILE",
+                    help="the pointer's signing key (s5vec keygen): every commit also moves the pointer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,6 +412,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.add_argument("--auth-token", default=os.environ.get("S5VEC_AUTH_TOKEN") or None, help=_TOKEN_HELP)
     sp.set_defaults(fn=cmd_migrate)
+
+    sp = sub.add_parser("serve", help="HTTP API (/v1: search, records, commit...) over a published index")
+    sp.add_argument("cid", nargs="?", help="manifest CID (or --pointer)")
+    _pointer_args(sp)
+    sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat for fallbacks)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stdout)")
+    sp.add_argument("--auth-token-file", default=None,
+                    help="file whose first line is the bearer token writes need (else $S5VEC_SERVE_TOKEN; "
+                         "without either the server is read-only)")
+    sp.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allowed CORS origin (repeatable, * for any)")
+    sp.add_argument("--max-body", type=int, default=32 * 2**20, help="request body limit in bytes")
+    sp.add_argument("--cache-bytes", type=int, default=256 * 2**20, help="chunk cache budget in bytes")
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    sp.add_argument("--workers", type=int, default=1,
+                    help="processes sharing the port, each with its own copy of the index (reads only)")
+    sp.set_defaults(fn=cmd_serve)
+
+    sp = sub.add_parser("mcp", help="MCP server (tools: search_videos, similar_videos, get_video, index_info)")
+    sp.add_argument("cid", nargs="?", help="manifest CID (or --pointer)")
+    _pointer_args(sp)
+    sp.add_argument("--portal", action="append", required=True)
+    sp.add_argument("--transport", default="stdio", choices=["stdio", "http"])
+    sp.add_argument("--host", default="127.0.0.1", help="with --transport http")
+    sp.add_argument("--port", type=int, default=8001, help="with --transport http")
+    sp.add_argument("--allow-writes", action="store_true", help="add the tools add_videos, delete_videos, commit")
+    sp.add_argument("--auth-token-file", default=None,
+                    help="token the write tools need (else $S5VEC_SERVE_TOKEN); required by --allow-writes")
+    sp.add_argument("--cache-bytes", type=int, default=256 * 2**20)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.set_defaults(fn=cmd_mcp)
 
     sp = sub.add_parser("web", help="serve the built web bundle (web/dist) with correct MIME types")
     sp.add_argument("--dir", default="web/dist")

@@ -62,6 +62,38 @@ class ClosedError(S5VecError):
     """The database was closed."""
 
 
+class NotSupportedError(S5VecError):
+    """A request this index or this build cannot answer (e.g. a text query without text search)."""
+
+
+class UnauthorizedError(S5VecError):
+    """A write reached a server front door (HTTP, MCP) without a valid bearer token."""
+
+
+class ForbiddenError(S5VecError):
+    """An operation the server was started without (writes on a read-only server)."""
+
+
+class PayloadTooLargeError(InvalidArgumentError):
+    """A request body over the server's size limit; rejected before it is parsed."""
+
+
+class StaleRevisionError(S5VecError):
+    """A registry pointer moved since this process read it (another writer published a newer revision)."""
+
+
+class AuthError(PortalError):
+    """Every portal refused a write for lack of a valid account token (HTTP 401/403); nothing stored."""
+
+
+class QuotaError(PortalError):
+    """A portal refused a write because the account's storage quota or the upload size limit is exceeded (413/507)."""
+
+
+class NothingToCommitError(InvalidArgumentError):
+    """``commit`` on a database with no edits since it was opened or last committed."""
+
+
 class EmptyQueryError(InvalidArgumentError):
     """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
 

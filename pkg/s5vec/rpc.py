@@ -84,12 +84,14 @@ async def _version(args: dict[str, Any]) -> dict[str, Any]:
 @op("open")
 async def _open(args: dict[str, Any]) -> dict[str, Any]:
     global _next_handle
-    from .api import Database
+    from .api import Database, make_store
 
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, 64 * 2**20)
-    db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=_timeout(args))
+    token = _arg(args, "authToken", str, None)
+    store = make_store(portals, cache_bytes=cache, timeout=_timeout(args), auth_token=token)
+    db = await Database.open_async(cid, portals, store=store, cache_bytes=cache)
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
@@ -127,6 +129,43 @@ async def _close(args: dict[str, Any]) -> dict[str, Any]:
     del _dbs[handle]
     _closed.add(handle)
     return {}
+
+
+@op("upsert")
+async def _upsert(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    records = _arg(args, "records", list)
+    count = await db.upsert_async(records)
+    return {"count": count, "info": db.info()}
+
+
+@op("delete")
+async def _delete(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    ids = _arg(args, "ids", list)
+    count = await db.delete_async(ids)
+    return {"count": count, "info": db.info()}
+
+
+@op("commit")
+async def _commit(args: dict[str, Any]) -> dict[str, Any]:
+    """Commit the edits as a new snapshot; ``progress`` (a JS function the worker adds) gets
+    upload progress as JSON; ``authToken`` replaces the token given at open."""
+    db = _db(args)
+    token = _arg(args, "authToken", str, None)
+    if token is not None:
+        db.store.client.auth_token = token
+    progress = args.get("progress")
+    report = (lambda ev: progress(json.dumps(ev))) if callable(progress) else None
+    result = await db.commit_async(progress=report)
+    return {**result, "info": db.info()}
+
+
+@op("chunks")
+async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
+    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline."""
+    db = _db(args)
+    return {"manifest": db.cid, "chunks": [db.cid] + [c["cid"] for c in db.manifest["chunks"]]}
 
 
 if set(OPS) != set(PROTOCOL["ops"]):
