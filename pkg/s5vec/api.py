@@ -38,7 +38,7 @@ INDEX_KINDS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_KIND = "hybrid"
 # Chunk kinds fetched lazily at search time; every other chunk is fetched when an index opens.
-LAZY_CHUNK_KINDS = frozenset({"ivf_list"})
+LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine"})
 
 
 def index_class(kind: str) -> type:
@@ -342,11 +342,12 @@ class Database:
     def _writable(self) -> Index:
         self._check_open()
         plan_all = getattr(self.index, "plan_all", None)
-        if plan_all is not None:
-            need = plan_all()
-            if need:
-                self.store.prefetch_sync(need)
-                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        for _ in range(4):  # IVF with separate refine data needs two rounds (lists, then refine)
+            need = plan_all() if plan_all is not None else []
+            if not need:
+                break
+            self.store.prefetch_sync(need)
+            self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:

@@ -178,8 +178,9 @@ class HybridIndex:
         best: dict[str, Any] = {}
         if len(self.historical):
             out = self.historical.search(iq, chunks)
-            if out.widen is not None:
-                return Outcome(widen=query.with_params(nprobe=out.widen.params.nprobe))
+            if out.widen is not None:  # a wider probe, or the refine round: carry its state
+                w = out.widen
+                return Outcome(widen=replace(query.with_params(nprobe=w.params.nprobe), state=w.state))
             for h in out.hits:
                 best[h.id] = h
         if len(self.recent):
