@@ -2,6 +2,8 @@
 vectors fetched in a second round only for the candidates), checked against the flat oracle."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,72 @@ def test_refine_bad_params():
         IVFIndex(D, codec="pq", refine="sq8", store_full=False)
     with pytest.raises(InvalidArgumentError):
         IVFIndex(D, codec="pq", refine="pq", refine_m=7)
+
+
+# -- defaults that fit the size -------------------------------------------------------------
+
+def _records(x, ts=None, metas=None):
+    return [{"id": f"r{i}", "vector": v, "metadata": (metas[i] if metas else {"i": i}),
+             "timestamp": (None if ts is None else float(ts[i]))} for i, v in enumerate(x)]
+
+
+def test_publish_without_params_says_what_it_picked():
+    from s5vec.index.ivf_tune import Choice
+
+    x = kit.clustered(3000, 32, clusters=20, seed=4)
+    store = ChunkStore(MemoryClient())
+    seen: list[Choice] = []
+    now = time.time()
+    ts = now - np.linspace(0, 120 * 86400, x.shape[0])  # 4 months, newest first
+    cid = api.publish(_records(x, ts), store, explain=seen.append)
+    man = api.read_manifest(store, cid)
+    auto = man["extra"]["auto"]
+    assert seen and seen[0].record == auto and "defaults for N=3000" in seen[0].line()
+    assert auto["kind"] == "hybrid" and auto["picked"]["ivf.codec"] == "flat"
+    assert man["index"]["recent_max"] == auto["picked"]["recent_max"]
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    oracle = kit.flat_oracle([f"r{i}" for i in range(len(x))], x)
+    assert kit.recall_at_k(db, kit.queries_near(x, 20), oracle=oracle) >= 0.95
+    # explicit params: nothing picked, nothing recorded
+    cid2 = api.publish(_records(x[:500]), store, kind="ivf", params={"nlist": 16})
+    assert "extra" not in api.read_manifest(store, cid2)
+
+
+def test_hybrid_recent_cap_migrates_oldest_at_save():
+    x = kit.clustered(900, 32, clusters=10, seed=5)
+    now = time.time()
+    ts = now - np.arange(x.shape[0], dtype=np.float64)  # all within a day: all recent
+    store = ChunkStore(MemoryClient())
+    cid = api.publish(_records(x, ts), store, kind="hybrid",
+                      params={"recent_threshold": "30d", "recent_max": 200, "ivf": {"nlist": 16}})
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    assert len(db.index.recent) == 200 and len(db.index.historical) == 700
+    newest = {f"r{i}" for i in range(200)}
+    assert set(db.index.recent.ids()) == newest
+    oracle = kit.flat_oracle([f"r{i}" for i in range(len(x))], x)
+    assert kit.recall_at_k(db, kit.queries_near(x, 20), oracle=oracle, nprobe=16) == 1.0
+    # an edit that grows the recent part past the cap migrates again at commit
+    db.upsert([dict(r, id=f"n{i}") for i, r in enumerate(_records(kit.clustered(50, 32, seed=9), now + np.zeros(50)))])
+    cid2, _ = db.commit()
+    db2 = api.Database.open(cid2, store=ChunkStore(store.client))
+    assert len(db2.index.recent) == 200 and len(db2.index) == 950
+
+
+@pytest.mark.parametrize("seed,top", [(21, None), (22, 6)])
+def test_tuned_pq_defaults_reach_recall_on_other_data(seed, top):
+    """The choice is made on one sample; the index built with it is checked on a different
+    draw of the same kind of data (other seed), against the flat oracle."""
+    from s5vec.index import ivf_tune
+
+    dim = 32
+    kw = {"top": top, "sub": 8, "spread": 0.3} if top else {}
+    tune_x = kit.clustered(24_000, dim, clusters=60, seed=seed, **kw)
+    choice = ivf_tune.choose(tune_x, "cosine")
+    assert choice.record["evidence"]["recall"] >= ivf_tune.TARGET_RECALL
+    x = kit.clustered(24_000, dim, clusters=60, seed=seed + 100, **kw)
+    ids = [f"v{i}" for i in range(x.shape[0])]
+    idx = IVFIndex(dim, "cosine", **choice.params)
+    idx.add(ids, x)
+    oracle = kit.flat_oracle(ids, x)
+    got = kit.recall_at_k(idx, kit.queries_near(x, 40, seed=seed), oracle=oracle)
+    assert got >= 0.9, (choice.params, got)

@@ -17,6 +17,7 @@ added (:func:`s5vec.index.records.stamp`); indexes always receive a number.
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -180,21 +181,72 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
     return store.put(manifest), writer
 
 
+def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]],
+                  timestamps: np.ndarray, metric: str = "cosine") -> Any:
+    """Parameters that fit the size of this collection (:mod:`s5vec.index.ivf_tune`), or None
+    for kinds that have nothing to pick (flat, hnsw). Returns a ``Choice`` (``.params``, ``.record``)."""
+    from .index import ivf_tune
+
+    if kind not in ("ivf", "hybrid"):
+        return None
+    probe = range(min(len(ids), 500))
+    sizes = {"id_bytes": float(np.mean([len(ids[i]) + 1 for i in probe])) if len(ids) else 8.0,
+             "meta_bytes": float(np.mean([len(layout.dumps(dict(metadata[i]))) for i in probe])) if len(ids) else 0.0}
+    if kind == "ivf":
+        return ivf_tune.choose(vectors, metric, **sizes)
+    return ivf_tune.choose_hybrid(vectors, timestamps, metric, **sizes)
+
+
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
-    params: Mapping[str, Any] | None = None, progress: Any = None,
+    params: Mapping[str, Any] | None = None, progress: Any = None, explain: Any = None,
 ) -> str:
-    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID."""
+    """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
+
+    Without ``params`` an IVF or hybrid index gets parameters picked for its size and data
+    (:func:`choose_params`): what was picked, and the held-out evidence, is logged (logger
+    ``s5vec``), passed to ``explain(choice)`` when given, and stored in the manifest
+    (``extra.auto``; the manifest ``spec`` names the result, e.g. ``IVF1024,PQ48,Refine(SQ8)``).
+    """
     ids, mat, metas, ts = records_to_columns(records)
+    choice = None
+    if not params:
+        kernels.check_metric(metric)
+        choice = choose_params(kind, ids, mat, metas, ts, metric)
+        if choice is not None:
+            params = choice.params
+            logging.getLogger("s5vec").info("%s", choice.line())
+            if explain is not None:
+                explain(choice)
     index = new_index(kind, mat.shape[1], metric, params)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
-    cid, _ = save(index, store)
+    cid, _ = save(index, store, extra={"auto": choice.record} if choice is not None else None)
     return cid
 
 
 def read_manifest(store: ChunkStore, cid: str) -> dict[str, Any]:
     return layout.decode_manifest(store.get(cid))
+
+
+CACHE_MIN = 16 * 2**20
+CACHE_LAZY_MAX = 256 * 2**20
+
+
+def cache_bytes_for(manifest: Mapping[str, Any]) -> int:
+    """The chunk cache an opened index needs, from its own sizes: everything fetched at open
+    (centroids, summaries, the HNSW part) stays, plus the lazy chunks (lists, refine rows) up to
+    :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once (a 100k index's
+    lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`. The chunks of
+    the round being read are held until read whatever the budget (see :mod:`s5vec.store`)."""
+    eager = lazy = 0
+    for c in manifest.get("chunks", ()):
+        if isinstance(c, Mapping) and isinstance(c.get("size"), int):
+            if c.get("kind") in LAZY_CHUNK_KINDS:
+                lazy += c["size"]
+            else:
+                eager += c["size"]
+    return int(max(CACHE_MIN, eager + min(lazy, CACHE_LAZY_MAX) + (1 << 20)))
 
 
 def _eager_chunks(manifest: Mapping[str, Any]) -> list[str]:
@@ -231,18 +283,25 @@ class Database:
 
     @classmethod
     def open(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
-             cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> "Database":
-        store = store or make_store(portals, cache_bytes=cache_bytes, timeout=timeout)
+             cache_bytes: int | None = None, timeout: float = 10.0) -> "Database":
+        """Open a snapshot; ``cache_bytes`` None = sized from the manifest (:func:`cache_bytes_for`)."""
+        own = store is None
+        store = store or make_store(portals, cache_bytes=cache_bytes or 64 * 2**20, timeout=timeout)
         manifest = read_manifest(store, cid)
+        if own and cache_bytes is None:
+            store.cache_limit = cache_bytes_for(manifest)
         store.prefetch_sync(_eager_chunks(manifest))
         return cls._from_manifest(cid, manifest, store)
 
     @classmethod
     async def open_async(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
-                         cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> "Database":
-        store = store or make_store(portals, cache_bytes=cache_bytes, timeout=timeout)
+                         cache_bytes: int | None = None, timeout: float = 10.0) -> "Database":
+        own = store is None
+        store = store or make_store(portals, cache_bytes=cache_bytes or 64 * 2**20, timeout=timeout)
         await store.prefetch([cid])
         manifest = read_manifest(store, cid)
+        if own and cache_bytes is None:
+            store.cache_limit = cache_bytes_for(manifest)
         await store.prefetch(_eager_chunks(manifest))
         return cls._from_manifest(cid, manifest, store)
 
@@ -372,7 +431,7 @@ class Database:
         Chunks whose content did not change keep their CID and are not uploaded again.
         """
         known = [c["cid"] for c in self.manifest["chunks"]]
-        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known)
+        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=self.manifest.get("extra"))
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
         self._kinds = _chunk_kinds(self.manifest)
         return cid, writer

@@ -81,7 +81,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             bar.refresh()
 
     cid = api.publish(records, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
-                      progress=progress)
+                      progress=progress, explain=lambda choice: print(choice.line(), file=sys.stderr))
     if bar is not None:
         bar.close()
     st = store.stats()

@@ -57,7 +57,7 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
 
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
-    cache = _arg(args, "cacheBytes", int, 64 * 2**20)
+    cache = _arg(args, "cacheBytes", int, None)  # None: sized from the manifest
     timeout = _arg(args, "timeout", (int, float), 15.0)
     db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=float(timeout))
     handle, _next_handle = _next_handle, _next_handle + 1

@@ -63,6 +63,14 @@ def _route(params: Mapping[str, Any], hnsw_keys: tuple[str, ...], ivf_keys: tupl
     return hp, ip
 
 
+def _check_cap(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"recent_max must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
 class HybridIndex:
     kind = "hybrid"
     search_params = HybridSearchParams
@@ -75,11 +83,13 @@ class HybridIndex:
         clock: Callable[[], float] | None = None,
         hnsw: Mapping[str, Any] | None = None,
         ivf: Mapping[str, Any] | None = None,
+        recent_max: int | None = None,
         **params: Any,
     ) -> None:
         self.dim = int(dim)
         self.metric = kernels.check_metric(metric)
         self.recent_threshold = parse_duration(recent_threshold)
+        self.recent_max = _check_cap(recent_max)
         self.clock = clock or time.time
         hp, ip = _route(params, HNSW_PARAMS, IVF_PARAMS, "unknown hybrid parameter")
         hp, ip = {**(hnsw or {}), **hp}, {**(ivf or {}), **ip}
@@ -88,7 +98,8 @@ class HybridIndex:
 
     def spec(self) -> str:
         days = self.recent_threshold / 86400
-        return f"Hybrid({self.recent.spec()}|{self.historical.spec()};recent={days:g}d)"
+        cap = f",max={self.recent_max}" if self.recent_max else ""
+        return f"Hybrid({self.recent.spec()}|{self.historical.spec()};recent={days:.4g}d{cap})"
 
     # -- routing ----------------------------------------------------------------
     def cutoff(self, now: float | None = None) -> float:
@@ -163,6 +174,22 @@ class HybridIndex:
             self.historical.rebalance()
         return len(aged)
 
+    def enforce_cap(self) -> int:
+        """Keep the HNSW part (loaded whole at open) at most ``recent_max`` records: the oldest
+        beyond the cap move to IVF (added there first, then deleted here). Runs at every save
+        (publish and commit). Returns how many moved."""
+        extra = len(self.recent) - self.recent_max if self.recent_max else 0
+        if extra <= 0:
+            return 0
+        items = sorted(self.recent.items(), key=lambda it: (it[3], it[0]))[:extra]
+        for lo in range(0, len(items), 10_000):
+            part = items[lo: lo + 10_000]
+            ids = [a[0] for a in part]
+            self.historical.add(ids, np.stack([a[1] for a in part]), [a[2] for a in part], [a[3] for a in part])
+            self.recent.delete(ids)
+        self.recent.vacuum()
+        return extra
+
     # -- queries ----------------------------------------------------------------
     @staticmethod
     def _parts(query: Query) -> tuple[Query, Query]:
@@ -225,8 +252,12 @@ class HybridIndex:
 
     # -- persistence ------------------------------------------------------------
     def save(self, writer: ChunkWriter) -> dict[str, Any]:
-        return {"dim": self.dim, "metric": self.metric, "recent_threshold": self.recent_threshold,
-                "recent": self.recent.save(writer), "historical": self.historical.save(writer)}
+        self.enforce_cap()
+        out = {"dim": self.dim, "metric": self.metric, "recent_threshold": self.recent_threshold,
+               "recent": self.recent.save(writer), "historical": self.historical.save(writer)}
+        if self.recent_max:
+            out["recent_max"] = self.recent_max
+        return out
 
     @classmethod
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HybridIndex":
@@ -234,6 +265,7 @@ class HybridIndex:
             obj = cls.__new__(cls)
             obj.dim, obj.metric = int(desc["dim"]), kernels.check_metric(desc["metric"])
             obj.recent_threshold = parse_duration(desc["recent_threshold"])
+            obj.recent_max = _check_cap(desc.get("recent_max"))
             obj.clock = time.time
             obj.recent = HNSWIndex.load(desc["recent"], reader)
             obj.historical = IVFIndex.load(desc["historical"], reader)
