@@ -178,3 +178,70 @@ def test_tuned_pq_defaults_reach_recall_on_other_data(seed, top):
     oracle = kit.flat_oracle(ids, x)
     got = kit.recall_at_k(idx, kit.queries_near(x, 40, seed=seed), oracle=oracle)
     assert got >= 0.9, (choice.params, got)
+
+
+# -- many queries at once ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,params", [
+    ("ivf", {"nlist": 32, "nprobe": 6, "codec": "flat"}),
+    ("ivf", {"nlist": 32, "nprobe": 6, "codec": "pq", "pq_m": 16}),
+    ("ivf", {"nlist": 32, "nprobe": 6, "codec": "pq", "pq_m": 16, "refine": "sq8", "rerank": 30}),
+    ("ivf", {"nlist": 32, "nprobe": 6, "codec": "sq8", "metric_l2": True}),
+    ("hybrid", {"recent_threshold": "30d", "ivf": {"nlist": 32, "nprobe": 6, "codec": "pq", "pq_m": 16,
+                                                   "refine": "float16", "rerank": 30}}),
+    ("hnsw", {"M": 8, "ef_construction": 64}),
+    ("flat", {}),
+])
+def test_search_batch_equals_one_by_one(data, kind, params):
+    ids, x, metas, q = data
+    params = dict(params)
+    metric = "l2" if params.pop("metric_l2", False) else "cosine"
+    now = time.time()
+    ts = np.where(np.arange(len(ids)) % 5 == 0, now, now - 400 * 86400)  # hybrid: 20% recent
+    store = ChunkStore(MemoryClient())
+    cid = api.publish([{"id": i, "vector": v, "metadata": m, "timestamp": float(t)}
+                       for i, v, m, t in zip(ids, x[:3000], metas, ts)], store, kind=kind, metric=metric,
+                      params=params)
+    one = api.Database.open(cid, store=ChunkStore(store.client))
+    many = api.Database.open(cid, store=ChunkStore(store.client))
+    for flt in (None, {"even": True}):
+        want = [one.search(v, 10, flt) for v in q]
+        got = many.search_batch_with_stats(q, 10, flt)
+        assert got["stats"]["queries"] == len(q)
+        for g, w in zip(got["results"], want):
+            kit.assert_same_hits(g, w)
+    # a second batch of the same topics fetches nothing
+    again = many.search_batch_with_stats(q, 10)
+    assert again["stats"]["bytesFetched"] == 0
+
+
+def test_search_batch_fetches_each_chunk_once(data):
+    ids, x, metas, q = data
+    store = ChunkStore(MemoryClient())
+    cid = api.publish([{"id": i, "vector": v, "timestamp": 1.0} for i, v in zip(ids, x)], store, kind="ivf",
+                      params={"nlist": 32, "nprobe": 8, "codec": "flat"})
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    plans = set()
+    for v in q:
+        plans.update(db.plan(v, 10))
+    st = db.search_batch_with_stats(q, 10)["stats"]
+    assert st["chunksFetched"] == len(plans) and st["rounds"] == 1
+
+
+def test_search_batch_bad_input(data):
+    from s5vec.errors import DimensionError, InvalidVectorError
+
+    ids, x, metas, q = data
+    store = ChunkStore(MemoryClient())
+    cid = api.publish([{"id": i, "vector": v, "timestamp": 1.0} for i, v in zip(ids[:500], x)], store, kind="flat")
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    with pytest.raises(InvalidArgumentError):
+        db.search_batch([], 10)
+    with pytest.raises(InvalidArgumentError):
+        db.search_batch("nope", 10)
+    with pytest.raises(DimensionError):
+        db.search_batch([q[0], q[1][:5]], 10)
+    with pytest.raises(InvalidVectorError):
+        db.search_batch([q[0], [float("nan")] * D], 10)
+    with pytest.raises(InvalidArgumentError):
+        db.search_batch([q[0]], 0)

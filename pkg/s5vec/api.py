@@ -140,6 +140,81 @@ class QueryRun:
         return None
 
 
+class BatchRun:
+    """Many queries' rounds together: one plan (the union of their chunks), one fetch, one
+    ``search_many`` per round (an index without it searches them one by one). A query that asks
+    for another round (widening, refine rows) stays in the batch; the others are done."""
+
+    def __init__(self, index: Index, queries: Sequence[Query], reader: Any, kinds: Mapping[str, str] | None = None
+                 ) -> None:
+        self.index, self.reader, self.kinds = index, reader, kinds or {}
+        self.queries = list(queries)
+        self.hits: list[list[Hit] | None] = [None] * len(self.queries)
+        self.rounds = [0] * len(self.queries)
+        self.fetch_rounds = 0
+        self._searches = 0
+        self._active: list[int] = []
+        self._need: list[str] = []
+
+    def next_fetch(self) -> list[str]:
+        self._active = [i for i, h in enumerate(self.hits) if h is None]
+        qs = [self.queries[i] for i in self._active]
+        plan_many = getattr(self.index, "plan_many", None)
+        plans = plan_many(qs) if plan_many is not None else [self.index.plan(q) for q in qs]
+        need: dict[str, None] = {}
+        for i, p in zip(self._active, plans):
+            if p:
+                self.rounds[i] += 1
+                need.update(dict.fromkeys(p))
+        self._need = list(need)
+        if self._need:
+            self.fetch_rounds += 1
+        return self._need
+
+    def search(self) -> bool:
+        """One round of searches; True when every query has its hits."""
+        self._searches += 1
+        chunks = {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        qs = [self.queries[i] for i in self._active]
+        search_many = getattr(self.index, "search_many", None)
+        outs = search_many(qs, chunks) if search_many is not None else [self.index.search(q, chunks) for q in qs]
+        for i, out in zip(self._active, outs):
+            if out.widen is None:
+                self.hits[i] = out.hits
+            else:
+                self.queries[i] = out.widen
+        if any(h is None for h in self.hits) and self._searches >= MAX_ROUNDS:
+            raise RuntimeError("batch search did not settle: too many rounds")
+        return all(h is not None for h in self.hits)
+
+
+def run_batch_sync(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
+                   kinds: Mapping[str, str] | None = None) -> BatchRun:
+    """All rounds of many queries with blocking fetches; ``.hits`` holds each query's hits."""
+    run = BatchRun(index, queries, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            store.prefetch_sync(need)
+        if run.search():
+            return run
+
+
+async def run_batch(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
+                    kinds: Mapping[str, str] | None = None) -> BatchRun:
+    """As :func:`run_batch_sync`; each round's chunks are fetched in parallel."""
+    run = BatchRun(index, queries, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            await store.prefetch(need)
+            missing = [c for c in need if c not in store]
+            if missing:
+                raise NotFoundError(f"the portal did not return chunk {missing[0]}")
+        if run.search():
+            return run
+
+
 def run_query_sync(index: Index, query: Query, store: ChunkStore, reader: Any | None = None,
                    kinds: Mapping[str, str] | None = None) -> tuple[list[Hit], QueryRun]:
     """All rounds of ``query`` with blocking fetches (CPython)."""
@@ -355,6 +430,70 @@ class Database:
         before = self.store.snapshot()
         hits, run = await run_query(self.index, query, self.store, self.reader, self._kinds)
         return self._result(hits, run, before, t0)
+
+    # -- many queries ------------------------------------------------------------
+    MAX_BATCH = 10_000
+
+    def prepare_many(self, vectors: Any, k: Any = 10, filter: Any = None,
+                     params: Mapping[str, Any] | None = None) -> list[Query]:
+        """Validate a batch once: ``vectors`` is a 2-d array or a sequence of vectors (each as
+        :meth:`prepare` takes one); ``k``, ``filter``, ``params`` apply to all of them."""
+        self._check_open()
+        if isinstance(vectors, np.ndarray):
+            if vectors.ndim != 2:
+                raise InvalidArgumentError(f"search_batch takes a 2-d array of vectors, got shape {vectors.shape}")
+            rows = list(vectors)
+        elif isinstance(vectors, (list, tuple)):
+            rows = [_as_array(v) for v in vectors]
+        else:
+            raise InvalidArgumentError(f"search_batch takes a list of vectors, got {type(vectors).__name__}")
+        if not rows:
+            raise InvalidArgumentError("search_batch needs at least one vector")
+        if len(rows) > self.MAX_BATCH:
+            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {len(rows)}")
+        first = prepare_query(self.index, rows[0], k, filter, params)
+        out = [first]
+        for v in rows[1:]:
+            q = kernels.as_vector(v, self.index.dim)
+            q = kernels.prepare(q[None, :], self.index.metric)[0]
+            out.append(Query(np.ascontiguousarray(q, dtype=np.float32), first.k, first.filter, first.params))
+        return out
+
+    def _batch_result(self, run: BatchRun, before: dict[str, int], t0: float) -> dict[str, Any]:
+        metric = self.index.metric
+        results = [[{"id": h.id, "score": float(kernels.to_score(h.distance, metric)), "metadata": dict(h.metadata)}
+                    for h in hits or ()] for hits in run.hits]
+        d = self.store.diff(before)
+        self.searches += len(results)
+        return {"results": results, "stats": {
+            "queries": len(results), "bytesFetched": d["bytes_fetched"], "chunksFetched": d["chunks_fetched"],
+            "cacheHits": d["cache_hits"], "rounds": run.fetch_rounds, "ms": round((time.perf_counter() - t0) * 1000, 3),
+        }}
+
+    def search_batch(self, vectors: Any, k: int = 10, filter: Any = None,
+                     params: Mapping[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+        """The hits of every query (as :meth:`search` gives them, in order), answered together:
+        one plan and fetch per round for all of them, and matrix operations where the index
+        has them (IVF: batched centroid distances, each probed list scored once for all)."""
+        return self.search_batch_with_stats(vectors, k, filter, params)["results"]
+
+    def search_batch_with_stats(self, vectors: Any, k: int = 10, filter: Any = None,
+                                params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{"results": [hits per query], "stats": {queries, bytesFetched, chunksFetched, cacheHits, rounds, ms}}``."""
+        t0 = time.perf_counter()
+        queries = self.prepare_many(vectors, k, filter, params)
+        before = self.store.snapshot()
+        run = run_batch_sync(self.index, queries, self.store, self.reader, self._kinds)
+        return self._batch_result(run, before, t0)
+
+    async def search_batch_async(self, vectors: Any, k: int = 10, filter: Any = None,
+                                 params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """As :meth:`search_batch_with_stats`, with awaited (parallel) fetches."""
+        t0 = time.perf_counter()
+        queries = self.prepare_many(vectors, k, filter, params)
+        before = self.store.snapshot()
+        run = await run_batch(self.index, queries, self.store, self.reader, self._kinds)
+        return self._batch_result(run, before, t0)
 
     # -- reading one record -----------------------------------------------------
     GET_BATCH = 16  # chunks fetched per round while looking for one id in a lazy index

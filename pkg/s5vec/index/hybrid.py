@@ -202,9 +202,24 @@ class HybridIndex:
     def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
         """Both parts, merged by distance; an id in both (mid-migration) is returned once."""
         hq, iq = self._parts(query)
+        out = self.historical.search(iq, chunks) if len(self.historical) else None
+        return self._merge(query, hq, out)
+
+    def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
+        if not len(self.historical):
+            return [[] for _ in queries]
+        return self.historical.plan_many([self._parts(q)[1] for q in queries])
+
+    def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
+        """``search`` of every query; the IVF part scores them together (``IVFIndex.search_many``)."""
+        parts = [self._parts(q) for q in queries]
+        outs = (self.historical.search_many([p[1] for p in parts], chunks) if len(self.historical)
+                else [None] * len(queries))
+        return [self._merge(q, p[0], o) for q, p, o in zip(queries, parts, outs)]
+
+    def _merge(self, query: Query, hq: Query, out: Outcome | None) -> Outcome:
         best: dict[str, Any] = {}
-        if len(self.historical):
-            out = self.historical.search(iq, chunks)
+        if out is not None:
             if out.widen is not None:  # a wider probe, or the refine round: carry its state
                 w = out.widen
                 return Outcome(widen=replace(query.with_params(nprobe=w.params.nprobe), state=w.state))

@@ -580,10 +580,14 @@ class IVFIndex(IVFStorage):
         found fewer than ``k`` matches asks for another round with twice the ``nprobe``."""
         if isinstance(query.state, RefineState):
             return self._search_refined(query, chunks)
+        return self._finish(query, *self._score(query, chunks))
+
+    def _finish(self, query: Query, sources: list[IVFList], dists: list[np.ndarray], exact: list[bool],
+                numbers: list[int]) -> Outcome:
+        """Candidates, filter, re-rank and hits from the scored lists (one query)."""
         k, flt = query.k, query.filter
         rerank = query.params.rerank
         n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
-        sources, dists, exact, numbers = self._score(query, chunks)
         if not sources:
             return Outcome()
         # intp, not int64: np.repeat casts its counts to intp 'safely', which int64 -> int32 is not on wasm32 (Pyodide)
@@ -658,20 +662,87 @@ class IVFIndex(IVFStorage):
             numbers.append(l)
         return sources, dists, exact, numbers
 
+    # ------------------------------------------------------------------ many queries at once
+
+    def _batchable(self, query: Query) -> bool:
+        """First-round unfiltered queries of a trained index without pending records (and not
+        residual PQ under l2, whose tables are per list)."""
+        return (query.state is None and query.filter is None and self.trained and not len(self._pending)
+                and not (self.residual and self.metric == "l2"))
+
+    def _probes_many(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray]]:
+        qs = np.stack([q.vector for q in queries])
+        cd = kernels.distance_matrix(qs, self.centroids, self.metric, self._csq)
+        return cd, [kernels.top_k(cd[j], self._nprobe(q)) for j, q in enumerate(queries)]
+
+    def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
+        """``plan`` of every query, the centroid distances of the batchable ones in one product."""
+        if not self._lazy:
+            return [self.plan(q) if q.state is not None else [] for q in queries]
+        out: list[list[str] | None] = [None] * len(queries)
+        batch = [i for i, q in enumerate(queries) if self._batchable(q)]
+        if batch:
+            _, probes = self._probes_many([queries[i] for i in batch])
+            for i, probe in zip(batch, probes):
+                out[i] = self._chunks_of_lists(probe)
+        return [p if p is not None else self.plan(q) for p, q in zip(out, queries)]
+
+    def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
+        """``search`` of every query; the batchable ones share the work: one product for their
+        centroid distances, and each probed list scored once for all the queries that probe it
+        (one matrix product for flat lists, one table gather for PQ codes)."""
+        out: list[Outcome | None] = [None] * len(queries)
+        batch = [i for i, q in enumerate(queries) if self._batchable(q)]
+        if len(batch) > 1:
+            qb = [queries[i] for i in batch]
+            cd, probes = self._probes_many(qb)
+            qs = np.stack([q.vector for q in qb])
+            users: dict[int, list[int]] = {}
+            for j, probe in enumerate(probes):
+                for l in probe.tolist():
+                    if self._counts[l]:
+                        users.setdefault(l, []).append(j)
+            tables = None
+            if self.codec_name == "pq":
+                tables = np.stack([self.codec.distance_table(q) for q in qs])
+            scored: list[dict[int, tuple[IVFList, np.ndarray]]] = [{} for _ in qb]
+            for l, js in users.items():
+                lst = self._list(l, chunks)
+                sel = np.asarray(js, dtype=np.intp)
+                if self._shared:
+                    d = kernels.distance_matrix(qs[sel], lst.vectors, self.metric,
+                                                lst.sq if self.metric == "l2" else None)
+                elif tables is None:  # sq8: decode the list once for all its queries
+                    d = kernels.distance_matrix(qs[sel], self.codec.decode(lst.codes), self.metric)
+                else:
+                    d = kernels.adc_many(tables[sel], lst.codes)
+                    if self.residual:
+                        d += cd[sel, l][:, None]
+                for r, j in enumerate(js):
+                    scored[j][l] = (lst, d[r])
+            for j, (i, probe) in enumerate(zip(batch, probes)):
+                got = scored[j]
+                ls = [l for l in probe.tolist() if l in got]
+                out[i] = self._finish(queries[i], [got[l][0] for l in ls], [got[l][1] for l in ls],
+                                      [self._shared] * len(ls), ls)
+        return [o if o is not None else self.search(q, chunks) for o, q in zip(out, queries)]
+
     def _search_refined(self, query: Query, chunks: Chunks) -> Outcome:
         """Second round of a search with separate refine data: exact distances of the PQ pass's
         candidates from the refine chunks the plan named, then the best ``k``."""
         st: RefineState = query.state
         cd = st.dist.copy()
-        approx = ~np.asarray(st.exact)[st.src]
-        for i in np.flatnonzero(approx).tolist():
-            s, r = int(st.src[i]), int(st.rows[i])
-            lst = st.sources[s]
-            if lst.vectors is not None:
-                v = lst.vectors[r]
-            else:
-                v = self._refine_rows(st.numbers[s], lst, r // self.refine_rows, chunks)[r % self.refine_rows]
-            cd[i] = float(kernels.distances(query.vector, v[None, :], self.metric)[0])
+        approx = np.flatnonzero(~np.asarray(st.exact)[st.src])
+        if approx.size:
+            R = self.refine_rows
+            vecs = np.empty((approx.size, self.dim), dtype=np.float32)
+            for n, (s, r) in enumerate(zip(st.src[approx].tolist(), st.rows[approx].tolist())):
+                lst = st.sources[s]
+                if lst.vectors is not None:
+                    vecs[n] = lst.vectors[r]
+                else:
+                    vecs[n] = self._refine_rows(st.numbers[s], lst, r // R, chunks)[r % R]
+            cd[approx] = kernels.distances(query.vector, vecs, self.metric)
         hits = []
         for b in kernels.top_k(cd, query.k):
             lst, r = st.sources[int(st.src[b])], int(st.rows[b])

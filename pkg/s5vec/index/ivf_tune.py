@@ -184,13 +184,7 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
 
 
 def _dist_matrix(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
-    """Distances (queries x rows) as :mod:`s5vec.kernels` defines them, one matrix product."""
-    ip = q @ x.T
-    if metric == "l2":
-        return (kernels.sq_norms(q)[:, None] - 2 * ip + kernels.sq_norms(x)[None, :]).astype(np.float32)
-    if metric == "cosine":
-        return (1.0 - ip).astype(np.float32)
-    return (-ip).astype(np.float32)
+    return kernels.distance_matrix(q, x, metric).astype(np.float32, copy=False)
 
 
 def _probe_depth(order: np.ndarray, labels: np.ndarray, truth: np.ndarray, nlist: int) -> int:
