@@ -245,3 +245,29 @@ def test_search_batch_bad_input(data):
         db.search_batch([q[0], [float("nan")] * D], 10)
     with pytest.raises(InvalidArgumentError):
         db.search_batch([q[0]], 0)
+
+
+def test_rpc_search_batch(data):
+    import asyncio
+    import json
+
+    from s5vec import rpc
+
+    ids, x, metas, q = data
+    store = ChunkStore(MemoryClient())
+    cid = api.publish([{"id": i, "vector": v, "timestamp": 1.0} for i, v in zip(ids[:800], x)], store, kind="flat")
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    rpc._dbs[999] = db
+    try:
+        flat = memoryview(np.ascontiguousarray(q[:5], dtype=np.float32).ravel())
+        out = json.loads(asyncio.run(rpc.handle("searchBatch", {"handle": 999, "vectors": flat, "count": 5, "k": 3})))
+        assert out["ok"], out
+        want = [db.search(v, 3) for v in q[:5]]
+        for g, w in zip(out["result"]["results"], want):
+            kit.assert_same_hits(g, w)
+        as_lists = json.loads(asyncio.run(rpc.handle("searchBatch", {"handle": 999, "vectors": q[:2].tolist()})))
+        assert as_lists["ok"] and len(as_lists["result"]["results"]) == 2
+        bad = json.loads(asyncio.run(rpc.handle("searchBatch", {"handle": 999, "vectors": flat, "count": 4})))
+        assert not bad["ok"] and bad["error"]["name"] == "InvalidArgumentError"
+    finally:
+        rpc._dbs.pop(999, None)

@@ -75,6 +75,30 @@ async def _search(args: dict[str, Any]) -> dict[str, Any]:
     return await db.search_async(args["vector"], 10 if k is None else k, flt, params)
 
 
+async def _search_batch(args: dict[str, Any]) -> dict[str, Any]:
+    """``{handle, vectors, count?, k?, filter?, params?} -> {results: [hits per query], stats}``.
+
+    ``vectors``: a list of vectors (arrays of numbers or Float32Arrays), or one flat
+    Float32Array of ``count`` vectors back to back (the bridge's form: one transfer)."""
+    import numpy as np
+
+    db = _db(args)
+    if "vectors" not in args:
+        raise InvalidArgumentError("missing argument 'vectors'")
+    vectors = args["vectors"]
+    if isinstance(vectors, (memoryview, bytes, bytearray)):
+        count = _arg(args, "count", int)
+        flat = np.frombuffer(vectors, dtype=np.float32) if not isinstance(vectors, memoryview) or \
+            vectors.format in ("f", "<f") else np.asarray(vectors, dtype=np.float32)
+        if count < 1 or flat.shape[0] != count * db.index.dim:
+            raise InvalidArgumentError(f"vectors holds {flat.shape[0]} numbers, expected count x dim = "
+                                       f"{count} x {db.index.dim}")
+        vectors = flat.reshape(count, db.index.dim)
+    k = args.get("k", 10)
+    params = _arg(args, "params", dict, {})
+    return await db.search_batch_async(vectors, 10 if k is None else k, args.get("filter"), params)
+
+
 async def _close(args: dict[str, Any]) -> dict[str, Any]:
     db = _db(args)
     db.close()
@@ -87,7 +111,8 @@ async def _stats(args: dict[str, Any]) -> dict[str, Any]:
 
 
 OPS: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-    "version": _version, "open": _open, "search": _search, "close": _close, "stats": _stats,
+    "version": _version, "open": _open, "search": _search, "searchBatch": _search_batch, "close": _close,
+    "stats": _stats,
 }
 
 
