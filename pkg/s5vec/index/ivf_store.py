@@ -252,6 +252,12 @@ class IVFStorage:
             "refine": self.refiner.state() if self.refiner is not None and self.centroids is not None else None,  # type: ignore[attr-defined]
         }
 
+    def write_list_chunk(self, writer: ChunkWriter, c: int) -> str:
+        """Write list chunk ``c`` (lists ``c*g .. c*g+g-1``, resident) and, with separate refine
+        data, its lists' ``ivf_refine`` chunks first (the list entries name them); returns the
+        list chunk's CID. The one entry point for writing lists (save and bulk builds)."""
+        return writer.put(LIST_KIND, self._chunk_body(c, writer))
+
     def _chunk_body(self, c: int, writer: ChunkWriter) -> dict[str, Any]:
         g = self.lists_per_chunk
         shared = self.codec_name == "flat"
@@ -289,7 +295,7 @@ class IVFStorage:
                 resident = self._lists[c * self.lists_per_chunk] is not None
                 old = self._chunk_cids[c]
                 if resident and (old is None or not reuse_clean):
-                    old = writer.put(LIST_KIND, self._chunk_body(c, writer))
+                    old = self.write_list_chunk(writer, c)
                     self._chunk_cids[c] = old
                 assert old is not None
                 list_cids.append(old)

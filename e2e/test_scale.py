@@ -1,0 +1,158 @@
+"""IVF-PQ with separate refine chunks at 200,000 vectors, through the bridge in real Chromium.
+
+The index (200,000 x 64, IVF512,PQ16 + SQ8 refine rows in chunks of 32 rows of one list) is built
+once and its portal directory cached under ``.cache/i11idx-e2e/`` (keyed by the build parameters),
+so later sessions only serve it. The portal logs every GET, so what the browser downloads is checked
+at the portal, not only through the product's counters:
+
+* a cold search fetches the probed list chunks (the CPython plan, round 1) plus refine chunks only for
+  the PQ pass's candidates (round 2): at most ``rerank`` of them, out of thousands;
+* the browser's hits equal CPython's; a repeat fetches nothing;
+* recall@10 against exact brute force >= 0.9.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N, DIM, NQ = 200_000, 64, 20
+PARAMS = {"nlist": 512, "nprobe": 12, "codec": "pq", "pq_m": 16, "refine": "sq8", "refine_rows": 32, "rerank": 40}
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "i11idx-e2e"
+
+
+def _data():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import kit
+
+    x = kit.clustered(N + NQ, DIM, top=64, sub=16, spread_sub=0.5, spread=0.35, seed=17)
+    return x[:N], x[N:]
+
+
+class _GetLog:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.paths: list[str] = []
+
+    def clear(self) -> None:
+        with self.lock:
+            self.paths.clear()
+
+    def blobs(self) -> list[str]:
+        from s5vec.s5.cid import BlobId
+
+        with self.lock:
+            paths = list(self.paths)
+        out = []
+        for p in paths:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(p).path)
+            if path.startswith("/s5/blob/"):
+                out.append(BlobId.parse(path[len("/s5/blob/"):].strip("/")).to_string())
+        return out
+
+
+def canon(cid: str) -> str:
+    from s5vec.s5.cid import BlobId
+
+    return BlobId.parse(cid).to_string()
+
+
+@pytest.fixture(scope="module")
+def big():
+    from s5vec import api
+    from s5vec.s5 import portal as portal_mod
+
+    key = hashlib.sha256(json.dumps([N, DIM, PARAMS, 17], sort_keys=True).encode()).hexdigest()[:12]
+    root = CACHE / key
+    (root / "portal").mkdir(parents=True, exist_ok=True)
+    log = _GetLog()
+
+    class CountingHandler(portal_mod._Handler):
+        def do_GET(self) -> None:  # noqa: N802
+            with log.lock:
+                log.paths.append(self.path)
+            super().do_GET()
+
+    server, _ = portal_mod.serve(root / "portal")
+    server.RequestHandlerClass = CountingHandler
+    data, qs = _data()
+    cid_file = root / "cid.json"
+    store = api.make_store([server.url])
+    if cid_file.exists():
+        cid = json.loads(cid_file.read_text())["cid"]
+    else:
+        t0 = time.perf_counter()
+        cid = api.publish([{"id": f"v{i:06d}", "vector": v, "metadata": {"n": i}, "timestamp": 1.0}
+                           for i, v in enumerate(data)], store, kind="ivf", params=PARAMS)
+        cid_file.write_text(json.dumps({"cid": cid}))
+        print(f"\n[scale] built and published {N}x{DIM} {PARAMS} in {time.perf_counter() - t0:.0f} s")
+    manifest = api.read_manifest(store, cid)
+    kinds = {canon(c["cid"]): c["kind"] for c in manifest["chunks"]}
+    sizes = {canon(c["cid"]): c["size"] for c in manifest["chunks"]}
+    xn = data / np.linalg.norm(data, axis=1, keepdims=True)
+    yield {"cid": cid, "urls": [server.url], "queries": qs, "xn": xn, "kinds": kinds, "sizes": sizes,
+           "log": log, "ref": api.Database.open(cid, [server.url]), "manifest": manifest}
+    server.stop()
+
+
+def test_published_bytes_and_chunk_kinds(big):
+    per_kind: dict[str, int] = {}
+    for c in big["manifest"]["chunks"]:
+        per_kind[c["kind"]] = per_kind.get(c["kind"], 0) + c["size"]
+    total = sum(per_kind.values())
+    print(f"\n[scale] published {total / N:.0f} B/vector: "
+          + ", ".join(f"{k} {v / N:.0f}" for k, v in sorted(per_kind.items())))
+    assert set(per_kind) == {"ivf_centroids", "ivf_summaries", "ivf_list", "ivf_refine"}
+    # the list chunks (what every probe downloads) carry codes, not the 64 B of SQ8 refine rows
+    assert per_kind["ivf_list"] / N < 64
+
+
+def test_cold_search_fetches_probed_lists_then_only_candidates_refine_chunks(harness, big):
+    q = big["queries"][0]
+    plan = [canon(c) for c in big["ref"].plan(q, 10)]
+    assert plan and all(big["kinds"][c] == "ivf_list" for c in plan)
+    key = harness.open(big["cid"], big["urls"])
+    big["log"].clear()
+    res = harness.search(key, q, k=10)
+    assert res["ok"], res
+    stats = res["value"]["stats"]
+    got = big["log"].blobs()
+    lists = [c for c in got if big["kinds"].get(c) == "ivf_list"]
+    refine = [c for c in got if big["kinds"].get(c) == "ivf_refine"]
+    n_refine_total = sum(1 for k in big["kinds"].values() if k == "ivf_refine")
+    print(f"\n[scale] cold query: {len(lists)} list chunks + {len(refine)} of {n_refine_total} refine chunks, "
+          f"{stats['bytesFetched']} bytes, {stats['rounds']} rounds, {stats['ms']} ms")
+    assert sorted(lists) == sorted(plan)
+    assert 0 < len(refine) <= PARAMS["rerank"]
+    assert len(got) == len(set(got)) == len(plan) + len(refine)
+    assert stats["chunksFetched"] == len(got) and stats["rounds"] == 2
+    assert stats["bytesFetched"] == sum(big["sizes"][c] for c in got)
+    want = big["ref"].search(q, 10)
+    assert [h["id"] for h in res["value"]["hits"]] == [h["id"] for h in want]
+    for g, w in zip(res["value"]["hits"], want):
+        assert abs(g["score"] - w["score"]) <= 1e-4 and g["metadata"] == w["metadata"]
+    again = harness.search(key, q, k=10)
+    assert again["ok"] and again["value"]["stats"]["bytesFetched"] == 0
+    assert again["value"]["hits"] == res["value"]["hits"]
+
+
+def test_recall_in_the_browser(harness, big):
+    key = harness.open(big["cid"], big["urls"])
+    found = 0
+    for q in big["queries"]:
+        res = harness.search(key, q, k=10)
+        assert res["ok"], res
+        s = big["xn"] @ (q / np.linalg.norm(q))
+        truth = {f"v{i:06d}" for i in np.argpartition(-s, 10)[:10].tolist()}
+        found += len(truth & {h["id"] for h in res["value"]["hits"]})
+    recall = found / (10 * len(big["queries"]))
+    print(f"\n[scale] recall@10 in the browser over {len(big['queries'])} queries: {recall:.3f}")
+    assert recall >= 0.9
