@@ -271,3 +271,28 @@ def test_rpc_search_batch(data):
         assert not bad["ok"] and bad["error"]["name"] == "InvalidArgumentError"
     finally:
         rpc._dbs.pop(999, None)
+
+
+# -- the recent (HNSW) part: float16 on the wire ---------------------------------------------
+
+def test_hnsw_float16_halves_node_bytes_and_round_trips(data):
+    from s5vec.index.hnsw import HNSWIndex
+
+    ids, x, metas, q = data
+    sizes = {}
+    for dt in ("float32", "float16"):
+        idx = HNSWIndex(D, "cosine", M=8, ef_construction=48, vectors_dtype=dt)
+        idx.add(ids[:1500], x[:1500], metas[:1500])
+        io = kit.MemChunks()
+        desc = idx.save(io)
+        sizes[dt] = sum(c["size"] for c in io._writer.chunks if c["kind"] == "hnsw_nodes")
+        back = HNSWIndex.load(desc, io.fresh())
+        assert back.vectors_dtype == dt and back.spec() == idx.spec()
+        for v in q[:10]:
+            kit.assert_same_hits([{"id": i, "score": d} for i, d in kit.search(back, v, 10)],
+                                 [{"id": i, "score": d} for i, d in kit.search(idx, v, 10)], metadata=False)
+        oracle = kit.flat_oracle(ids[:1500], x[:1500])
+        assert kit.recall_at_k(back, q, oracle=oracle, ef=64) >= 0.95
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    with pytest.raises(InvalidArgumentError):
+        HNSWIndex(D, vectors_dtype="int8")

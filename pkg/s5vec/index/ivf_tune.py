@@ -234,10 +234,14 @@ def choose_hybrid(vectors: np.ndarray, timestamps: np.ndarray, metric: str = "co
     hist = ~recent
     sub = choose(vectors[hist] if hist.any() else vectors[:0], metric, **kw) if hist.sum() >= 1 else None
     ivf = sub.params if sub is not None else {}
-    params: dict[str, Any] = {"recent_threshold": window, "recent_max": recent_max, "ivf": ivf}
+    # the HNSW part is downloaded whole at open: float16 vectors halve that (rounding moves a
+    # cosine distance by ~1e-4, far below the gaps between neighbours at any useful recall)
+    params: dict[str, Any] = {"recent_threshold": window, "recent_max": recent_max, "ivf": ivf,
+                              "hnsw": {"vectors_dtype": "float16"}}
     rec = {"kind": "hybrid", "n": int(ts.shape[0]), "dim": int(vectors.shape[1]), "metric": metric,
            "picked": {"recent_threshold_s": round(window, 3), "recent_max": recent_max,
-                      "recent": int(recent.sum()), **{f"ivf.{k}": v for k, v in ivf.items()}},
+                      "recent": int(recent.sum()), "hnsw.vectors_dtype": "float16",
+                      **{f"ivf.{k}": v for k, v in ivf.items()}},
            "why": why}
     if sub is not None:
         rec["ivf"] = sub.record
