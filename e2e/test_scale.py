@@ -75,14 +75,12 @@ def big():
     (root / "portal").mkdir(parents=True, exist_ok=True)
     log = _GetLog()
 
-    class CountingHandler(portal_mod._Handler):
-        def do_GET(self) -> None:  # noqa: N802
+    def record(method: str, path: str) -> None:
+        if method == "GET":
             with log.lock:
-                log.paths.append(self.path)
-            super().do_GET()
+                log.paths.append(path)
 
-    server, _ = portal_mod.serve(root / "portal")
-    server.RequestHandlerClass = CountingHandler
+    server, _ = portal_mod.serve(root / "portal", on_request=record)
     data, qs = _data()
     cid_file = root / "cid.json"
     store = api.make_store([server.url])
@@ -156,3 +154,40 @@ def test_recall_in_the_browser(harness, big):
     recall = found / (10 * len(big["queries"]))
     print(f"\n[scale] recall@10 in the browser over {len(big['queries'])} queries: {recall:.3f}")
     assert recall >= 0.9
+
+
+def test_search_batch_equals_one_by_one_in_the_browser(harness, big):
+    """db.searchBatch through the bridge: the same hits as db.search query by query (cold: the batch
+    fetches each list / refine chunk once), then again warm with nothing fetched; bad input is typed."""
+    qs = [[float(v) for v in q] for q in big["queries"]]
+    one_key = harness.open(big["cid"], big["urls"])
+    batch_key = harness.open(big["cid"], big["urls"])
+    singles = [harness.search(one_key, q, k=10)["value"] for q in qs]
+    out = harness.js(
+        """const db = window.dbs[arg.key];
+           const t0 = performance.now();
+           const cold = await db.searchBatch(arg.qs.map((q) => new Float32Array(q)), { k: 10 });
+           const coldStats = db.lastStats;
+           const t1 = performance.now();
+           const warm = await db.searchBatch(arg.qs, { k: 10 });
+           const warmStats = db.lastStats;
+           const t2 = performance.now();
+           return { cold, coldStats, warm, warmStats, coldMs: t1 - t0, warmMs: t2 - t1 };""",
+        {"key": batch_key, "qs": qs}, timeout=120_000)
+    cold_one = sum(s["stats"]["bytesFetched"] for s in singles)
+    print(f"\n[scale] searchBatch of {len(qs)}: cold {out['coldStats']['bytesFetched']} B "
+          f"({out['coldStats']['chunksFetched']} chunks, one by one {cold_one} B) in {out['coldMs']:.0f} ms; "
+          f"warm {out['warmMs']:.1f} ms page-side = {len(qs) / out['warmMs'] * 1000:.0f} QPS")
+    assert out["coldStats"]["queries"] == len(qs) and out["coldStats"]["rounds"] == 2
+    assert out["coldStats"]["bytesFetched"] <= cold_one
+    assert out["warmStats"]["bytesFetched"] == 0
+    for got in (out["cold"], out["warm"]):
+        for g, w in zip(got, singles):
+            assert [h["id"] for h in g] == [h["id"] for h in w["hits"]]
+            for a, b in zip(g, w["hits"]):
+                assert abs(a["score"] - b["score"]) <= 1e-4 and a["metadata"] == b["metadata"]
+    bad = harness.run("return await window.dbs[arg.key].searchBatch([arg.q, [1, 2]], { k: 3 });",
+                      {"key": batch_key, "q": qs[0]})
+    assert not bad["ok"] and bad["name"] == "DimensionError"
+    empty = harness.run("return await window.dbs[arg].searchBatch([]);", batch_key)
+    assert not empty["ok"] and empty["name"] == "InvalidArgumentError"

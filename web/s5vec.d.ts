@@ -64,6 +64,8 @@ export interface RuntimeInfo {
   platform: string;
   pyodideVersion: string;
   indexURL: string;
+  /** The rpc ops the worker serves (the table in protocol.json). */
+  ops: string[];
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
   /** Worker-side time of the whole start-up. */
@@ -100,6 +102,10 @@ export interface SearchStats {
   bytesFetched: number;
   chunksFetched: number;
   cacheHits: number;
+  /** plan -> fetch -> search rounds that fetched (IVF with refine rows: 2 when cold) */
+  rounds?: number;
+  /** searchBatch: number of queries the stats cover */
+  queries?: number;
   ms: number;
 }
 
@@ -113,7 +119,12 @@ export declare class S5Vec {
   readonly lastStats: SearchStats | null;
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
+  /** Many queries answered together (one plan/fetch per round, matrix operations); equal to
+   * searching them one by one. `lastStats` covers the batch. */
+  searchBatch<M = Record<string, unknown>>(vectors: Array<Float32Array | ArrayLike<number>>,
+                                           options?: SearchOptions): Promise<Hit<M>[][]>;
   stats(): Promise<Record<string, unknown>>;
+  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
 }
 
