@@ -90,10 +90,20 @@ def test_refine_index_edits_through_database(data):
     cid = api.publish([{"id": i, "vector": v, "metadata": m, "timestamp": 1.0} for i, v, m in zip(ids, x, metas)],
                       store, kind="ivf", params={"nlist": 32, "nprobe": 32, "codec": "pq", "pq_m": 16,
                                                  "refine": "float16", "rerank": 100})
+    man = api.read_manifest(store, cid)
+    # refine chunks are named by the list chunks, not listed in the manifest (it must not grow with N)
+    assert all(c["kind"] != "ivf_refine" for c in man["chunks"])
+    n_refine = man["extra"]["unlisted"]["ivf_refine"]["count"]
+    assert n_refine == sum(-(-int(c) // 16) for c in man["index"]["counts"])
     db = api.Database.open(cid, store=ChunkStore(store.client))
+    assert db.store.cache_limit >= man["extra"]["unlisted"]["ivf_refine"]["bytes"]
     before = db.search(q[0], 10)
     db.delete([before[0]["id"]])
+    snap = db.store.snapshot()
     new_cid, _ = db.commit()
+    # one list changed: its list chunk, its refine blocks, summaries, manifest are uploaded; nothing else
+    uploaded = db.store.diff(snap)["chunks_uploaded"]
+    assert 0 < uploaded <= 1 + 1 + 1 + 600 // 16 + 2 < n_refine
     again = api.Database.open(new_cid, store=ChunkStore(store.client))
     got = again.search(q[0], 10)
     assert [h["id"] for h in got[:9]] == [h["id"] for h in before[1:10]]

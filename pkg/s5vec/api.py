@@ -40,6 +40,10 @@ INDEX_KINDS: dict[str, tuple[str, str]] = {
 DEFAULT_KIND = "hybrid"
 # Chunk kinds fetched lazily at search time; every other chunk is fetched when an index opens.
 LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine"})
+# Chunk kinds named by other chunks (an ivf_list names its ivf_refine blocks) and left out of the
+# manifest's chunk list, so the manifest -- what every open downloads -- does not grow with N; the
+# manifest records their count and bytes under extra.unlisted.
+UNLISTED_CHUNK_KINDS = frozenset({"ivf_refine"})
 
 
 def index_class(kind: str) -> type:
@@ -249,9 +253,19 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
     """Write ``index`` as chunks plus a manifest; returns (manifest CID, the writer with its counts)."""
     writer = layout.StoreWriter(store, known)
     desc = index.save(writer)
+    listed = [c for c in writer.chunks if c["kind"] not in UNLISTED_CHUNK_KINDS]
+    unlisted: dict[str, dict[str, int]] = {}
+    for c in writer.chunks:
+        if c["kind"] in UNLISTED_CHUNK_KINDS:
+            u = unlisted.setdefault(c["kind"], {"count": 0, "bytes": 0})
+            u["count"] += 1
+            u["bytes"] += int(c["size"])
+    extra = {k: v for k, v in (extra or {}).items() if k != "unlisted"}
+    if unlisted:
+        extra["unlisted"] = unlisted
     manifest = layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
-        chunks=writer.chunks, parent=parent, spec=index.spec(), extra=extra,
+        chunks=listed, parent=parent, spec=index.spec(), extra=extra or None,
     )
     return store.put(manifest), writer
 
@@ -315,6 +329,10 @@ def cache_bytes_for(manifest: Mapping[str, Any]) -> int:
     lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`. The chunks of
     the round being read are held until read whatever the budget (see :mod:`s5vec.store`)."""
     eager = lazy = 0
+    unlisted = (manifest.get("extra") or {}).get("unlisted") or {}
+    for u in unlisted.values():
+        if isinstance(u, Mapping) and isinstance(u.get("bytes"), int):
+            lazy += u["bytes"]
     for c in manifest.get("chunks", ()):
         if isinstance(c, Mapping) and isinstance(c.get("size"), int):
             if c.get("kind") in LAZY_CHUNK_KINDS:
