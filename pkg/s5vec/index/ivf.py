@@ -736,12 +736,16 @@ class IVFIndex(IVFStorage):
         if approx.size:
             R = self.refine_rows
             vecs = np.empty((approx.size, self.dim), dtype=np.float32)
-            for n, (s, r) in enumerate(zip(st.src[approx].tolist(), st.rows[approx].tolist())):
+            src, rows = st.src[approx], st.rows[approx]
+            key = src.astype(np.int64) * (1 << 32) + rows // R
+            for k in np.unique(key).tolist():  # one gather per (source, refine block)
+                sel = np.flatnonzero(key == k)
+                s, b = k >> 32, k & 0xFFFFFFFF
                 lst = st.sources[s]
                 if lst.vectors is not None:
-                    vecs[n] = lst.vectors[r]
+                    vecs[sel] = lst.vectors[rows[sel]]
                 else:
-                    vecs[n] = self._refine_rows(st.numbers[s], lst, r // R, chunks)[r % R]
+                    vecs[sel] = self._refine_rows(st.numbers[s], lst, b, chunks)[rows[sel] - b * R]
             cd[approx] = kernels.distances(query.vector, vecs, self.metric)
         hits = []
         for b in kernels.top_k(cd, query.k):

@@ -121,12 +121,16 @@ class IVFStorage:
         out: dict[str, None] = {}
         approx = ~np.asarray(st.exact)[st.src]
         R = self.refine_rows  # type: ignore[attr-defined]
-        for s, r in zip(st.src[approx].tolist(), st.rows[approx].tolist()):
+        # one entry per (source, block), first-seen order
+        key = st.src[approx].astype(np.int64) * (1 << 32) + st.rows[approx] // R
+        _, first = np.unique(key, return_index=True)
+        for k in key[np.sort(first)].tolist():
+            s, b = k >> 32, k & 0xFFFFFFFF
             lst = st.sources[s]
             if lst.vectors is None:
                 if lst.refine_cids is None:
                     raise FormatError("IVF list without vectors or refine chunks")
-                out[lst.refine_cids[r // R]] = None
+                out[lst.refine_cids[b]] = None
         return list(out)
 
     def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
