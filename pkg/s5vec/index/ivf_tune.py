@@ -8,8 +8,9 @@ record in the manifest under ``extra.auto`` and the CLI prints it).
 What it picks
     * ``nlist`` ~ ``4 sqrt(N)`` (a power of two, 16..65536): lists of ~sqrt(N)/4 records, so a
       probe reads a small, fixed share of the collection;
-    * ``nprobe``: the smallest (on a held-out sample, scaled to the full ``nlist``) whose probed
-      lists hold >= 97% of the true top-10;
+    * ``nprobe``: the smallest whose probed lists hold >= 97% of the true top-10 of held-out
+      records, found on a sample clustered into lists of the real size (so the same nprobe; the
+      sample is sparser than the collection, which makes this conservative);
     * the codec: below :data:`PQ_MIN` records, ``flat`` (float16 vectors); above, IVF-PQ with
       separate refine data (PQ codes are what a query downloads; refine rows only for its
       candidates). ``pq_m``, the refine code (second PQ, SQ8 or float16) and ``rerank`` are
@@ -121,7 +122,9 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     qc = _dist_matrix(qs, cents, metric)
     order = np.argsort(qc, axis=1, kind="stable")
     probe_s = _probe_depth(order, labels, truth, nlist_s)
-    nprobe = int(min(nlist, max(1, math.ceil(probe_s * nlist / nlist_s))))
+    # the sample's lists hold as many records as the real ones, so a query's k neighbours (closer
+    # together in the full, denser collection) spread over about as many lists: the same nprobe
+    nprobe = int(min(nlist, max(1, probe_s)))
     inprobe = np.zeros((qs.shape[0], s), dtype=bool)
     for i in range(qs.shape[0]):
         inprobe[i] = np.isin(labels, order[i, :probe_s])
