@@ -62,6 +62,51 @@ def publish_default(kind: str, ids: list[str], base: np.ndarray, ts: np.ndarray,
     return cid, time.perf_counter() - t0, picked
 
 
+def tune_table(n: int, dims: list[int], seeds: tuple[int, int] = (1, 2)) -> None:
+    """Defaults checked on data they were not picked on: the choice is made on one draw (seed A),
+    the index is built on another (seed B) and measured against exact search with fresh queries."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import kit
+
+    from s5vec.index import ivf_tune
+    from s5vec.index.ivf import IVFIndex
+    from s5vec.layout import StoreWriter
+    from s5vec.s5.client import MemoryClient
+    from s5vec.store import ChunkStore
+
+    rows = []
+    for dim in dims:
+        for shape, kw in (("isotropic", {"clusters": 100}), ("two-level", {"top": 16, "sub": 16, "spread": 0.3})):
+            a = kit.clustered(n, dim, seed=seeds[0], **kw)
+            t0 = time.perf_counter()
+            choice = ivf_tune.choose(a, "cosine")
+            tune_s = time.perf_counter() - t0
+            b = kit.clustered(n + 100, dim, seed=seeds[1], **kw)
+            base, qs = b[:n], b[n:]
+            idx = IVFIndex(dim, "cosine", **choice.params)
+            idx.add([str(i) for i in range(n)], base)
+            w = StoreWriter(ChunkStore(MemoryClient()))
+            idx.save(w)
+            truth = C.ground_truth(base, qs, K)
+            from s5vec import api
+
+            found = []
+            for q in qs:
+                hits = idx.search(api.prepare_query(idx, q, K)).hits  # resident: no fetching
+                found.append([int(h.id) for h in hits])
+            ev = choice.record.get("evidence", {})
+            p = choice.params
+            rows.append({"dim": dim, "data": shape, "n": n, "picked": idx.spec(), "nprobe": p["nprobe"],
+                         "rerank": p.get("rerank", 0), "held-out recall": ev.get("recall", float("nan")),
+                         "recall@10 (other seed)": C.recall(found, truth),
+                         "B/vec": sum(c["size"] for c in w.chunks) / n,
+                         "est. cold KiB": ev.get("cold_bytes", 0) / 1024, "tune s": tune_s})
+            print(rows[-1], flush=True)
+    print()
+    print(C.table(rows, ["dim", "data", "n", "picked", "nprobe", "rerank", "held-out recall", "recall@10 (other seed)",
+                         "B/vec", "est. cold KiB", "tune s"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -72,7 +117,13 @@ def main() -> None:
     ap.add_argument("--batch-reps", type=int, default=5)
     ap.add_argument("--cache-dir", default="/tmp/s5vec-bench-scale")
     ap.add_argument("--build", action="store_true", help="run `bash build_wheel.sh` first")
+    ap.add_argument("--tune-table", action="store_true",
+                    help="instead: pick defaults on one draw, measure on another (dims --dims, n --n), CPython only")
+    ap.add_argument("--dims", default="96,384,768")
     args = ap.parse_args()
+    if args.tune_table:
+        tune_table(args.n, [int(d) for d in args.dims.split(",")])
+        return
     if args.build:
         BB.build_bundle()
 
