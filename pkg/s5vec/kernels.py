@@ -98,15 +98,19 @@ def distance_matrix(queries: np.ndarray, data: np.ndarray, metric: str, data_sq:
     return -dots
 
 
-def adc_many(tables: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def adc_many(tables: np.ndarray, codes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Product-quantization distances of many queries at once: ``tables`` (b, m, ksub) are the
-    queries' lookup tables, ``codes`` (n, m) uint8; returns (b, n) = sum over subspaces of
-    ``tables[b, j, codes[n, j]]`` (what :meth:`PQCodec.distances` gives one query at a time)."""
+    queries' lookup tables, ``codes`` (n, m) uint8; returns (len(rows), n) = sum over subspaces of
+    ``tables[r, j, codes[n, j]]`` for the table rows ``rows`` (default all), gathered straight from
+    the tables (what :meth:`PQCodec.distances` gives one query at a time)."""
     b, m, ksub = tables.shape
+    if rows is None:
+        rows = np.arange(b, dtype=np.intp)
     if codes.shape[0] == 0:
-        return np.empty((b, 0), dtype=np.float32)
+        return np.empty((rows.shape[0], 0), dtype=np.float32)
     idx = codes.astype(np.intp) + (np.arange(m, dtype=np.intp) * ksub)[None, :]
-    return tables.reshape(b, m * ksub)[:, idx].sum(axis=2, dtype=np.float32)
+    flat = tables.reshape(b * m * ksub)
+    return flat[(rows.astype(np.intp) * (m * ksub))[:, None, None] + idx[None, :, :]].sum(axis=2, dtype=np.float32)
 
 
 def top_k(dist: np.ndarray, k: int) -> np.ndarray:

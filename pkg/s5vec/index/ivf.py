@@ -715,7 +715,7 @@ class IVFIndex(IVFStorage):
                 elif tables is None:  # sq8: decode the list once for all its queries
                     d = kernels.distance_matrix(qs[sel], self.codec.decode(lst.codes), self.metric)
                 else:
-                    d = kernels.adc_many(tables[sel], lst.codes)
+                    d = kernels.adc_many(tables, lst.codes, sel)
                     if self.residual:
                         d += cd[sel, l][:, None]
                 for r, j in enumerate(js):
