@@ -82,6 +82,7 @@ def tune_table(n: int, dims: list[int], seeds: tuple[int, int] = (1, 2)) -> None
             choice = ivf_tune.choose(a, "cosine")
             tune_s = time.perf_counter() - t0
             b = kit.clustered(n + 100, dim, seed=seeds[1], **kw)
+            b /= np.linalg.norm(b, axis=1, keepdims=True)  # ground_truth takes unit vectors (cosine)
             base, qs = b[:n], b[n:]
             idx = IVFIndex(dim, "cosine", **choice.params)
             idx.add([str(i) for i in range(n)], base)
