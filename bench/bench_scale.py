@@ -164,7 +164,8 @@ def main() -> None:
                 from s5vec.api import read_manifest
 
                 man = read_manifest(store, cid)
-                total = sum(c["size"] for c in man["chunks"])
+                unlisted = (man.get("extra") or {}).get("unlisted") or {}
+                total = sum(c["size"] for c in man["chunks"]) + sum(u["bytes"] for u in unlisted.values())
                 m = BB.browser_measure(page, cid, [srv.url], queries, None, None)
                 s = BB.summarise(m, truth, id_index)
                 op = page.evaluate(BB.JS_OPEN, [cid, [srv.url], None])
