@@ -52,6 +52,13 @@ def test_bridge_worker_and_rpc_share_one_op_table(shared_harness, published):  #
            const batch = await db.searchBatch([arg.q, arg.q], { k: 3 });
            if (batch.length !== 2 || batch[1][0].id !== hits[0].id) throw new Error("unexpected batch answer");
            const stats = await db.stats();
+           // the write and offline ops, each refused by Python before it changes anything
+           const refused = async (p, name) => { try { await p; } catch (e) { if (e.name === name) return; throw e; }
+                                                throw new Error("expected " + name); };
+           await refused(db.upsert([{ id: "x", vector: [1] }]), "DimensionError");
+           await refused(db.delete(["no-such-id"]), "UnknownIdError");
+           await refused(db.commit(), "NothingToCommitError");
+           await refused(db.pin(), "OfflineUnavailableError");   // chunks op answered; no service worker here
            await db.close();
            if (hits[0].id !== "doc00000" || typeof stats !== "object") throw new Error("unexpected answer");
            return window.sentOps.slice();""",

@@ -19,12 +19,13 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import filters, kernels, layout
-from .errors import ClosedError, FormatError, InvalidArgumentError, NotFoundError, UnknownIdError
+from .errors import (ClosedError, FormatError, InvalidArgumentError, NothingToCommitError, NotFoundError,
+                     UnknownIdError)
 from .index.base import Index
 from .index.records import stamp
 from .query import Chunks, Hit, Query, build_params
@@ -252,6 +253,12 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
          extra: Mapping[str, Any] | None = None) -> tuple[str, layout.StoreWriter]:
     """Write ``index`` as chunks plus a manifest; returns (manifest CID, the writer with its counts)."""
     writer = layout.StoreWriter(store, known)
+    return store.put(_encode_snapshot(index, writer, parent, extra)), writer
+
+
+def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | None,
+                     extra: Mapping[str, Any] | None = None) -> bytes:
+    """Write ``index``'s chunks through ``writer``; returns the manifest bytes naming them."""
     desc = index.save(writer)
     listed = [c for c in writer.chunks if c["kind"] not in UNLISTED_CHUNK_KINDS]
     unlisted: dict[str, dict[str, int]] = {}
@@ -263,11 +270,10 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
     extra = {k: v for k, v in (extra or {}).items() if k != "unlisted"}
     if unlisted:
         extra["unlisted"] = unlisted
-    manifest = layout.encode_manifest(
+    return layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
         chunks=listed, parent=parent, spec=index.spec(), extra=extra or None,
     )
-    return store.put(manifest), writer
 
 
 def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]],
@@ -288,10 +294,12 @@ def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: 
 
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
-    params: Mapping[str, Any] | None = None, progress: Any = None, explain: Any = None,
+    params: Mapping[str, Any] | None = None, progress: Any = None, extra: Mapping[str, Any] | None = None,
+    explain: Any = None,
 ) -> str:
     """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
 
+    ``extra`` goes into the manifest as is (e.g. ``{"embed": {"model": cid, ...}}`` naming the text model).
     Without ``params`` an IVF or hybrid index gets parameters picked for its size and data
     (:func:`choose_params`): what was picked, and the held-out evidence, is logged (logger
     ``s5vec``), passed to ``explain(choice)`` when given, and stored in the manifest
@@ -310,7 +318,10 @@ def publish(
     index = new_index(kind, mat.shape[1], metric, params)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
-    cid, _ = save(index, store, extra={"auto": choice.record} if choice is not None else None)
+    extra = dict(extra or {})
+    if choice is not None:
+        extra["auto"] = choice.record
+    cid, _ = save(index, store, extra=extra or None)
     return cid
 
 
@@ -364,6 +375,7 @@ class Database:
         self.reader = reader
         self.closed = False
         self.searches = 0
+        self.edits = 0  # upserts/deletes/migrations since opened or last committed
         self._kinds = _chunk_kinds(manifest)
 
     # -- opening ----------------------------------------------------------------
@@ -566,21 +578,51 @@ class Database:
             self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
+    async def _writable_async(self) -> Index:
+        """:meth:`_writable` for the worker: the chunks edits need are fetched in parallel, never blocking."""
+        self._check_open()
+        plan_all = getattr(self.index, "plan_all", None)
+        if plan_all is not None:
+            need = plan_all()
+            if need:
+                await self.store.prefetch(need)
+                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        return self.index
+
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace records; one without a timestamp is stamped with the time of this call."""
         ids, mat, metas, ts = records_to_columns(records)
         self._writable().add(ids, mat, metas, ts)
+        self.edits += 1
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
-        return self._writable().delete(list(ids))
+        """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
+        ids = _id_list(ids)
+        n = self._writable().delete(ids)
+        self.edits += 1
+        return n
+
+    async def upsert_async(self, records: Iterable[Mapping[str, Any]]) -> int:
+        ids, mat, metas, ts = records_to_columns(records)  # validated before anything is fetched
+        (await self._writable_async()).add(ids, mat, metas, ts)
+        self.edits += 1
+        return len(ids)
+
+    async def delete_async(self, ids: Iterable[str]) -> int:
+        ids = _id_list(ids)
+        n = (await self._writable_async()).delete(ids)
+        self.edits += 1
+        return n
 
     def migrate(self, now: float | None = None) -> int:
         """Hybrid only: move records older than the recent window from HNSW to IVF (then commit)."""
         index = self._writable()
         if not hasattr(index, "migrate"):
             raise InvalidArgumentError(f"a {index.kind} index has no recent/historical parts to migrate")
-        return index.migrate(now=now)
+        moved = index.migrate(now=now)
+        self.edits += 1
+        return moved
 
     def commit(self) -> tuple[str, layout.StoreWriter]:
         """Save the edited index as a new snapshot whose manifest names this one as parent.
@@ -591,7 +633,37 @@ class Database:
         cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=self.manifest.get("extra"))
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
         self._kinds = _chunk_kinds(self.manifest)
+        self.edits = 0
         return cid, writer
+
+    async def commit_async(self, progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+        """:meth:`commit` for the worker: the same snapshot, its new chunks uploaded in parallel and the
+        manifest last, so a commit interrupted part-way names nothing; this database (and its edits)
+        stay as they were, and a retry uploads only what is still missing.
+
+        Returns {"manifest", "parent", "uploaded", "skipped", "bytesUploaded"}: chunks uploaded by
+        this call, and chunks reused (unchanged since the parent, or uploaded by an earlier try).
+        Raises NothingToCommitError without edits, AuthError / QuotaError / PortalError when the
+        portals refuse or fail (see ``ChunkStore.put_many``).
+        """
+        self._check_open()
+        if not self.edits:
+            raise NothingToCommitError(f"nothing to commit: no edits since {self.cid}")
+        index = await self._writable_async()
+        writer = layout.StagingWriter([c["cid"] for c in self.manifest["chunks"]])
+        manifest = _encode_snapshot(index, writer, self.cid)
+        edits = self.edits  # edits made while the uploads run are not in this snapshot: they stay pending
+        before = self.store.snapshot()
+        await self.store.put_many(list(writer.staged.values()), progress=progress)
+        cid = (await self.store.put_many([manifest]))[0]
+        done = self.store.diff(before)
+        parent = self.cid
+        self.cid, self.manifest = cid, layout.decode_manifest(manifest)
+        self._kinds = _chunk_kinds(self.manifest)
+        self.edits -= edits
+        uploaded = max(0, done["chunks_uploaded"] - 1)  # the manifest is not a chunk
+        return {"manifest": cid, "parent": parent, "uploaded": uploaded,
+                "skipped": len(writer.chunks) - uploaded, "bytesUploaded": done["bytes_uploaded"]}
 
     # -- info -------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -610,6 +682,13 @@ def _chunk_kinds(manifest: Mapping[str, Any]) -> dict[str, str]:
     return {c["cid"]: c["kind"] for c in manifest.get("chunks", ()) if isinstance(c, Mapping) and "cid" in c}
 
 
+def _id_list(ids: Any) -> list[str]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
+                                   f"(write delete([{ids!r:.40}]))")
+    return list(ids)
+
+
 def _as_array(vector: Any) -> Any:
     """Accept lists, NumPy arrays, and buffers (a Float32Array arrives from JS as a memoryview)."""
     if isinstance(vector, memoryview):
@@ -617,7 +696,11 @@ def _as_array(vector: Any) -> Any:
     return vector
 
 
-def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> ChunkStore:
+def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0,
+               auth_token: str | None = None, retries: int = 1, hedge: bool = True) -> ChunkStore:
+    """A chunk store over ``portals``: ``timeout`` is the deadline for one blob (all portals and
+    retries included); ``auth_token`` is sent on uploads; ``hedge`` asks the next portal too when
+    the first is slow (see :mod:`s5vec.s5.client`)."""
     from .s5.client import PortalClient
 
     if not portals or isinstance(portals, str) or not all(isinstance(p, str) and p for p in portals):
@@ -625,4 +708,5 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
     for p in portals:
         if not p.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
-    return ChunkStore(PortalClient(list(portals), timeout=timeout), cache_bytes=cache_bytes)
+    client = PortalClient(list(portals), timeout=timeout, retries=retries, auth_token=auth_token, hedge=hedge)
+    return ChunkStore(client, cache_bytes=cache_bytes)

@@ -1,4 +1,4 @@
-"""The ``s5vec`` command line: portal, publish, search, migrate, web, demo-data.
+"""The ``s5vec`` command line: portal, publish, search, migrate, embed, web, demo-data.
 
 Bad input gets one line on stderr and exit status 2 (usage) or 1 (anything else), never a
 traceback; progress bars go to stderr so stdout stays machine-readable (the manifest CID is
@@ -8,33 +8,83 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Iterator, Sequence
 
 from .errors import InvalidArgumentError, S5VecError
 
 
-def _progress(total: int | None, desc: str):
+def _progress(total: int | None, desc: str, unit: str = "vec"):
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional; progress is a nicety
         return None
-    return tqdm(total=total, desc=desc, unit="vec", file=sys.stderr, disable=None)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
+
+
+def _bar_callback(bar):
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+    return progress
+
+
+def _embed_missing(records: list, text_field: str, model_dir: str | None):
+    """Embed the records that have no vector (progress bar on stderr); returns the local model."""
+    from . import embed
+
+    model = embed.load_local(model_dir)
+    todo = sum(1 for r in records if r.get("vector") is None)
+    bar = _progress(todo, "embedding", unit="text") if todo else None
+    embed.embed_records(records, model, text_field, progress=_bar_callback(bar))
+    if bar is not None:
+        bar.close()
+    return model
+
+
+class InputError(InvalidArgumentError):
+    """Input the CLI cannot read at all (not UTF-8, not JSON, nested too deep): exit status 2."""
+
+    exit_code = 2
+
+    @property
+    def name(self) -> str:
+        return "InvalidArgumentError"
 
 
 def _read_jsonl(path: str, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) per non-blank line; bytes are decoded per line so an error names its line."""
     try:
-        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as exc:
         raise InvalidArgumentError(f"cannot read {what} file {path}: {exc.strerror}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                                 ) from None
             if not line.strip():
                 continue
             try:
                 yield n, json.loads(line)
             except ValueError as exc:
-                raise InvalidArgumentError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                raise InputError(f"{path}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{n}: JSON nested too deeply") from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -110,16 +160,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if not isinstance(rec, dict):
             raise InvalidArgumentError(f"{args.file}:{n}: each line must be an object with id and vector")
         records.append(rec)
-    store = api.make_store(args.portal, timeout=args.timeout)
+    store = api.make_store(args.portal, timeout=args.timeout, auth_token=args.auth_token)
+    extra = None
+    if args.text_field:
+        from . import embed
+
+        model = _embed_missing(records, args.text_field, args.model)
+        model_cid = embed.publish_model(model, store)
+        print(f"text model {model_cid}", file=sys.stderr)
+        extra = embed.manifest_extra(model_cid, args.text_field, model.dim)
     bar = _progress(len(records), "indexing")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.n = done
-            bar.refresh()
-
     cid = api.publish(records, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
-                      progress=progress, explain=lambda choice: print(choice.line(), file=sys.stderr))
+                      progress=_bar_callback(bar), extra=extra,
+                      explain=lambda choice: print(choice.line(), file=sys.stderr))
     if bar is not None:
         bar.close()
     st = store.stats()
@@ -147,12 +200,33 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from . import api
 
-    db = api.Database.open(args.cid, args.portal, timeout=args.timeout)
+    store = api.make_store(args.portal, timeout=args.timeout, auth_token=args.auth_token)
+    db = api.Database.open(args.cid, store=store)
     moved = db.migrate()
     cid, writer = db.commit()
     print(f"moved {moved} aged records from HNSW to IVF; uploaded {writer.uploaded} of "
           f"{len(writer.chunks)} chunks", file=sys.stderr)
     print(cid)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    records = []
+    for n, rec in _read_jsonl(args.file, "records"):
+        if not isinstance(rec, dict):
+            raise InvalidArgumentError(f"{args.file}:{n}: each line must be an object with a {args.text_field!r} text")
+        records.append(rec)
+    _embed_missing(records, args.text_field, args.model)
+    try:
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {args.out}: {exc.strerror}") from None
+    with out:
+        for rec in records:
+            vec = rec["vector"]
+            rec["vector"] = vec.tolist() if hasattr(vec, "tolist") else vec
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(f"embedded {len(records)} records", file=sys.stderr)
     return 0
 
 
@@ -169,6 +243,10 @@ def cmd_demo_config(args: argparse.Namespace) -> int:
 
     write_demo_config(args.records, args.manifest, args.portal, args.out, args.samples)
     return 0
+
+
+_TIMEOUT_HELP = "seconds allowed for one blob, all portals and retries included (default 30)"
+_TOKEN_HELP = "bearer token for uploads (default: $S5VEC_AUTH_TOKEN)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,13 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("cid", help="manifest CID")
     sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat: stored on each)")
     sp.add_argument("--auth-token", default=None, help="portal write token (default: env S5VEC_AUTH_TOKEN)")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_pointer)
 
     sp = sub.add_parser("resolve", help="print the manifest CID a pointer (public key) names, signature checked")
     sp.add_argument("pointer", help="public key (base64url), as printed by keygen")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_resolve)
 
     sp = sub.add_parser("publish", help="build an index from JSON lines and upload it; prints the manifest CID")
@@ -214,8 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", default=None, help="flat | hnsw | ivf | hybrid")
     sp.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="index parameter (repeatable)")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--text-field", default=None, metavar="FIELD",
+                    help="embed records without a vector from this text field (top level or in metadata) and "
+                         "publish the text model with the index")
+    sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.add_argument("--auth-token", default=os.environ.get("S5VEC_AUTH_TOKEN") or None, help=_TOKEN_HELP)
     sp.set_defaults(fn=cmd_publish)
+
+    sp = sub.add_parser("embed", help="add text-embedding vectors to JSON-line records")
+    sp.add_argument("file", help='JSON lines with a text field ("-" for stdin)')
+    sp.add_argument("--out", required=True, help='output JSON lines ("-" for stdout)')
+    sp.add_argument("--text-field", default="text", metavar="FIELD")
+    sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
+    sp.set_defaults(fn=cmd_embed)
 
     sp = sub.add_parser("search", help="search a published index; one JSON line of hits per query")
     sp.add_argument("cid", help="manifest CID")
@@ -224,13 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--filter", default=None, help="metadata filter as JSON")
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter, e.g. ef=128, nprobe=32")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_search)
 
     sp = sub.add_parser("migrate", help="hybrid: move aged records from HNSW to IVF; prints the new manifest CID")
     sp.add_argument("cid", help="manifest CID of a hybrid index")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.add_argument("--auth-token", default=os.environ.get("S5VEC_AUTH_TOKEN") or None, help=_TOKEN_HELP)
     sp.set_defaults(fn=cmd_migrate)
 
     sp = sub.add_parser("web", help="serve the built web bundle (web/dist) with correct MIME types")
@@ -267,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except S5VecError as exc:
         print(f"s5vec: error: {exc.name}: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -9,7 +9,8 @@ The op names come from ``protocol.json`` (shipped in this package and copied int
 bundle, where the bridge and the worker read the same file); :data:`OPS` must serve exactly
 those, which is checked when this module is imported. Only the *shape* of a request is checked
 here (args is an object, handle is an int); the query itself (vector, k, filter, params) is
-validated once, by :mod:`s5vec.api`.
+validated once, by :mod:`s5vec.api`. Before any op sees them, args are checked against
+:func:`s5vec.limits.check_request` (depth and size; web/protocol.js applies the same rule page-side).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 from importlib import resources
 from typing import Any, Awaitable, Callable
 
+from . import limits
 from .errors import ClosedError, InvalidArgumentError, S5VecError
 
 PROTOCOL: dict[str, Any] = json.loads(resources.files(__package__).joinpath("protocol.json").read_text("utf-8"))
@@ -82,15 +84,30 @@ async def _version(args: dict[str, Any]) -> dict[str, Any]:
 @op("open")
 async def _open(args: dict[str, Any]) -> dict[str, Any]:
     global _next_handle
-    from .api import Database
+    from .api import Database, make_store
 
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, None)  # None: sized from the manifest (api.cache_bytes_for)
-    db = await Database.open_async(cid, portals, cache_bytes=cache)
+    token = _arg(args, "authToken", str, None)
+    store = make_store(portals, cache_bytes=cache or 64 * 2**20, timeout=_timeout(args), auth_token=token)
+    db = await Database.open_async(cid, portals, store=store, cache_bytes=cache)
+    if cache is None:
+        from .api import cache_bytes_for
+
+        store.cache_limit = cache_bytes_for(db.manifest)
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
+
+
+def _timeout(args: dict[str, Any]) -> float:
+    """The per-blob deadline in seconds: ``timeoutMs`` (as the bridge sends it) or ``timeout`` (s)."""
+    ms = _arg(args, "timeoutMs", (int, float), None)
+    sec = float(ms) / 1000 if ms is not None else float(_arg(args, "timeout", (int, float), 15.0))
+    if not 0 < sec <= 3600:  # also rejects NaN
+        raise InvalidArgumentError(f"timeout must be between 1 ms and 1 hour, got {ms if ms is not None else sec!r}")
+    return sec
 
 
 @op("search")
@@ -142,6 +159,43 @@ async def _close(args: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+@op("upsert")
+async def _upsert(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    records = _arg(args, "records", list)
+    count = await db.upsert_async(records)
+    return {"count": count, "info": db.info()}
+
+
+@op("delete")
+async def _delete(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    ids = _arg(args, "ids", list)
+    count = await db.delete_async(ids)
+    return {"count": count, "info": db.info()}
+
+
+@op("commit")
+async def _commit(args: dict[str, Any]) -> dict[str, Any]:
+    """Commit the edits as a new snapshot; ``progress`` (a JS function the worker adds) gets
+    upload progress as JSON; ``authToken`` replaces the token given at open."""
+    db = _db(args)
+    token = _arg(args, "authToken", str, None)
+    if token is not None:
+        db.store.client.auth_token = token
+    progress = args.get("progress")
+    report = (lambda ev: progress(json.dumps(ev))) if callable(progress) else None
+    result = await db.commit_async(progress=report)
+    return {**result, "info": db.info()}
+
+
+@op("chunks")
+async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
+    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline."""
+    db = _db(args)
+    return {"manifest": db.cid, "chunks": [db.cid] + [c["cid"] for c in db.manifest["chunks"]]}
+
+
 if set(OPS) != set(PROTOCOL["ops"]):
     raise RuntimeError(f"protocol.json lists ops {sorted(PROTOCOL['ops'])} but rpc serves {sorted(OPS)}")
 
@@ -152,11 +206,15 @@ async def handle(op: Any, args: Any = None) -> str:
         args = _to_py(args) if args is not None else {}
         if not isinstance(args, dict):
             raise InvalidArgumentError("request arguments must be an object")
+        limits.check_request(args)
         fn = OPS.get(op) if isinstance(op, str) else None
         if fn is None:
             raise InvalidArgumentError(f"unknown op {op!r}; the accepted ops are {', '.join(OPS)}")
         result = await fn(args)
-        return json.dumps({"ok": True, "result": result}, default=_json_default)
+        try:
+            return json.dumps({"ok": True, "result": result}, default=_json_default, allow_nan=False)
+        except ValueError:  # NaN/Infinity (metadata published before they were rejected): JSON null
+            return json.dumps({"ok": True, "result": _finite(result)}, default=_json_default, allow_nan=False)
     except S5VecError as exc:
         return _error(exc.name, str(exc))
     except Exception as exc:  # the worker must survive anything
@@ -165,6 +223,17 @@ async def handle(op: Any, args: Any = None) -> str:
 
 def _error(name: str, message: str) -> str:
     return json.dumps({"ok": False, "error": {"name": name, "message": message}})
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

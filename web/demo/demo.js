@@ -88,6 +88,14 @@ async function moreLikeThis(video) {
 
 async function main() {
   const t0 = performance.now();
+  // offline-first: the service worker serves the runtime and the chunks already seen (before the
+  // worker starts, so its fetches go through it); a page without one still works online
+  const offline = await S5Vec.offline.register().catch((err) => {
+    console.warn("s5vec: no offline support:", err);
+    return { controlled: false };
+  });
+  state.offline = offline;
+  document.body.dataset.offlineMs = String(Math.round(performance.now() - t0));
   const resp = await fetch("./demo-config.json");
   if (!resp.ok) throw new Error(`demo-config.json: HTTP ${resp.status} (run the demo script first)`);
   const config = await resp.json();
@@ -108,8 +116,24 @@ async function main() {
   const info = state.db.info;
   $("status").textContent =
     `Ready: ${info.count} vectors (${info.dim}-d ${info.metric}, ${info.kind}) · start-up ${runtime.startupMs.toFixed(0)} ms` +
-    ` · page to ready ${total.toFixed(0)} ms · numpy ${runtime.numpyVersion}, Python ${runtime.pythonVersion}`;
+    ` · page to ready ${total.toFixed(0)} ms · numpy ${runtime.numpyVersion}, Python ${runtime.pythonVersion}` +
+    (offline.controlled ? ` · offline-ready (release ${offline.release})` : "");
   document.body.dataset.ready = "1";
+  document.body.dataset.readyMs = String(Math.round(total));
+  $("pin").hidden = !offline.controlled;
+  $("pin").addEventListener("click", async () => {
+    $("pin").disabled = true;
+    try {
+      const r = await state.db.pin({
+        onProgress: (p) => ($("pin-state").textContent = `${p.done}/${p.total} chunks (${fmtBytes(p.bytes)})`),
+      });
+      $("pin-state").textContent = `kept offline: ${r.chunks} chunks, ${fmtBytes(r.bytes)}`;
+    } catch (err) {
+      $("pin-state").textContent = `${err.name}: ${err.message}`;
+    } finally {
+      $("pin").disabled = false;
+    }
+  });
   for (const id of ["channel", "from", "to"]) $(id).addEventListener("change", () => state.current && moreLikeThis(state.current));
   $("clear").addEventListener("click", () => {
     $("channel").value = "";
