@@ -285,8 +285,16 @@ def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: 
     if kind not in ("ivf", "hybrid"):
         return None
     probe = range(min(len(ids), 500))
-    sizes = {"id_bytes": float(np.mean([len(ids[i]) + 1 for i in probe])) if len(ids) else 8.0,
-             "meta_bytes": float(np.mean([len(layout.dumps(dict(metadata[i]))) for i in probe])) if len(ids) else 0.0}
+
+    def meta_size(m: Any) -> int | None:
+        try:  # the index validates metadata (depth, size) when it adds it; here a bad map just does not count
+            return len(layout.dumps(dict(m)))
+        except (FormatError, RecursionError, TypeError, ValueError):
+            return None
+
+    metas = [s for s in (meta_size(metadata[i]) for i in probe) if s is not None]
+    sizes = {"id_bytes": float(np.mean([len(str(ids[i])) + 1 for i in probe])) if len(ids) else 8.0,
+             "meta_bytes": float(np.mean(metas)) if metas else 0.0}
     if kind == "ivf":
         return ivf_tune.choose(vectors, metric, **sizes)
     return ivf_tune.choose_hybrid(vectors, timestamps, metric, **sizes)
