@@ -176,13 +176,15 @@ const PROGRESS_OPS = new Set([OPS.commit]);
 async function callRpc(op, args, id) {
   let pyArgs = null;
   try {
-    if (args && typeof args === "object" && ArrayBuffer.isView(args.vector)) {
+    const key = args && typeof args === "object"
+      ? ["vector", "vectors"].find((name) => ArrayBuffer.isView(args[name])) : undefined;
+    if (key !== undefined) {
       // hand the Float32Array to Python as a memoryview (format 'f'; one copy into the wasm heap)
-      const { vector, ...rest } = args;
+      const { [key]: buf, ...rest } = args;
       pyArgs = py.pyodide.toPy(rest);
-      const mv = py.toMemoryview(vector);
+      const mv = py.toMemoryview(buf);
       try {
-        pyArgs.set("vector", mv);
+        pyArgs.set(key, mv);
       } finally {
         mv.destroy();
       }

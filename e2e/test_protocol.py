@@ -49,6 +49,8 @@ def test_bridge_worker_and_rpc_share_one_op_table(shared_harness, published):  #
     sent = b.js(
         """const db = await S5Vec.open({ manifest: arg.cid, portals: arg.urls });
            const hits = await db.search(arg.q, { k: 3 });
+           const batch = await db.searchBatch([arg.q, arg.q], { k: 3 });
+           if (batch.length !== 2 || batch[1][0].id !== hits[0].id) throw new Error("unexpected batch answer");
            const stats = await db.stats();
            // the write and offline ops, each refused by Python before it changes anything
            const refused = async (p, name) => { try { await p; } catch (e) { if (e.name === name) return; throw e; }

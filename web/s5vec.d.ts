@@ -119,6 +119,10 @@ export interface SearchStats {
   bytesFetched: number;
   chunksFetched: number;
   cacheHits: number;
+  /** plan -> fetch -> search rounds that fetched (IVF with refine rows: 2 when cold) */
+  rounds?: number;
+  /** searchBatch: number of queries the stats cover */
+  queries?: number;
   ms: number;
 }
 
@@ -132,6 +136,10 @@ export declare class S5Vec {
   readonly lastStats: SearchStats | null;
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
+  /** Many queries answered together (one plan/fetch per round, matrix operations); equal to
+   * searching them one by one. `lastStats` covers the batch. */
+  searchBatch<M = Record<string, unknown>>(vectors: Array<Float32Array | ArrayLike<number>>,
+                                           options?: SearchOptions): Promise<Hit<M>[][]>;
   stats(): Promise<Record<string, unknown>>;
   /** Set when opened by pointer (or after commit({ key })). */
   readonly pointer: PointerState | null;

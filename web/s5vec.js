@@ -221,6 +221,24 @@ function toTransferable(vector) {
   return { value: out, transfer: [out.buffer] };
 }
 
+/** Many vectors of one length as one Float32Array (count x dim, back to back: one transfer);
+ * anything else goes as it is, for Python to reject with the right error. */
+function toTransferableBatch(vectors, dim) {
+  if (!Array.isArray(vectors) || vectors.length === 0) return { value: vectors, count: undefined, transfer: [] };
+  if (!vectors.every((v) => (Array.isArray(v) || ArrayBuffer.isView(v)) && v.length === dim)) {
+    return { value: vectors.map((v) => (Array.isArray(v) || ArrayBuffer.isView(v) ? Array.from(v, Number) : v)),
+             count: undefined, transfer: [] };
+  }
+  const out = new Float32Array(vectors.length * dim);
+  vectors.forEach((v, i) => {
+    for (let j = 0; j < dim; j++) {
+      const x = v[j];
+      out[i * dim + j] = typeof x === "number" || typeof x === "bigint" ? Number(x) : NaN;
+    }
+  });
+  return { value: out, count: vectors.length, transfer: [out.buffer] };
+}
+
 // ------------------------------------------------------------------ public API
 
 export class S5Vec {
@@ -429,6 +447,26 @@ export class S5Vec {
       this.lastStats = res.stats;
     }
     return res.hits;
+  }
+
+  /** The k nearest neighbours of every vector in `vectors`, answered together in the worker (one
+   * plan and fetch per round for all of them, matrix operations where the index has them):
+   * an array of hit arrays, in order, equal to searching them one by one. `lastStats` then covers
+   * the whole batch (plus `queries`). */
+  async searchBatch(vectors, options = {}) {
+    const { value, count, transfer } = toTransferableBatch(vectors, this.info && this.info.dim);
+    const args = { handle: this.handle, vectors: value };
+    if (count !== undefined) args.count = count;
+    if (options.k !== undefined) args.k = options.k;
+    if (options.filter !== undefined) args.filter = options.filter;
+    if (options.params !== undefined) args.params = options.params;
+    const n = ++this._searchSeq;
+    const res = await this._runtime.call(OPS.searchBatch, args, transfer);
+    if (n > this._statsSeq) {
+      this._statsSeq = n;
+      this.lastStats = res.stats;
+    }
+    return res.results;
   }
 
   /** Cumulative statistics of this database (fetches, cache). */

@@ -17,6 +17,7 @@ added (:func:`s5vec.index.records.stamp`); indexes always receive a number.
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -39,7 +40,11 @@ INDEX_KINDS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_KIND = "hybrid"
 # Chunk kinds fetched lazily at search time; every other chunk is fetched when an index opens.
-LAZY_CHUNK_KINDS = frozenset({"ivf_list"})
+LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine"})
+# Chunk kinds named by other chunks (an ivf_list names its ivf_refine blocks) and left out of the
+# manifest's chunk list, so the manifest -- what every open downloads -- does not grow with N; the
+# manifest records their count and bytes under extra.unlisted.
+UNLISTED_CHUNK_KINDS = frozenset({"ivf_refine"})
 
 
 def index_class(kind: str) -> type:
@@ -140,6 +145,81 @@ class QueryRun:
         return None
 
 
+class BatchRun:
+    """Many queries' rounds together: one plan (the union of their chunks), one fetch, one
+    ``search_many`` per round (an index without it searches them one by one). A query that asks
+    for another round (widening, refine rows) stays in the batch; the others are done."""
+
+    def __init__(self, index: Index, queries: Sequence[Query], reader: Any, kinds: Mapping[str, str] | None = None
+                 ) -> None:
+        self.index, self.reader, self.kinds = index, reader, kinds or {}
+        self.queries = list(queries)
+        self.hits: list[list[Hit] | None] = [None] * len(self.queries)
+        self.rounds = [0] * len(self.queries)
+        self.fetch_rounds = 0
+        self._searches = 0
+        self._active: list[int] = []
+        self._need: list[str] = []
+
+    def next_fetch(self) -> list[str]:
+        self._active = [i for i, h in enumerate(self.hits) if h is None]
+        qs = [self.queries[i] for i in self._active]
+        plan_many = getattr(self.index, "plan_many", None)
+        plans = plan_many(qs) if plan_many is not None else [self.index.plan(q) for q in qs]
+        need: dict[str, None] = {}
+        for i, p in zip(self._active, plans):
+            if p:
+                self.rounds[i] += 1
+                need.update(dict.fromkeys(p))
+        self._need = list(need)
+        if self._need:
+            self.fetch_rounds += 1
+        return self._need
+
+    def search(self) -> bool:
+        """One round of searches; True when every query has its hits."""
+        self._searches += 1
+        chunks = {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        qs = [self.queries[i] for i in self._active]
+        search_many = getattr(self.index, "search_many", None)
+        outs = search_many(qs, chunks) if search_many is not None else [self.index.search(q, chunks) for q in qs]
+        for i, out in zip(self._active, outs):
+            if out.widen is None:
+                self.hits[i] = out.hits
+            else:
+                self.queries[i] = out.widen
+        if any(h is None for h in self.hits) and self._searches >= MAX_ROUNDS:
+            raise RuntimeError("batch search did not settle: too many rounds")
+        return all(h is not None for h in self.hits)
+
+
+def run_batch_sync(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
+                   kinds: Mapping[str, str] | None = None) -> BatchRun:
+    """All rounds of many queries with blocking fetches; ``.hits`` holds each query's hits."""
+    run = BatchRun(index, queries, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            store.prefetch_sync(need)
+        if run.search():
+            return run
+
+
+async def run_batch(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
+                    kinds: Mapping[str, str] | None = None) -> BatchRun:
+    """As :func:`run_batch_sync`; each round's chunks are fetched in parallel."""
+    run = BatchRun(index, queries, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            await store.prefetch(need)
+            missing = [c for c in need if c not in store]
+            if missing:
+                raise NotFoundError(f"the portal did not return chunk {missing[0]}")
+        if run.search():
+            return run
+
+
 def run_query_sync(index: Index, query: Query, store: ChunkStore, reader: Any | None = None,
                    kinds: Mapping[str, str] | None = None) -> tuple[list[Hit], QueryRun]:
     """All rounds of ``query`` with blocking fetches (CPython)."""
@@ -180,30 +260,105 @@ def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | Non
                      extra: Mapping[str, Any] | None = None) -> bytes:
     """Write ``index``'s chunks through ``writer``; returns the manifest bytes naming them."""
     desc = index.save(writer)
+    listed = [c for c in writer.chunks if c["kind"] not in UNLISTED_CHUNK_KINDS]
+    unlisted: dict[str, dict[str, int]] = {}
+    for c in writer.chunks:
+        if c["kind"] in UNLISTED_CHUNK_KINDS:
+            u = unlisted.setdefault(c["kind"], {"count": 0, "bytes": 0})
+            u["count"] += 1
+            u["bytes"] += int(c["size"])
+    extra = {k: v for k, v in (extra or {}).items() if k != "unlisted"}
+    if unlisted:
+        extra["unlisted"] = unlisted
     return layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
-        chunks=writer.chunks, parent=parent, spec=index.spec(), extra=extra,
+        chunks=listed, parent=parent, spec=index.spec(), extra=extra or None,
     )
+
+
+def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]],
+                  timestamps: np.ndarray, metric: str = "cosine") -> Any:
+    """Parameters that fit the size of this collection (:mod:`s5vec.index.ivf_tune`), or None
+    for kinds that have nothing to pick (flat, hnsw). Returns a ``Choice`` (``.params``, ``.record``)."""
+    from .index import ivf_tune
+
+    if kind not in ("ivf", "hybrid"):
+        return None
+    probe = range(min(len(ids), 500))
+
+    def meta_size(m: Any) -> int | None:
+        try:  # the index validates metadata (depth, size) when it adds it; here a bad map just does not count
+            return len(layout.dumps(dict(m)))
+        except (FormatError, RecursionError, TypeError, ValueError):
+            return None
+
+    metas = [s for s in (meta_size(metadata[i]) for i in probe) if s is not None]
+    sizes = {"id_bytes": float(np.mean([len(str(ids[i])) + 1 for i in probe])) if len(ids) else 8.0,
+             "meta_bytes": float(np.mean(metas)) if metas else 0.0}
+    if kind == "ivf":
+        return ivf_tune.choose(vectors, metric, **sizes)
+    return ivf_tune.choose_hybrid(vectors, timestamps, metric, **sizes)
 
 
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
     params: Mapping[str, Any] | None = None, progress: Any = None, extra: Mapping[str, Any] | None = None,
+    explain: Any = None,
 ) -> str:
     """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
 
     ``extra`` goes into the manifest as is (e.g. ``{"embed": {"model": cid, ...}}`` naming the text model).
+    Without ``params`` an IVF or hybrid index gets parameters picked for its size and data
+    (:func:`choose_params`): what was picked, and the held-out evidence, is logged (logger
+    ``s5vec``), passed to ``explain(choice)`` when given, and stored in the manifest
+    (``extra.auto``; the manifest ``spec`` names the result, e.g. ``IVF1024,PQ48,Refine(SQ8)``).
     """
     ids, mat, metas, ts = records_to_columns(records)
+    choice = None
+    if not params:
+        kernels.check_metric(metric)
+        choice = choose_params(kind, ids, mat, metas, ts, metric)
+        if choice is not None:
+            params = choice.params
+            logging.getLogger("s5vec").info("%s", choice.line())
+            if explain is not None:
+                explain(choice)
     index = new_index(kind, mat.shape[1], metric, params)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
-    cid, _ = save(index, store, extra=extra)
+    extra = dict(extra or {})
+    if choice is not None:
+        extra["auto"] = choice.record
+    cid, _ = save(index, store, extra=extra or None)
     return cid
 
 
 def read_manifest(store: ChunkStore, cid: str) -> dict[str, Any]:
     return layout.decode_manifest(store.get(cid))
+
+
+CACHE_MIN = 16 * 2**20
+CACHE_LAZY_MAX = 256 * 2**20
+
+
+def cache_bytes_for(manifest: Mapping[str, Any]) -> int:
+    """The chunk cache an opened index needs, from its own sizes: everything fetched at open
+    (centroids, summaries, the HNSW part) stays, plus the lazy chunks (lists, refine rows) up to
+    :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once (a 100k index's
+    lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`. The chunks of
+    the round being read are held until read whatever the budget (see :mod:`s5vec.store`)."""
+    eager = lazy = 0
+    unlisted = (manifest.get("extra") or {}).get("unlisted") or {}
+    for u in unlisted.values():
+        if isinstance(u, Mapping) and isinstance(u.get("bytes"), int):
+            lazy += u["bytes"]
+    for c in manifest.get("chunks", ()):
+        if isinstance(c, Mapping) and isinstance(c.get("size"), int):
+            if c.get("kind") in LAZY_CHUNK_KINDS:
+                lazy += c["size"]
+            else:
+                eager += c["size"]
+    return int(max(CACHE_MIN, eager + min(lazy, CACHE_LAZY_MAX) + (1 << 20)))
 
 
 def _eager_chunks(manifest: Mapping[str, Any]) -> list[str]:
@@ -241,18 +396,25 @@ class Database:
 
     @classmethod
     def open(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
-             cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> "Database":
-        store = store or make_store(portals, cache_bytes=cache_bytes, timeout=timeout)
+             cache_bytes: int | None = None, timeout: float = 10.0) -> "Database":
+        """Open a snapshot; ``cache_bytes`` None = sized from the manifest (:func:`cache_bytes_for`)."""
+        own = store is None
+        store = store or make_store(portals, cache_bytes=cache_bytes or 64 * 2**20, timeout=timeout)
         manifest = read_manifest(store, cid)
+        if own and cache_bytes is None:
+            store.cache_limit = cache_bytes_for(manifest)
         store.prefetch_sync(_eager_chunks(manifest))
         return cls._from_manifest(cid, manifest, store)
 
     @classmethod
     async def open_async(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
-                         cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> "Database":
-        store = store or make_store(portals, cache_bytes=cache_bytes, timeout=timeout)
+                         cache_bytes: int | None = None, timeout: float = 10.0) -> "Database":
+        own = store is None
+        store = store or make_store(portals, cache_bytes=cache_bytes or 64 * 2**20, timeout=timeout)
         await store.prefetch([cid])
         manifest = read_manifest(store, cid)
+        if own and cache_bytes is None:
+            store.cache_limit = cache_bytes_for(manifest)
         await store.prefetch(_eager_chunks(manifest))
         return cls._from_manifest(cid, manifest, store)
 
@@ -307,6 +469,70 @@ class Database:
         hits, run = await run_query(self.index, query, self.store, self.reader, self._kinds)
         return self._result(hits, run, before, t0)
 
+    # -- many queries ------------------------------------------------------------
+    MAX_BATCH = 10_000
+
+    def prepare_many(self, vectors: Any, k: Any = 10, filter: Any = None,
+                     params: Mapping[str, Any] | None = None) -> list[Query]:
+        """Validate a batch once: ``vectors`` is a 2-d array or a sequence of vectors (each as
+        :meth:`prepare` takes one); ``k``, ``filter``, ``params`` apply to all of them."""
+        self._check_open()
+        if isinstance(vectors, np.ndarray):
+            if vectors.ndim != 2:
+                raise InvalidArgumentError(f"search_batch takes a 2-d array of vectors, got shape {vectors.shape}")
+            rows = list(vectors)
+        elif isinstance(vectors, (list, tuple)):
+            rows = [_as_array(v) for v in vectors]
+        else:
+            raise InvalidArgumentError(f"search_batch takes a list of vectors, got {type(vectors).__name__}")
+        if not rows:
+            raise InvalidArgumentError("search_batch needs at least one vector")
+        if len(rows) > self.MAX_BATCH:
+            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {len(rows)}")
+        first = prepare_query(self.index, rows[0], k, filter, params)
+        out = [first]
+        for v in rows[1:]:
+            q = kernels.as_vector(v, self.index.dim)
+            q = kernels.prepare(q[None, :], self.index.metric)[0]
+            out.append(Query(np.ascontiguousarray(q, dtype=np.float32), first.k, first.filter, first.params))
+        return out
+
+    def _batch_result(self, run: BatchRun, before: dict[str, int], t0: float) -> dict[str, Any]:
+        metric = self.index.metric
+        results = [[{"id": h.id, "score": float(kernels.to_score(h.distance, metric)), "metadata": dict(h.metadata)}
+                    for h in hits or ()] for hits in run.hits]
+        d = self.store.diff(before)
+        self.searches += len(results)
+        return {"results": results, "stats": {
+            "queries": len(results), "bytesFetched": d["bytes_fetched"], "chunksFetched": d["chunks_fetched"],
+            "cacheHits": d["cache_hits"], "rounds": run.fetch_rounds, "ms": round((time.perf_counter() - t0) * 1000, 3),
+        }}
+
+    def search_batch(self, vectors: Any, k: int = 10, filter: Any = None,
+                     params: Mapping[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+        """The hits of every query (as :meth:`search` gives them, in order), answered together:
+        one plan and fetch per round for all of them, and matrix operations where the index
+        has them (IVF: batched centroid distances, each probed list scored once for all)."""
+        return self.search_batch_with_stats(vectors, k, filter, params)["results"]
+
+    def search_batch_with_stats(self, vectors: Any, k: int = 10, filter: Any = None,
+                                params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{"results": [hits per query], "stats": {queries, bytesFetched, chunksFetched, cacheHits, rounds, ms}}``."""
+        t0 = time.perf_counter()
+        queries = self.prepare_many(vectors, k, filter, params)
+        before = self.store.snapshot()
+        run = run_batch_sync(self.index, queries, self.store, self.reader, self._kinds)
+        return self._batch_result(run, before, t0)
+
+    async def search_batch_async(self, vectors: Any, k: int = 10, filter: Any = None,
+                                 params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """As :meth:`search_batch_with_stats`, with awaited (parallel) fetches."""
+        t0 = time.perf_counter()
+        queries = self.prepare_many(vectors, k, filter, params)
+        before = self.store.snapshot()
+        run = await run_batch(self.index, queries, self.store, self.reader, self._kinds)
+        return self._batch_result(run, before, t0)
+
     # -- reading one record -----------------------------------------------------
     GET_BATCH = 16  # chunks fetched per round while looking for one id in a lazy index
 
@@ -352,11 +578,12 @@ class Database:
     def _writable(self) -> Index:
         self._check_open()
         plan_all = getattr(self.index, "plan_all", None)
-        if plan_all is not None:
-            need = plan_all()
-            if need:
-                self.store.prefetch_sync(need)
-                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        for _ in range(4):  # IVF with separate refine data needs two rounds (lists, then refine)
+            need = plan_all() if plan_all is not None else []
+            if not need:
+                break
+            self.store.prefetch_sync(need)
+            self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
     async def _writable_async(self) -> Index:
@@ -411,7 +638,7 @@ class Database:
         Chunks whose content did not change keep their CID and are not uploaded again.
         """
         known = [c["cid"] for c in self.manifest["chunks"]]
-        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known)
+        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=self.manifest.get("extra"))
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
         self._kinds = _chunk_kinds(self.manifest)
         self.edits = 0

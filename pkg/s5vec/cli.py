@@ -195,7 +195,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         extra = embed.manifest_extra(model_cid, args.text_field, model.dim)
     bar = _progress(len(records), "indexing")
     cid = api.publish(records, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
-                      progress=_bar_callback(bar), extra=extra)
+                      progress=_bar_callback(bar), extra=extra,
+                      explain=lambda choice: print(choice.line(), file=sys.stderr))
     if bar is not None:
         bar.close()
     st = store.stats()

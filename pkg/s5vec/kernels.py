@@ -84,6 +84,35 @@ def distances(query: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndar
     return -dots
 
 
+def distance_matrix(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
+    """Distances (queries x rows) as :func:`distances` gives them row by row, in one matrix
+    product (batched search, the tuner's held-out checks)."""
+    dots = queries @ data.T
+    if metric == "l2":
+        if data_sq is None:
+            data_sq = sq_norms(data)
+        d = data_sq[None, :] - 2.0 * dots + sq_norms(queries)[:, None]
+        return np.maximum(d, 0.0, out=d)
+    if metric == "cosine":
+        return 1.0 - dots
+    return -dots
+
+
+def adc_many(tables: np.ndarray, codes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Product-quantization distances of many queries at once: ``tables`` (b, m, ksub) are the
+    queries' lookup tables, ``codes`` (n, m) uint8; returns (len(rows), n) = sum over subspaces of
+    ``tables[r, j, codes[n, j]]`` for the table rows ``rows`` (default all), gathered straight from
+    the tables (what :meth:`PQCodec.distances` gives one query at a time)."""
+    b, m, ksub = tables.shape
+    if rows is None:
+        rows = np.arange(b, dtype=np.intp)
+    if codes.shape[0] == 0:
+        return np.empty((rows.shape[0], 0), dtype=np.float32)
+    idx = codes.astype(np.intp) + (np.arange(m, dtype=np.intp) * ksub)[None, :]
+    flat = tables.reshape(b * m * ksub)
+    return flat[(rows.astype(np.intp) * (m * ksub))[:, None, None] + idx[None, :, :]].sum(axis=2, dtype=np.float32)
+
+
 def top_k(dist: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` smallest distances, sorted ascending (ties broken by index)."""
     n = dist.shape[0]

@@ -11,8 +11,10 @@ The index protocol built on it (see :mod:`s5vec.index.base`):
     plan(query)            -> [chunk CID, ...]   every chunk the search will read (may be cached)
     search(query, chunks)  -> Outcome            ``chunks`` maps those CIDs to decoded bodies
 
-An :class:`Outcome` either holds the hits or, when a filtered search found too few matches in
-what it was handed, a wider query to run another round with (plan -> fetch -> search again).
+An :class:`Outcome` either holds the hits or a query for another round (plan -> fetch -> search
+again): a wider one when a filtered search found too few matches in what it was handed, or one
+whose ``state`` names more chunks to read (IVF candidates whose refine vectors are fetched
+after the PQ pass).
 """
 from __future__ import annotations
 
@@ -41,9 +43,15 @@ class Query:
     k: int
     filter: Filter | None = None
     params: Any = None
+    #: what an index carries from one round into the next (e.g. IVF's candidates awaiting their
+    #: refine chunks); None on the first round. Set only by indexes, never by users.
+    state: Any = None
 
     def with_params(self, **changes: Any) -> "Query":
         return dataclasses.replace(self, params=dataclasses.replace(self.params, **changes))
+
+    def with_state(self, state: Any) -> "Query":
+        return dataclasses.replace(self, state=state)
 
 
 class Hit(NamedTuple):

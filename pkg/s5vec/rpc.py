@@ -88,10 +88,14 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
 
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
-    cache = _arg(args, "cacheBytes", int, 64 * 2**20)
+    cache = _arg(args, "cacheBytes", int, None)  # None: sized from the manifest (api.cache_bytes_for)
     token = _arg(args, "authToken", str, None)
-    store = make_store(portals, cache_bytes=cache, timeout=_timeout(args), auth_token=token)
+    store = make_store(portals, cache_bytes=cache or 64 * 2**20, timeout=_timeout(args), auth_token=token)
     db = await Database.open_async(cid, portals, store=store, cache_bytes=cache)
+    if cache is None:
+        from .api import cache_bytes_for
+
+        store.cache_limit = cache_bytes_for(db.manifest)
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
@@ -113,6 +117,30 @@ async def _search(args: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgumentError("missing argument 'vector'")
     k = args.get("k")
     return await db.search_async(args["vector"], 10 if k is None else k, args.get("filter"), args.get("params"))
+
+
+@op("searchBatch")
+async def _search_batch(args: dict[str, Any]) -> dict[str, Any]:
+    """``{handle, vectors, count?, k?, filter?, params?} -> {results: [hits per query], stats}``.
+
+    ``vectors``: a list of vectors (arrays of numbers or Float32Arrays), or one flat
+    Float32Array of ``count`` vectors back to back (the bridge's form: one transfer)."""
+    import numpy as np
+
+    db = _db(args)
+    if "vectors" not in args:
+        raise InvalidArgumentError("missing argument 'vectors'")
+    vectors = args["vectors"]
+    if isinstance(vectors, (memoryview, bytes, bytearray)):
+        count = _arg(args, "count", int)
+        flat = np.frombuffer(vectors, dtype=np.float32) if not isinstance(vectors, memoryview) or \
+            vectors.format in ("f", "<f") else np.asarray(vectors, dtype=np.float32)
+        if count < 1 or flat.shape[0] != count * db.index.dim:
+            raise InvalidArgumentError(f"vectors holds {flat.shape[0]} numbers, expected count x dim = "
+                                       f"{count} x {db.index.dim}")
+        vectors = flat.reshape(count, db.index.dim)
+    k = args.get("k")
+    return await db.search_batch_async(vectors, 10 if k is None else k, args.get("filter"), args.get("params"))
 
 
 @op("stats")

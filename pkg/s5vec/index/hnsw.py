@@ -68,8 +68,14 @@ class HNSWIndex:
         ef_construction: int = 200,
         ef_search: int = 64,
         seed: int = 0,
+        vectors_dtype: str = "float32",
     ) -> None:
         self.dim = _check_int("dim", dim, 1, 1 << 20)
+        if vectors_dtype not in ("float32", "float16"):
+            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {vectors_dtype!r}")
+        #: float16 halves the bytes an open downloads (vectors are rounded on insert, so a loaded
+        #: index equals the one that was saved); searches compute in float32 either way
+        self.vectors_dtype = vectors_dtype
         self.metric = kernels.check_metric(metric)
         self.M = _check_int("M", M, 2, 1024)
         self.ef_construction = _check_int("ef_construction", ef_construction, 1, _EF_LIMIT)
@@ -182,7 +188,7 @@ class HNSWIndex:
 
     def spec(self) -> str:
         """Short description for the manifest, faiss style."""
-        return f"HNSW{self.M}"
+        return f"HNSW{self.M}" + (",f16" if self.vectors_dtype == "float16" else "")
 
     # ------------------------------------------------------------------ mutation
 
@@ -200,6 +206,8 @@ class HNSWIndex:
         if total == 0:
             return
         prepared = kernels.prepare(mat, self.metric)
+        if self.vectors_dtype == "float16":
+            prepared = prepared.astype(np.float16).astype(np.float32)
         sq = kernels.sq_norms(prepared)
         rng = np.random.default_rng([self.seed, self._inserted])
         u = 1.0 - rng.random(total)  # in (0, 1]
@@ -757,14 +765,14 @@ class HNSWIndex:
             "kind": self.kind, "dim": self.dim, "metric": self.metric, "M": self.M,
             "ef_construction": self.ef_construction, "ef_search": self.ef_search, "seed": self.seed,
             "count": n, "live": len(self), "chunk_rows": chunk_rows,
-            "nodes": nodes, "links": links, "upper": upper,
+            "nodes": nodes, "links": links, "upper": upper, "vectors_dtype": self.vectors_dtype,
         }
 
     def _nodes_body(self, lo: int, hi: int) -> dict[str, Any]:
         return {
             "start": lo,
             "ids": self._ids[lo:hi],
-            "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
+            "vectors": np.ascontiguousarray(self._vecs[lo:hi], dtype=np.dtype(self.vectors_dtype)),
             "metadata": self._meta[lo:hi],
             "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
             "levels": np.ascontiguousarray(self._levels[lo:hi]),
@@ -791,7 +799,8 @@ class HNSWIndex:
             if desc.get("kind") != cls.kind:
                 raise FormatError("not an hnsw descriptor")
             idx = cls(desc["dim"], desc["metric"], M=desc["M"], ef_construction=desc["ef_construction"],
-                      ef_search=desc["ef_search"], seed=desc["seed"])
+                      ef_search=desc["ef_search"], seed=desc["seed"],
+                      vectors_dtype=desc.get("vectors_dtype", "float32"))
             n = int(desc["count"])
             cap = 16
             while cap < n:

@@ -63,6 +63,14 @@ def _route(params: Mapping[str, Any], hnsw_keys: tuple[str, ...], ivf_keys: tupl
     return hp, ip
 
 
+def _check_cap(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"recent_max must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
 class HybridIndex:
     kind = "hybrid"
     search_params = HybridSearchParams
@@ -75,11 +83,13 @@ class HybridIndex:
         clock: Callable[[], float] | None = None,
         hnsw: Mapping[str, Any] | None = None,
         ivf: Mapping[str, Any] | None = None,
+        recent_max: int | None = None,
         **params: Any,
     ) -> None:
         self.dim = int(dim)
         self.metric = kernels.check_metric(metric)
         self.recent_threshold = parse_duration(recent_threshold)
+        self.recent_max = _check_cap(recent_max)
         self.clock = clock or time.time
         hp, ip = _route(params, HNSW_PARAMS, IVF_PARAMS, "unknown hybrid parameter")
         hp, ip = {**(hnsw or {}), **hp}, {**(ivf or {}), **ip}
@@ -88,7 +98,8 @@ class HybridIndex:
 
     def spec(self) -> str:
         days = self.recent_threshold / 86400
-        return f"Hybrid({self.recent.spec()}|{self.historical.spec()};recent={days:g}d)"
+        cap = f",max={self.recent_max}" if self.recent_max else ""
+        return f"Hybrid({self.recent.spec()}|{self.historical.spec()};recent={days:.4g}d{cap})"
 
     # -- routing ----------------------------------------------------------------
     def cutoff(self, now: float | None = None) -> float:
@@ -163,6 +174,22 @@ class HybridIndex:
             self.historical.rebalance()
         return len(aged)
 
+    def enforce_cap(self) -> int:
+        """Keep the HNSW part (loaded whole at open) at most ``recent_max`` records: the oldest
+        beyond the cap move to IVF (added there first, then deleted here). Runs at every save
+        (publish and commit). Returns how many moved."""
+        extra = len(self.recent) - self.recent_max if self.recent_max else 0
+        if extra <= 0:
+            return 0
+        items = sorted(self.recent.items(), key=lambda it: (it[3], it[0]))[:extra]
+        for lo in range(0, len(items), 10_000):
+            part = items[lo: lo + 10_000]
+            ids = [a[0] for a in part]
+            self.historical.add(ids, np.stack([a[1] for a in part]), [a[2] for a in part], [a[3] for a in part])
+            self.recent.delete(ids)
+        self.recent.vacuum()
+        return extra
+
     # -- queries ----------------------------------------------------------------
     @staticmethod
     def _parts(query: Query) -> tuple[Query, Query]:
@@ -175,11 +202,27 @@ class HybridIndex:
     def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
         """Both parts, merged by distance; an id in both (mid-migration) is returned once."""
         hq, iq = self._parts(query)
+        out = self.historical.search(iq, chunks) if len(self.historical) else None
+        return self._merge(query, hq, out)
+
+    def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
+        if not len(self.historical):
+            return [[] for _ in queries]
+        return self.historical.plan_many([self._parts(q)[1] for q in queries])
+
+    def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
+        """``search`` of every query; the IVF part scores them together (``IVFIndex.search_many``)."""
+        parts = [self._parts(q) for q in queries]
+        outs = (self.historical.search_many([p[1] for p in parts], chunks) if len(self.historical)
+                else [None] * len(queries))
+        return [self._merge(q, p[0], o) for q, p, o in zip(queries, parts, outs)]
+
+    def _merge(self, query: Query, hq: Query, out: Outcome | None) -> Outcome:
         best: dict[str, Any] = {}
-        if len(self.historical):
-            out = self.historical.search(iq, chunks)
-            if out.widen is not None:
-                return Outcome(widen=query.with_params(nprobe=out.widen.params.nprobe))
+        if out is not None:
+            if out.widen is not None:  # a wider probe, or the refine round: carry its state
+                w = out.widen
+                return Outcome(widen=replace(query.with_params(nprobe=w.params.nprobe), state=w.state))
             for h in out.hits:
                 best[h.id] = h
         if len(self.recent):
@@ -224,8 +267,12 @@ class HybridIndex:
 
     # -- persistence ------------------------------------------------------------
     def save(self, writer: ChunkWriter) -> dict[str, Any]:
-        return {"dim": self.dim, "metric": self.metric, "recent_threshold": self.recent_threshold,
-                "recent": self.recent.save(writer), "historical": self.historical.save(writer)}
+        self.enforce_cap()
+        out = {"dim": self.dim, "metric": self.metric, "recent_threshold": self.recent_threshold,
+               "recent": self.recent.save(writer), "historical": self.historical.save(writer)}
+        if self.recent_max:
+            out["recent_max"] = self.recent_max
+        return out
 
     @classmethod
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HybridIndex":
@@ -233,6 +280,7 @@ class HybridIndex:
             obj = cls.__new__(cls)
             obj.dim, obj.metric = int(desc["dim"]), kernels.check_metric(desc["metric"])
             obj.recent_threshold = parse_duration(desc["recent_threshold"])
+            obj.recent_max = _check_cap(desc.get("recent_max"))
             obj.clock = time.time
             obj.recent = HNSWIndex.load(desc["recent"], reader)
             obj.historical = IVFIndex.load(desc["historical"], reader)

@@ -31,8 +31,8 @@ from .. import quantizers as qz
 from ..errors import InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of, summarize
 from ..query import NO_CHUNKS, Chunks, Hit, IVFSearchParams, Outcome, Query, Record
-from .ivf_lists import PENDING as _PENDING, IVFList, IVFParams, is_int as _is_int, make_codec
-from .ivf_store import IVFStorage
+from .ivf_lists import PENDING as _PENDING, IVFList, IVFParams, Refiner, is_int as _is_int, make_codec
+from .ivf_store import IVFStorage, RefineState
 from .records import check_batch
 
 FILTER_DEPTH = 4  # a filtered search probes until its lists are expected to hold 4k matches
@@ -64,6 +64,10 @@ class IVFIndex(IVFStorage):
         self.codec: qz.Codec = self._fresh_codec()
         if p.codec == "pq":
             self.pq_m = self.codec.m  # type: ignore[attr-defined]
+        self.refine_kind, self.refine_rows, self.refine_m = p.refine, int(p.refine_rows), p.refine_m
+        self.refiner: Refiner | None = self._fresh_refiner()
+        if self.refiner is not None and self.refine_kind == "pq":
+            self.refine_m = self.refiner.m
         self.centroids: np.ndarray | None = None
         self._csq: np.ndarray | None = None
         self._lists: list[IVFList | None] = []
@@ -98,9 +102,13 @@ class IVFIndex(IVFStorage):
         return IVFList.empty(0, None, self.dim)
 
     def spec(self) -> str:
-        """Short description for the manifest, faiss style: ``IVF256,PQ16``, ``IVF128,SQ8``, ``IVF128,Flat``."""
+        """Short description for the manifest, faiss style: ``IVF256,PQ16``, ``IVF128,SQ8``, ``IVF128,Flat``;
+        separate refine data adds ``,Refine(f16|SQ8|PQ<m>)``."""
         code = {"flat": "Flat", "sq8": "SQ8", "pq": f"PQ{self.pq_m}"}[self.codec_name]
-        return f"IVF{self.nlist},{code}" + (",f16" if self.vectors_dtype == "float16" else "")
+        out = f"IVF{self.nlist},{code}" + (",f16" if self.vectors_dtype == "float16" else "")
+        if self.refine_kind is not None:
+            out += ",Refine(" + {"float16": "f16", "sq8": "SQ8", "pq": f"PQ{self.refine_m}"}[self.refine_kind] + ")"
+        return out
 
     def params(self) -> dict[str, Any]:
         """The construction parameters as resolved (what the centroids chunk records)."""
@@ -109,6 +117,7 @@ class IVFIndex(IVFStorage):
             "pq_nbits": self.pq_nbits, "rerank": self.rerank, "store_full": self.store_full, "seed": self.seed,
             "lists_per_chunk": self.lists_per_chunk, "train_min": self.train_min,
             "kmeans_iters": self.kmeans_iters, "residual": self.residual, "vectors_dtype": self.vectors_dtype,
+            "refine": self.refine_kind, "refine_rows": self.refine_rows, "refine_m": self.refine_m,
         }
 
     def __len__(self) -> int:
@@ -174,6 +183,9 @@ class IVFIndex(IVFStorage):
         self.codec = codec
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self._csq = kernels.sq_norms(self.centroids)
+        if self.refine_kind is not None:
+            self.refiner = self._fresh_refiner()
+            self._train_refiner(x)
         self._lists = [self._new_list() for _ in range(self.nlist)]
         self._counts = np.zeros(self.nlist, dtype=np.int64)
         self._pending = self._new_pending()
@@ -187,6 +199,30 @@ class IVFIndex(IVFStorage):
 
     def _fresh_codec(self) -> qz.Codec:
         return make_codec(self.codec_name, self.dim, self.metric, self.residual, self.pq_m, self.pq_nbits, self.seed)
+
+    def _fresh_refiner(self) -> Refiner | None:
+        if self.refine_kind is None:
+            return None
+        return Refiner(self.refine_kind, self.dim, self.metric, self.refine_m, self.seed, self.codec, self.residual)
+
+    REFINE_TRAIN = 20_000  # rows the refine code is trained on (a sample, like PQ's codebooks)
+
+    def _train_refiner(self, x: np.ndarray) -> None:
+        """Train the refine code on a sample of prepared vectors (after centroids and codec)."""
+        assert self.refiner is not None and self.centroids is not None
+        if x.shape[0] > self.REFINE_TRAIN:
+            rng = np.random.default_rng(self.seed + 1)
+            x = x[np.sort(rng.choice(x.shape[0], self.REFINE_TRAIN, replace=False))]
+        cents, codes = self._first_level(x)
+        self.refiner.train(x, cents, codes)
+
+    def _first_level(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(centroid of each row's list or None, first-level codes) of prepared vectors."""
+        assert self.centroids is not None
+        if labels is None:
+            labels = qz.assign(x, self.centroids, self.metric)
+        cents = self.centroids[labels] if self.residual else None
+        return cents, self.codec.encode(x if cents is None else x - cents)
 
     def _gather(self) -> tuple[list[str], np.ndarray, np.ndarray | None, list[dict[str, Any]], np.ndarray]:
         """Every record held, pending first then list by list: ids, vectors (full or decoded),
@@ -317,6 +353,13 @@ class IVFIndex(IVFStorage):
                 if self.residual:
                     block = block - self.centroids[labels[s : s + _ADD_BLOCK]]
                 enc[s : s + _ADD_BLOCK] = self.codec.encode(block)
+            if self.refiner is not None and enc is not None:
+                # keep what the refine chunks will hold, so resident and loaded searches agree
+                if s == 0:
+                    x = x.copy()
+                sl = slice(s, s + _ADD_BLOCK)
+                cents = self.centroids[labels[sl]] if self.residual else None
+                x[sl] = self.refiner.roundtrip(x[sl], cents, enc[sl])
             if progress is not None:
                 progress(min(s + _ADD_BLOCK, n), n)
         order = np.argsort(labels, kind="stable")
@@ -505,7 +548,10 @@ class IVFIndex(IVFStorage):
         return [int(l) for l in self._probe_for(query)[0]]
 
     def plan(self, query: Query) -> list[str]:
-        """CIDs of the list chunks the probe of ``query`` reads that are not resident (probe order)."""
+        """CIDs of the list chunks the probe of ``query`` reads that are not resident (probe order);
+        on a refine round, the refine chunks of its candidates."""
+        if isinstance(query.state, RefineState):
+            return self._refine_plan(query.state)
         if not self._lazy:
             return []
         probe, _ = self._probe_for(query)
@@ -532,10 +578,16 @@ class IVFIndex(IVFStorage):
         With a quantized codec and full vectors the best ``rerank`` candidates are re-scored
         exactly (``rerank=0`` disables; default 4k for sq8, 10k for pq). A filtered search that
         found fewer than ``k`` matches asks for another round with twice the ``nprobe``."""
+        if isinstance(query.state, RefineState):
+            return self._search_refined(query, chunks)
+        return self._finish(query, *self._score(query, chunks))
+
+    def _finish(self, query: Query, sources: list[IVFList], dists: list[np.ndarray], exact: list[bool],
+                numbers: list[int]) -> Outcome:
+        """Candidates, filter, re-rank and hits from the scored lists (one query)."""
         k, flt = query.k, query.filter
         rerank = query.params.rerank
         n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
-        sources, dists, exact = self._score(query, chunks)
         if not sources:
             return Outcome()
         # intp, not int64: np.repeat casts its counts to intp 'safely', which int64 -> int32 is not on wasm32 (Pyodide)
@@ -557,7 +609,13 @@ class IVFIndex(IVFStorage):
             return Outcome()
         cd = all_d[cand]
         if n_rerank > 0:
-            cd = self._rerank(query.vector, cd, src[cand], rows[cand], sources, exact)
+            cs, cr = src[cand], rows[cand]
+            approx = ~np.asarray(exact)[cs]
+            if approx.any() and any(sources[s].vectors is None for s in np.unique(cs[approx]).tolist()):
+                # separate refine data: the candidates' refine chunks are the next round
+                return Outcome(widen=query.with_state(RefineState(
+                    sources=sources, numbers=numbers, exact=exact, src=cs, rows=cr, dist=cd)))
+            cd = self._rerank(query.vector, cd, cs, cr, sources, exact)
         hits = []
         for b in kernels.top_k(cd, k):
             i = cand[b]
@@ -565,19 +623,22 @@ class IVFIndex(IVFStorage):
             hits.append(Hit(lst.ids[r], float(cd[b]), lst.metadata[r]))
         return Outcome(hits)
 
-    def _score(self, query: Query, chunks: Chunks) -> tuple[list[IVFList], list[np.ndarray], list[bool]]:
-        """Distances from the query to every record of the pending buffer and the probed lists."""
+    def _score(self, query: Query, chunks: Chunks) -> tuple[list[IVFList], list[np.ndarray], list[bool], list[int]]:
+        """Distances from the query to every record of the pending buffer and the probed lists
+        (sources, their distances, whether those are exact, their list numbers)."""
         q = query.vector
         sources: list[IVFList] = []
         dists: list[np.ndarray] = []
         exact: list[bool] = []
+        numbers: list[int] = []
         if len(self._pending):
             p = self._pending
             sources.append(p)
             dists.append(kernels.distances(q, p.vectors, self.metric, p.sq if self.metric == "l2" else None))
             exact.append(True)
+            numbers.append(_PENDING)
         if not self.trained or self._counts.sum() == 0:
-            return sources, dists, exact
+            return sources, dists, exact, numbers
         probe, cdist = self._probe_for(query)
         per_list_table = self.residual and self.metric == "l2"
         table = None if per_list_table else self.codec.distance_table(q)
@@ -598,7 +659,99 @@ class IVFIndex(IVFStorage):
             sources.append(lst)
             dists.append(d)
             exact.append(self._shared)
-        return sources, dists, exact
+            numbers.append(l)
+        return sources, dists, exact, numbers
+
+    # ------------------------------------------------------------------ many queries at once
+
+    def _batchable(self, query: Query) -> bool:
+        """First-round unfiltered queries of a trained index without pending records (and not
+        residual PQ under l2, whose tables are per list)."""
+        return (query.state is None and query.filter is None and self.trained and not len(self._pending)
+                and not (self.residual and self.metric == "l2"))
+
+    def _probes_many(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray]]:
+        qs = np.stack([q.vector for q in queries])
+        cd = kernels.distance_matrix(qs, self.centroids, self.metric, self._csq)
+        return cd, [kernels.top_k(cd[j], self._nprobe(q)) for j, q in enumerate(queries)]
+
+    def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
+        """``plan`` of every query, the centroid distances of the batchable ones in one product."""
+        if not self._lazy:
+            return [self.plan(q) if q.state is not None else [] for q in queries]
+        out: list[list[str] | None] = [None] * len(queries)
+        batch = [i for i, q in enumerate(queries) if self._batchable(q)]
+        if batch:
+            _, probes = self._probes_many([queries[i] for i in batch])
+            for i, probe in zip(batch, probes):
+                out[i] = self._chunks_of_lists(probe)
+        return [p if p is not None else self.plan(q) for p, q in zip(out, queries)]
+
+    def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
+        """``search`` of every query; the batchable ones share the work: one product for their
+        centroid distances, and each probed list scored once for all the queries that probe it
+        (one matrix product for flat lists, one table gather for PQ codes)."""
+        out: list[Outcome | None] = [None] * len(queries)
+        batch = [i for i, q in enumerate(queries) if self._batchable(q)]
+        if len(batch) > 1:
+            qb = [queries[i] for i in batch]
+            cd, probes = self._probes_many(qb)
+            qs = np.stack([q.vector for q in qb])
+            users: dict[int, list[int]] = {}
+            for j, probe in enumerate(probes):
+                for l in probe.tolist():
+                    if self._counts[l]:
+                        users.setdefault(l, []).append(j)
+            tables = None
+            if self.codec_name == "pq":
+                tables = np.stack([self.codec.distance_table(q) for q in qs])
+            scored: list[dict[int, tuple[IVFList, np.ndarray]]] = [{} for _ in qb]
+            for l, js in users.items():
+                lst = self._list(l, chunks)
+                sel = np.asarray(js, dtype=np.intp)
+                if self._shared:
+                    d = kernels.distance_matrix(qs[sel], lst.vectors, self.metric,
+                                                lst.sq if self.metric == "l2" else None)
+                elif tables is None:  # sq8: decode the list once for all its queries
+                    d = kernels.distance_matrix(qs[sel], self.codec.decode(lst.codes), self.metric)
+                else:
+                    d = kernels.adc_many(tables, lst.codes, sel)
+                    if self.residual:
+                        d += cd[sel, l][:, None]
+                for r, j in enumerate(js):
+                    scored[j][l] = (lst, d[r])
+            for j, (i, probe) in enumerate(zip(batch, probes)):
+                got = scored[j]
+                ls = [l for l in probe.tolist() if l in got]
+                out[i] = self._finish(queries[i], [got[l][0] for l in ls], [got[l][1] for l in ls],
+                                      [self._shared] * len(ls), ls)
+        return [o if o is not None else self.search(q, chunks) for o, q in zip(out, queries)]
+
+    def _search_refined(self, query: Query, chunks: Chunks) -> Outcome:
+        """Second round of a search with separate refine data: exact distances of the PQ pass's
+        candidates from the refine chunks the plan named, then the best ``k``."""
+        st: RefineState = query.state
+        cd = st.dist.copy()
+        approx = np.flatnonzero(~np.asarray(st.exact)[st.src])
+        if approx.size:
+            R = self.refine_rows
+            vecs = np.empty((approx.size, self.dim), dtype=np.float32)
+            src, rows = st.src[approx], st.rows[approx]
+            key = src.astype(np.int64) * (1 << 32) + rows // R
+            for k in np.unique(key).tolist():  # one gather per (source, refine block)
+                sel = np.flatnonzero(key == k)
+                s, b = k >> 32, k & 0xFFFFFFFF
+                lst = st.sources[s]
+                if lst.vectors is not None:
+                    vecs[sel] = lst.vectors[rows[sel]]
+                else:
+                    vecs[sel] = self._refine_rows(st.numbers[s], lst, b, chunks)[rows[sel] - b * R]
+            cd[approx] = kernels.distances(query.vector, vecs, self.metric)
+        hits = []
+        for b in kernels.top_k(cd, query.k):
+            lst, r = st.sources[int(st.src[b])], int(st.rows[b])
+            hits.append(Hit(lst.ids[r], float(cd[b]), lst.metadata[r]))
+        return Outcome(hits)
 
     def _rerank(self, q: np.ndarray, cd: np.ndarray, cs: np.ndarray, cr: np.ndarray,
                 sources: list[IVFList], exact: list[bool]) -> np.ndarray:

@@ -18,6 +18,7 @@ from .. import quantizers as qz
 from ..errors import FormatError, InvalidArgumentError
 
 PENDING = -1  # list number of the pending (untrained) buffer
+REFINE_KINDS = ("float16", "sq8", "pq")
 
 
 def is_int(v: Any) -> bool:
@@ -30,7 +31,14 @@ class IVFParams:
 
     ``rerank`` None = the default depth (4k for sq8, 10k for pq); ``train_min`` None =
     ``max(1000, 30 * nlist)``; ``residual`` None = on for PQ; ``vectors_dtype`` float16 halves
-    the bytes of stored full vectors (rounded on insert, so results match after save/load)."""
+    the bytes of stored full vectors (rounded on insert, so results match after save/load).
+
+    ``refine`` (sq8/pq codecs): None keeps the re-rank vectors inside the list chunks (what
+    ``store_full`` does); ``"float16"``, ``"sq8"`` or ``"pq"`` (a second PQ of what the first
+    one left, ``refine_m`` bytes) stores them apart, in ``ivf_refine`` chunks of ``refine_rows``
+    rows of one list, fetched in a second round only for the candidates of the PQ pass, so
+    the codes are what crosses the wire. Vectors are rounded through the refine code on insert
+    (results match after save/load)."""
 
     nlist: int = 128
     nprobe: int = 16
@@ -45,6 +53,9 @@ class IVFParams:
     kmeans_iters: int = 20
     residual: bool | None = None
     vectors_dtype: str = "float32"
+    refine: str | None = None
+    refine_rows: int = 16
+    refine_m: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("nlist", "nprobe", "lists_per_chunk", "kmeans_iters"):
@@ -59,6 +70,17 @@ class IVFParams:
             raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {self.train_min!r}")
         if self.vectors_dtype not in ("float32", "float16"):
             raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {self.vectors_dtype!r}")
+        if self.refine is not None:
+            if self.refine not in REFINE_KINDS:
+                raise InvalidArgumentError(f"refine must be one of {', '.join(REFINE_KINDS)} or None, got {self.refine!r}")
+            if self.codec == "flat":
+                raise InvalidArgumentError("refine needs a quantized codec (sq8 or pq): flat lists hold exact vectors")
+            if not self.store_full:
+                raise InvalidArgumentError("refine stores re-rank vectors; it cannot be combined with store_full=False")
+        if not is_int(self.refine_rows) or not 1 <= self.refine_rows <= 1 << 16:
+            raise InvalidArgumentError(f"refine_rows must be an integer in 1..65536, got {self.refine_rows!r}")
+        if self.refine_m is not None and (not is_int(self.refine_m) or self.refine_m < 1):
+            raise InvalidArgumentError(f"refine_m must be a positive integer, got {self.refine_m!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "IVFParams":
@@ -69,7 +91,7 @@ class IVFParams:
 class IVFList:
     """One inverted list (or the pending buffer)."""
 
-    __slots__ = ("ids", "codes", "vectors", "metadata", "timestamps", "_sq", "_rows")
+    __slots__ = ("ids", "codes", "vectors", "metadata", "timestamps", "_sq", "_rows", "refine_cids")
 
     def __init__(
         self,
@@ -86,6 +108,8 @@ class IVFList:
         self.timestamps = timestamps
         self._sq: np.ndarray | None = None
         self._rows: dict[str, int] | None = None
+        #: CIDs of this list's ``ivf_refine`` blocks (separate refine data, read from a list chunk)
+        self.refine_cids: list[str] | None = None
 
     @classmethod
     def empty(cls, code_size: int, code_dtype: np.dtype | None, dim: int | None) -> "IVFList":
@@ -147,15 +171,19 @@ class IVFList:
         self._sq = None
         self._rows = None
 
-    def body(self, number: int, shared: bool, vectors_dtype: str = "float32") -> dict[str, Any]:
-        """The list as one entry of an ``ivf_list`` chunk (plain lists and arrays)."""
+    def body(self, number: int, shared: bool, vectors_dtype: str = "float32",
+             refine_cids: list[str] | None = None) -> dict[str, Any]:
+        """The list as one entry of an ``ivf_list`` chunk (plain lists and arrays); with
+        ``refine_cids`` the vectors live in those ``ivf_refine`` chunks, not here."""
         out: dict[str, Any] = {
             "list": number,
             "ids": list(self.ids),
             "metadata": [dict(m) for m in self.metadata],
             "timestamps": np.ascontiguousarray(self.timestamps, dtype=np.float64),
         }
-        if self.vectors is not None:
+        if refine_cids is not None:
+            out["refine"] = list(refine_cids)
+        elif self.vectors is not None:
             out["vectors"] = np.ascontiguousarray(self.vectors, dtype=np.dtype(vectors_dtype))
         if not shared and self.codes is not None:
             out["codes"] = np.ascontiguousarray(self.codes)
@@ -183,9 +211,14 @@ class IVFList:
                 codes = np.asarray(body["codes"], dtype=code_dtype).reshape(n, code_size)
             if len(metadata) != n:
                 raise FormatError("IVF list has mismatched metadata")
+            refine = body.get("refine")
+            if refine is not None and not (isinstance(refine, list) and all(isinstance(c, str) for c in refine)):
+                raise FormatError("IVF list refine entry must be a list of CIDs")
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"malformed IVF list chunk: {exc}") from None
-        return cls(list(ids), codes, vectors, metadata, ts)
+        out = cls(list(ids), codes, vectors, metadata, ts)
+        out.refine_cids = refine
+        return out
 
 
 def make_codec(codec: str, dim: int, metric: str, residual: bool, pq_m: int | None, pq_nbits: int,
@@ -199,3 +232,91 @@ def make_codec(codec: str, dim: int, metric: str, residual: bool, pq_m: int | No
     if codec == "sq8":
         return qz.SQ8Codec(dim, metric)
     return qz.Float32Codec(dim, metric)
+
+
+class Refiner:
+    """The re-rank vectors of an IVF index with separate refine data (param ``refine``).
+
+    ``encode(x, centroids, codes)`` -> what an ``ivf_refine`` chunk stores for prepared vectors
+    ``x`` of one list (``centroids`` = that list's centroid broadcast per row, ``codes`` their
+    first-level codes); ``decode`` is its inverse; ``roundtrip`` = decode(encode(...)), which is
+    what the index keeps in memory so a resident search and a loaded one agree exactly.
+
+    - ``float16``: the vectors as float16 (2 bytes per dimension);
+    - ``sq8``: per-dimension scalar quantization (1 byte per dimension);
+    - ``pq``: a second product quantizer over what the first-level (PQ) code left,
+      ``x - c - decode(code)``: ``m`` bytes (faiss's IVFPQR idea).
+    """
+
+    def __init__(self, kind: str, dim: int, metric: str, m: int | None, seed: int, first: qz.Codec,
+                 residual: bool) -> None:
+        self.kind, self.dim, self.metric, self.seed = kind, dim, metric, seed
+        self.first, self.residual = first, residual
+        self.codec: Any = None
+        if kind == "pq":
+            self.m = int(m) if m is not None else _divisor_at_most(dim, max(1, dim // 4))
+            if dim % self.m:
+                raise InvalidArgumentError(f"refine_m must divide dim={dim}, got {self.m}")
+        elif kind == "sq8":
+            self.m = dim
+        else:
+            self.m = 2 * dim  # bytes
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return self.m
+
+    def _left(self, x: np.ndarray, cents: np.ndarray | None, codes: np.ndarray) -> np.ndarray:
+        """What the first-level code does not reproduce: x - (c) - decode(code)."""
+        base = self.first.decode(codes)
+        if self.residual and cents is not None:
+            base = base + cents
+        return (x - base).astype(np.float32, copy=False)
+
+    def train(self, x: np.ndarray, cents: np.ndarray | None, codes: np.ndarray | None) -> None:
+        """Train on prepared vectors (with their list centroids and first-level codes for pq)."""
+        if self.kind == "sq8":
+            self.codec = qz.SQ8Codec(self.dim, "l2")
+            self.codec.train(x)
+        elif self.kind == "pq":
+            assert codes is not None
+            self.codec = qz.PQCodec(self.dim, self.m, 8, "l2", seed=self.seed + 7919)
+            self.codec.train(self._left(x, cents, codes))
+
+    def encode(self, x: np.ndarray, cents: np.ndarray | None, codes: np.ndarray | None) -> np.ndarray:
+        if self.kind == "float16":
+            return np.ascontiguousarray(x, dtype=np.float16)
+        if self.kind == "sq8":
+            return self.codec.encode(x)
+        assert codes is not None
+        return self.codec.encode(self._left(x, cents, codes))
+
+    def decode(self, data: np.ndarray, cents: np.ndarray | None, codes: np.ndarray | None) -> np.ndarray:
+        if self.kind == "float16":
+            return np.asarray(data, dtype=np.float32)
+        if self.kind == "sq8":
+            return self.codec.decode(data)
+        assert codes is not None
+        base = self.first.decode(codes)
+        if self.residual and cents is not None:
+            base = base + cents
+        return (base + self.codec.decode(data)).astype(np.float32, copy=False)
+
+    def roundtrip(self, x: np.ndarray, cents: np.ndarray | None, codes: np.ndarray | None) -> np.ndarray:
+        return self.decode(self.encode(x, cents, codes), cents, codes)
+
+    def state(self) -> dict[str, Any] | None:
+        return None if self.codec is None else self.codec.state()
+
+    def load_state(self, state: Mapping[str, Any] | None) -> None:
+        if self.kind in ("sq8", "pq"):
+            if state is None:
+                raise FormatError(f"IVF {self.kind} refine without its codec state")
+            self.codec = qz.codec_from_state(state)
+
+
+def _divisor_at_most(dim: int, target: int) -> int:
+    for m in range(min(target, dim), 0, -1):
+        if dim % m == 0:
+            return m
+    return 1

@@ -18,6 +18,7 @@ Lazy loading, without fetching
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -32,7 +33,25 @@ from .ivf_lists import PENDING, IVFList, IVFParams
 CENTROIDS_KIND = "ivf_centroids"
 SUMMARIES_KIND = "ivf_summaries"
 LIST_KIND = "ivf_list"
+REFINE_KIND = "ivf_refine"
 _MEMO = "__ivf_lists__"  # key under which decoded lists are memoised on a chunk body
+_RMEMO = "__ivf_refine__"  # key under which decoded refine rows are memoised on a refine chunk body
+
+
+@dataclass(frozen=True, eq=False)
+class RefineState:
+    """A search's candidates after the PQ pass, waiting for their refine chunks (``Query.state``).
+
+    ``sources``/``numbers``/``exact``: the lists scored (their list numbers, whether their
+    distances are exact); ``src``/``rows``/``dist``: each candidate's source, row and approximate
+    distance."""
+
+    sources: list[IVFList]
+    numbers: list[int]
+    exact: list[bool]
+    src: np.ndarray
+    rows: np.ndarray
+    dist: np.ndarray
 
 
 class IVFStorage:
@@ -55,6 +74,7 @@ class IVFStorage:
 
     def _init_storage(self) -> None:
         self._lazy = False
+        self._staged_refine: list[str] = []
         self._chunk_cids: list[str | None] = [None] * self._nchunks
         self._centroids_cid: str | None = None
         self._pending_cid: str | None = None
@@ -88,10 +108,70 @@ class IVFStorage:
         return list(out)
 
     def plan_all(self) -> list[str]:
-        """Every list chunk a lazy index has not made resident (what ``load_all`` needs)."""
+        """Every list chunk a lazy index has not made resident (what ``load_all`` needs); with
+        separate refine data, once ``load_all`` has seen the lists, their refine chunks too."""
         if not self._lazy:
             return []
-        return [c for c in dict.fromkeys(self._chunk_cids) if c is not None]
+        return [c for c in dict.fromkeys(self._chunk_cids) if c is not None] + list(self._staged_refine)
+
+    # -- separate refine data
+
+    def _refine_plan(self, st: "RefineState") -> list[str]:
+        """The refine chunks of the candidates whose lists hold no vectors (first-seen order)."""
+        out: dict[str, None] = {}
+        approx = ~np.asarray(st.exact)[st.src]
+        R = self.refine_rows  # type: ignore[attr-defined]
+        # one entry per (source, block), first-seen order
+        key = st.src[approx].astype(np.int64) * (1 << 32) + st.rows[approx] // R
+        _, first = np.unique(key, return_index=True)
+        for k in key[np.sort(first)].tolist():
+            s, b = k >> 32, k & 0xFFFFFFFF
+            lst = st.sources[s]
+            if lst.vectors is None:
+                if lst.refine_cids is None:
+                    raise FormatError("IVF list without vectors or refine chunks")
+                out[lst.refine_cids[b]] = None
+        return list(out)
+
+    def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
+        """Decoded re-rank vectors of one refine block of list ``l`` (memoised on the chunk body)."""
+        assert lst.refine_cids is not None
+        cid = lst.refine_cids[block]
+        if cid not in chunks:
+            raise RuntimeError(f"IVF refine block {block} of list {l} was read without its chunk")
+        body = chunks[cid]
+        got = body.get(_RMEMO)
+        if got is not None:
+            return got
+        R = self.refine_rows  # type: ignore[attr-defined]
+        try:
+            start, data = int(body["start"]), np.asarray(body["data"])
+            if int(body["list"]) != l or start != block * R:
+                raise FormatError(f"IVF refine chunk holds list {body['list']} rows from {start}")
+            n = min(R, len(lst) - start)
+            data = data.reshape(n, -1)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"malformed ivf_refine chunk: {exc}") from None
+        codes = lst.codes[start: start + n] if lst.codes is not None else None
+        cents = None
+        if self.residual:  # type: ignore[attr-defined]
+            cents = np.broadcast_to(self.centroids[l], (n, self.dim))  # type: ignore[index]
+        got = self.refiner.decode(data, cents, codes)  # type: ignore[attr-defined]
+        if isinstance(body, dict):
+            body[_RMEMO] = got
+        return got
+
+    def _refine_bodies(self, l: int, lst: IVFList) -> Iterable[dict[str, Any]]:
+        """The ``ivf_refine`` chunk bodies of resident list ``l``, ``refine_rows`` rows each."""
+        R = self.refine_rows  # type: ignore[attr-defined]
+        for start in range(0, len(lst), R):
+            sl = slice(start, start + R)
+            cents = None
+            if self.residual:  # type: ignore[attr-defined]
+                cents = np.broadcast_to(self.centroids[l], (len(lst.ids[sl]), self.dim))  # type: ignore[index]
+            assert lst.vectors is not None
+            data = self.refiner.encode(lst.vectors[sl], cents, lst.codes[sl])  # type: ignore[attr-defined]
+            yield {"list": l, "start": start, "data": np.ascontiguousarray(data)}
 
     def _list(self, l: int, chunks: Chunks) -> IVFList:
         """List ``l``: resident, or decoded from the chunk the request layer handed over."""
@@ -134,12 +214,28 @@ class IVFStorage:
         return out
 
     def load_all(self, chunks: Chunks) -> None:
-        """Make every list resident (and the index writable) from the chunks ``plan_all()`` named."""
+        """Make every list resident (and the index writable) from the chunks ``plan_all()`` named.
+
+        With separate refine data the first call only learns the refine CIDs from the lists (the
+        index stays lazy and ``plan_all()`` names them); the next call reads them too."""
         if not self._lazy:
             return
+        if getattr(self, "refiner", None) is not None:
+            need = [cid for c in range(self._nchunks) for lst in self._chunk_lists(c, chunks).values()
+                    for cid in (lst.refine_cids or ())]
+            if any(cid not in chunks for cid in need):
+                self._staged_refine = list(dict.fromkeys(need))
+                return
+        R = getattr(self, "refine_rows", 1)
         for c in range(self._nchunks):
             for l, lst in self._chunk_lists(c, chunks).items():
-                self._lists[l] = lst.copy()  # the decoded ones stay with the store's cached chunk
+                own = lst.copy()  # the decoded ones stay with the store's cached chunk
+                if own.vectors is None and lst.refine_cids is not None:
+                    blocks = [self._refine_rows(l, lst, b, chunks) for b in range(len(lst.refine_cids))]
+                    own.vectors = (np.concatenate(blocks) if blocks else np.empty((0, self.dim), np.float32))[: len(lst)]
+                    assert own.vectors.shape[0] == len(lst) and R > 0
+                self._lists[l] = own
+        self._staged_refine = []
         self._lazy = False
         self._loc = {}
         self._register(PENDING, self._pending, 0)  # type: ignore[attr-defined]
@@ -157,16 +253,25 @@ class IVFStorage:
             "trained": self.centroids is not None,
             "centroids": self.centroids if self.centroids is not None else np.empty((0, self.dim), np.float32),
             "codec": self.codec.state() if self.centroids is not None else None,
+            "refine": self.refiner.state() if self.refiner is not None and self.centroids is not None else None,  # type: ignore[attr-defined]
         }
 
-    def _chunk_body(self, c: int) -> dict[str, Any]:
+    def write_list_chunk(self, writer: ChunkWriter, c: int) -> str:
+        """Write list chunk ``c`` (lists ``c*g .. c*g+g-1``, resident) and, with separate refine
+        data, its lists' ``ivf_refine`` chunks first (the list entries name them); returns the
+        list chunk's CID. The one entry point for writing lists (save and bulk builds)."""
+        return writer.put(LIST_KIND, self._chunk_body(c, writer))
+
+    def _chunk_body(self, c: int, writer: ChunkWriter) -> dict[str, Any]:
         g = self.lists_per_chunk
         shared = self.codec_name == "flat"
+        separate = getattr(self, "refiner", None) is not None
         entries = []
         for l in range(c * g, min((c + 1) * g, self.nlist)):
             lst = self._lists[l]
             assert lst is not None
-            entries.append(lst.body(l, shared, self.vectors_dtype))
+            refine = [writer.put(REFINE_KIND, b) for b in self._refine_bodies(l, lst)] if separate else None
+            entries.append(lst.body(l, shared, self.vectors_dtype, refine))
         return {"lists": entries}
 
     def save(self, writer: ChunkWriter, *, reuse_clean: bool = False) -> dict[str, Any]:
@@ -194,7 +299,7 @@ class IVFStorage:
                 resident = self._lists[c * self.lists_per_chunk] is not None
                 old = self._chunk_cids[c]
                 if resident and (old is None or not reuse_clean):
-                    old = writer.put(LIST_KIND, self._chunk_body(c))
+                    old = self.write_list_chunk(writer, c)
                     self._chunk_cids[c] = old
                 assert old is not None
                 list_cids.append(old)
@@ -247,6 +352,9 @@ class IVFStorage:
         self.centroids = np.ascontiguousarray(np.asarray(body["centroids"], dtype=np.float32).reshape(self.nlist, self.dim))
         self._csq = kernels.sq_norms(self.centroids)
         self.codec = qz.codec_from_state(body["codec"])
+        if self.refine_kind is not None:  # type: ignore[attr-defined]
+            self.refiner = self._fresh_refiner()  # type: ignore[attr-defined]
+            self.refiner.load_state(body.get("refine"))
         cids = [str(c) for c in desc["lists"]]
         if len(cids) != self._nchunks:
             raise FormatError(f"IVF descriptor has {len(cids)} list chunks, expected {self._nchunks}")

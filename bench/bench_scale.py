@@ -1,0 +1,198 @@
+"""The default indexes at scale, in the Chromium Pyodide worker: what `publish` picks with no params.
+
+    .venv/bin/python bench/bench_scale.py                 # 100,000 x 384 synthetic, hybrid + ivf
+    .venv/bin/python bench/bench_scale.py --n 20000       # quick
+    .venv/bin/python bench/bench_scale.py --manifest CID --portal-dir DIR   # an index built elsewhere (e.g. 1M)
+
+For each kind, `api.publish(records, store, kind=...)` with NO params (the defaults picked from N,
+dim and a held-out sample; the choice is printed), published once to a local portal whose directory
+is cached in --cache-dir. Then, in one worker: a fresh `S5Vec.open` (chunk cache sized from the
+manifest), a cold first query, a first pass over all queries, a warm second pass (the same topics:
+worker p50/p99 from `lastStats.ms`, bytes per query), recall@10 against exact search, and
+`db.searchBatch` over all queries (warm) -> QPS. Targets from issue 11: default hybrid at 100k x 384
+warm p99 <= 10 ms, <= 300 KiB per cold query, 0 per warm query; searchBatch >= 1,000 QPS.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import single_thread_env  # noqa: E402
+
+single_thread_env()
+import common as C  # noqa: E402
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import bench_browser as BB  # noqa: E402
+
+K = 10
+
+JS_BATCH = """async ([key, queries, k, reps]) => {
+  const db = window.dbs[key];
+  const vs = queries.map((q) => new Float32Array(q));
+  const first = await db.searchBatch(vs, { k });
+  const firstStats = db.lastStats;
+  const times = [];
+  let stats = null;
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    await db.searchBatch(vs, { k });
+    times.push(performance.now() - t0);
+    stats = db.lastStats;
+  }
+  return { ids: first.map((hits) => hits.map((h) => h.id)), firstStats, stats, times };
+}"""
+
+
+def publish_default(kind: str, ids: list[str], base: np.ndarray, ts: np.ndarray, store) -> tuple[str, float, dict]:
+    from s5vec import api
+
+    picked: dict = {}
+    t0 = time.perf_counter()
+    recs = [{"id": i, "vector": v, "timestamp": float(t)} for i, v, t in zip(ids, base, ts)]
+    cid = api.publish(recs, store, kind=kind, explain=lambda c: (picked.update(c.record), print("# " + c.line())))
+    return cid, time.perf_counter() - t0, picked
+
+
+def tune_table(n: int, dims: list[int], seeds: tuple[int, int] = (1, 2)) -> None:
+    """Defaults checked on data they were not picked on: the choice is made on one draw (seed A),
+    the index is built on another (seed B) and measured against exact search with fresh queries."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import kit
+
+    from s5vec.index import ivf_tune
+    from s5vec.index.ivf import IVFIndex
+    from s5vec.layout import StoreWriter
+    from s5vec.s5.client import MemoryClient
+    from s5vec.store import ChunkStore
+
+    rows = []
+    for dim in dims:
+        for shape, kw in (("isotropic", {"clusters": 100}), ("two-level", {"top": 16, "sub": 16, "spread": 0.3})):
+            a = kit.clustered(n, dim, seed=seeds[0], **kw)
+            t0 = time.perf_counter()
+            choice = ivf_tune.choose(a, "cosine")
+            tune_s = time.perf_counter() - t0
+            b = kit.clustered(n + 100, dim, seed=seeds[1], **kw)
+            b /= np.linalg.norm(b, axis=1, keepdims=True)  # ground_truth takes unit vectors (cosine)
+            base, qs = b[:n], b[n:]
+            idx = IVFIndex(dim, "cosine", **choice.params)
+            idx.add([str(i) for i in range(n)], base)
+            w = StoreWriter(ChunkStore(MemoryClient()))
+            idx.save(w)
+            truth = C.ground_truth(base, qs, K)
+            from s5vec import api
+
+            found = []
+            for q in qs:
+                hits = idx.search(api.prepare_query(idx, q, K)).hits  # resident: no fetching
+                found.append([int(h.id) for h in hits])
+            ev = choice.record.get("evidence", {})
+            p = choice.params
+            rows.append({"dim": dim, "data": shape, "n": n, "picked": idx.spec(), "nprobe": p["nprobe"],
+                         "rerank": p.get("rerank", 0), "held-out recall": ev.get("recall", float("nan")),
+                         "recall@10 (other seed)": C.recall(found, truth),
+                         "B/vec": sum(c["size"] for c in w.chunks) / n,
+                         "est. cold KiB": ev.get("cold_bytes", 0) / 1024, "tune s": tune_s})
+            print(rows[-1], flush=True)
+    print()
+    print(C.table(rows, ["dim", "data", "n", "picked", "nprobe", "rerank", "held-out recall", "recall@10 (other seed)",
+                         "B/vec", "est. cold KiB", "tune s"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--kinds", default="hybrid,ivf")
+    ap.add_argument("--recent-share", type=float, default=0.10, help="share of records newer than 30 days")
+    ap.add_argument("--batch-reps", type=int, default=5)
+    ap.add_argument("--cache-dir", default="/tmp/s5vec-bench-scale")
+    ap.add_argument("--build", action="store_true", help="run `bash build_wheel.sh` first")
+    ap.add_argument("--tune-table", action="store_true",
+                    help="instead: pick defaults on one draw, measure on another (dims --dims, n --n), CPython only")
+    ap.add_argument("--dims", default="96,384,768")
+    args = ap.parse_args()
+    if args.tune_table:
+        tune_table(args.n, [int(d) for d in args.dims.split(",")])
+        return
+    if args.build:
+        BB.build_bundle()
+
+    from s5vec.api import make_store
+
+    print(f"# bench_scale  {time.strftime('%Y-%m-%d %H:%M %Z')}  {os.cpu_count()} cores; synthetic n={args.n} "
+          f"dim={args.dim}, {args.queries} queries, k={K}; default params (publish without params)")
+    base, queries, ts0 = C.synthetic(args.n, args.dim, args.queries)
+    # timestamps: the newest --recent-share within the last 30 days, the rest older
+    now = time.time()
+    order = np.argsort(np.argsort(-ts0))  # rank 0 = newest
+    n_recent = int(args.n * args.recent_share)
+    ts = np.where(order < n_recent, now - 86400 * (order / max(n_recent, 1)) * 29,
+                  now - 40 * 86400 - (order - n_recent) * 60.0)
+    ids = [f"{i}" for i in range(args.n)]
+    id_index = {i: n for n, i in enumerate(ids)}
+    truth = C.ground_truth(base, queries, K)
+    cache = Path(args.cache_dir)
+    (cache / "portal").mkdir(parents=True, exist_ok=True)
+    cids_file = cache / "cids.json"
+    cids = json.loads(cids_file.read_text()) if cids_file.exists() else {}
+    rows = []
+    with BB.portal(str(cache / "portal")) as srv, BB.web_root() as url, BB.chromium() as browser:
+        store = make_store([srv.url])
+        with BB.fresh_page(browser, url) as page:
+            print("# " + BB.startup_line(BB.browser_startup(page)))
+            for kind in args.kinds.split(","):
+                key = hashlib.sha256(json.dumps([args.n, args.dim, args.recent_share, kind, "v1"]).encode()).hexdigest()[:16]
+                if key in cids:
+                    cid, build_s, picked = cids[key]["cid"], cids[key]["build_s"], cids[key]["picked"]
+                    print(f"# {kind}: reusing {cid[:16]}... (built in {build_s:.0f} s); picked {picked.get('picked')}")
+                else:
+                    cid, build_s, picked = publish_default(kind, ids, base, ts, store)
+                    cids[key] = {"cid": cid, "build_s": build_s, "picked": picked}
+                    cids_file.write_text(json.dumps(cids, indent=1))
+                    print(f"# {kind}: built + published in {build_s:.0f} s", flush=True)
+                from s5vec.api import read_manifest
+
+                man = read_manifest(store, cid)
+                unlisted = (man.get("extra") or {}).get("unlisted") or {}
+                total = sum(c["size"] for c in man["chunks"]) + sum(u["bytes"] for u in unlisted.values())
+                m = BB.browser_measure(page, cid, [srv.url], queries, None, None)
+                s = BB.summarise(m, truth, id_index)
+                op = page.evaluate(BB.JS_OPEN, [cid, [srv.url], None])
+                qs = [[float(x) for x in q] for q in queries]
+                page.evaluate(BB.JS_PASS, [op["key"], qs, K, None])  # warm the cache
+                b = page.evaluate(JS_BATCH, [op["key"], qs, K, args.batch_reps])
+                page.evaluate(BB.JS_CLOSE, op["key"])
+                found = [[id_index[i] for i in hits] for hits in b["ids"]]
+                qps = len(qs) / (min(b["times"]) / 1000)
+                rows.append({
+                    "index": kind, "spec": man.get("spec", "")[:60], "B/vec": total / args.n,
+                    "recall@10": s["recall@10"], "batch recall": C.recall(found, truth),
+                    "warm p50 ms": s["p50"], "warm p99 ms": s["p99"], "rtt p99 ms": s["rtt p99"],
+                    "open": f"{C.fmt_bytes(s['open bytes'])}/{s['open ms']:.0f}ms",
+                    "cold B": C.fmt_bytes(s["cold bytes"]), "pass1 B/q": C.fmt_bytes(s["pass1 B/q"]),
+                    "warm B/q": C.fmt_bytes(s["warm B/q"]), "batch QPS": qps,
+                    "batch ms (worker)": b["stats"]["ms"],
+                })
+                print(f"  {kind}: recall {s['recall@10']:.3f} warm p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, "
+                      f"cold {C.fmt_bytes(s['cold bytes'])}, warm {C.fmt_bytes(s['warm B/q'])}/q, "
+                      f"searchBatch {qps:.0f} QPS", flush=True)
+    print()
+    print(C.table(rows, ["index", "spec", "B/vec", "recall@10", "batch recall", "warm p50 ms", "warm p99 ms",
+                         "rtt p99 ms", "open", "cold B", "pass1 B/q", "warm B/q", "batch QPS", "batch ms (worker)"]))
+    print("warm = second pass over the same queries (same topics) after a fresh open; worker ms = lastStats.ms; "
+          "batch QPS = queries / page-side time of the fastest of --batch-reps warm db.searchBatch calls")
+
+
+if __name__ == "__main__":
+    main()
