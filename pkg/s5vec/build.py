@@ -243,7 +243,7 @@ def upload_unit(ivf: IVFIndex, lists: range, pieces: Iterable[Piece | None], sto
     g = ivf.lists_per_chunk
     res = UnitResult(lists, [], {}, {})
     for c in range(lists.start // g, -(-lists.stop // g)):
-        cid = writer.put(LIST_KIND, t._chunk_body(c))
+        cid = t.write_list_chunk(writer, c)
         entry = writer.chunks[-1]
         res.chunks.append((c, cid, entry["kind"], entry["size"]))
     for l in lists:
