@@ -2,44 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import kit
-from conftest import ROOT
-
-ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "pkg"))
-
-
-def s5vec(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "s5vec", *map(str, args)], capture_output=True, text=True,
-                         env=ENV, timeout=300)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from procs import free_port, portal_process, s5vec
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
-    d = tmp_path_factory.mktemp("portal")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "s5vec", "portal", "--dir", str(d), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, env=ENV)
-    assert "listening" in proc.stdout.readline()
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with portal_process(tmp_path_factory.mktemp("portal")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

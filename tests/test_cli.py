@@ -1,45 +1,19 @@
 """The CLI contract other scripts rely on, against a real portal process on 127.0.0.1."""
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
 
 import kit
-from conftest import ROOT
 from kit import clustered
-
-ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pkg"))
-
-
-def s5vec(*args, check=True, stdin=None):
-    p = subprocess.run([sys.executable, "-m", "s5vec", *args], capture_output=True, text=True, env=ENV,
-                       input=stdin, timeout=300)
-    if check and p.returncode != 0:
-        raise AssertionError(f"s5vec {args} failed: {p.stderr}")
-    return p
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from procs import portal_process, s5vec
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
     d = tmp_path_factory.mktemp("portal")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "s5vec", "portal", "--dir", str(d), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, env=ENV)
-    line = proc.stdout.readline()
-    assert "listening" in line, line
-    yield f"http://127.0.0.1:{port}", d
-    proc.terminate()
-    proc.wait(10)
+    with portal_process(d) as url:
+        yield url, d
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 bit, as the single-process build; an unreachable or dying scheduler -> BuildError, no manifest."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,35 +11,22 @@ import numpy as np
 import pytest
 
 import kit
-from conftest import ROOT
+from procs import ENV, free_port, portal_process
 from s5vec import api, build, layout, sources
 from s5vec.errors import BuildError
 
 pytest.importorskip("distributed")
 
-ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "pkg"))
 NOW, CREATED = 1.7e9, 2.0
 PARAMS = {"nlist": 64, "codec": "pq", "pq_m": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def portal(tmp_path):
     d = tmp_path / "portal"
     d.mkdir()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "s5vec", "portal", "--dir", str(d), "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, env=ENV)
-    line = proc.stdout.readline()
-    assert "listening" in line, line
-    yield f"http://127.0.0.1:{port}", d
-    proc.terminate()
-    proc.wait(10)
+    with portal_process(d) as url:
+        yield url, d
 
 
 @pytest.fixture(scope="module")
