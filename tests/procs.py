@@ -5,7 +5,8 @@
 - :func:`s5vec` -- run the CLI to completion, failing the test on a non-zero exit;
 - :func:`portal_process` -- a real ``s5vec portal`` subprocess, up once it says "listening";
 - :func:`portal_thread` -- the in-process portal server (cheaper when the CLI is not under test);
-- :func:`http_request` -- (status, headers, body) without raising on HTTP errors.
+- :func:`http_request` -- (status, headers, body) without raising on HTTP errors;
+- :func:`portal` -- a module-scoped fixture: an in-process portal's URL (import it into a test module).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 from conftest import ROOT
 
@@ -65,6 +68,13 @@ def portal_thread(directory: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory) -> Iterator[str]:
+    """One portal per test module (``from procs import portal``): the URL of :func:`portal_thread`."""
+    with portal_thread(tmp_path_factory.mktemp("portal")) as url:
+        yield url
 
 
 def http_request(url: str, *, method: str = "GET", data: bytes | None = None, headers: dict | None = None,

@@ -12,20 +12,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from kit import assert_same_hits
+from procs import portal  # noqa: F401 -- the shared module-scoped fixture
 from servekit import DIM, ENV, TOKEN, holds, publish, serve_process, video_records
 
 from s5vec import api
-from s5vec.s5.portal import serve as serve_portal
 
 READ_TOOLS = {"search_videos", "similar_videos", "get_video", "index_info"}
 WRITE_TOOLS = {"add_videos", "delete_videos", "commit"}
-
-
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory):
-    server, _ = serve_portal(tmp_path_factory.mktemp("portal"))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from kit import assert_same_hits
+from procs import portal  # noqa: F401 -- the shared module-scoped fixture
 from servekit import DIM, TOKEN, holds, publish, serve_process, text_search_available, video_records
 
 from s5vec import api, errors
@@ -23,13 +24,6 @@ from s5vec.s5.portal import serve as serve_portal
 from s5vec.serve.app import ROUTES
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory):
-    server, _ = serve_portal(tmp_path_factory.mktemp("portal"))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module")

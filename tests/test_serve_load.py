@@ -14,21 +14,14 @@ import httpx
 import numpy as np
 import pytest
 
+from procs import portal  # noqa: F401 -- the shared module-scoped fixture
 from servekit import DIM, TOKEN, holds, publish, serve_process, video_records
 
 from s5vec import api
-from s5vec.s5.portal import serve as serve_portal
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECONDS = float(os.environ.get("S5VEC_LOAD_SECONDS", "5"))
 CLIENTS = 50
-
-
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory):
-    server, _ = serve_portal(tmp_path_factory.mktemp("portal"))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module")

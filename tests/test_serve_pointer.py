@@ -5,20 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from procs import portal  # noqa: F401 -- the shared module-scoped fixture
 from servekit import TOKEN, publish, serve_process, video_records
 
 registry = pytest.importorskip("s5vec.s5.registry")
 
-from s5vec.s5.portal import serve as serve_portal  # noqa: E402
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory):
-    server, _ = serve_portal(tmp_path_factory.mktemp("portal"))
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module")
