@@ -7,11 +7,10 @@ import os
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from procs import http_request as _req
 from s5vec.errors import CIDError, IntegrityError, NotFoundError, PortalError
 from s5vec.s5.cid import BlobId, blob_cid, hash_hex
 from s5vec.s5.client import BlobClient, MemoryClient, PortalClient
@@ -38,16 +37,6 @@ def _closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def _req(url, *, method="GET", data=None, headers=None):
-    """(status, headers, body) without raising on HTTP errors."""
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
 
 
 def _tamper(server, cid, data: bytes):

@@ -11,12 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from procs import http_request
 from s5vec.errors import InvalidArgumentError, PortalError
 from s5vec.s5.cid import blob_cid, hash_hex
 from s5vec.s5.client import PortalClient
@@ -25,13 +25,7 @@ from s5vec.s5.portal import PortalConfig, load_tokens, serve, start_portal
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _req(url, *, method="GET", data=None, headers=None, timeout=10):
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+_req = partial(http_request, timeout=10)  # (status, headers, body); generous under load
 
 
 def _blobs(portal) -> list[str]:

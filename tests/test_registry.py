@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import urllib.error
-import urllib.request
 
 import pytest
 
+from procs import http_request as _req
 from s5vec.errors import FormatError, IntegrityError, InvalidArgumentError, NotFoundError, PortalError
 from s5vec.s5 import registry as reg
 from s5vec.s5.cid import BlobId, blob_cid
@@ -23,15 +22,6 @@ SERIALIZED_VECTOR = (
     "07ed3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da292a00000000000000211eaf1349b9f5f9a1a6a04"
     "04dea36dcc9499bcb25c9adc112b7cc9a93cae41f326280e4e006ceb0da7934bf6308ca6b17ab5f98f1593dee44644ea252a82f77cf"
     "5dd43db1833f64c6461bc5cd20dee4e4dfcca051381021da89396693af5cfc3e0c")
-
-
-def _req(url, *, method="GET", data=None, headers=None):
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
 
 
 def _post(portal, entry_or_bytes, token=None, binary=False):
