@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Awaitable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -106,6 +106,14 @@ def _tool_error(exc: S5VecError) -> ToolError:
     return ToolError(f"{exc.name}: {exc}")
 
 
+async def _engine_call(pending: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await one engine call; an s5vec error becomes the MCP tool error the client sees (no traceback)."""
+    try:
+        return await pending
+    except S5VecError as exc:
+        raise _tool_error(exc) from None
+
+
 def build_server(engine: Engine, *, allow_writes: bool = False) -> MCPServer:
     """The MCP server over ``engine`` (already open)."""
     info0 = engine.db.info()
@@ -119,29 +127,20 @@ def build_server(engine: Engine, *, allow_writes: bool = False) -> MCPServer:
     @server.tool(description="Search the videos by a text query; best matches first.")
     async def search_videos(query: Annotated[str, Field(min_length=1, description="what to look for")],
                             k: K = 10, filter: FILTER = None) -> Annotated[CallToolResult, SearchResult]:
-        try:
-            raw = await engine.search({"text": query, "k": k, "filter": filter})
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        raw = await _engine_call(engine.search({"text": query, "k": k, "filter": filter}))
         res = _hits(raw)
         return _result(res, render_hits(raw["hits"]))
 
     @server.tool(description="Videos most similar to the video `id` (the video itself left out).")
     async def similar_videos(id: Annotated[str, Field(min_length=1, description="a video id")],
                              k: K = 10, filter: FILTER = None) -> Annotated[CallToolResult, SearchResult]:
-        try:
-            raw = await engine.similar(id, k, filter)
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        raw = await _engine_call(engine.similar(id, k, filter))
         return _result(_hits(raw), render_hits(raw["hits"]))
 
     @server.tool(description="One video's metadata and upload time.")
     async def get_video(id: Annotated[str, Field(min_length=1, description="a video id")]
                         ) -> Annotated[CallToolResult, Video]:
-        try:
-            rec = await engine.get(id)
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        rec = await _engine_call(engine.get(id))
         video = Video(id=rec["id"], metadata=_plain(rec["metadata"]), timestamp=rec.get("timestamp"))
         m = video.metadata
         text = f"{video.id}: " + ", ".join(f"{k}={v}" for k, v in list(m.items())[:8])
@@ -179,28 +178,19 @@ def _add_write_tools(server: MCPServer, engine: Engine) -> None:
     async def add_videos(videos: Annotated[list[NewVideo], Field(min_length=1)]
                          ) -> Annotated[CallToolResult, WriteResult]:
         records = [v.model_dump(exclude_none=True) for v in videos]
-        try:
-            res = await engine.upsert(records)
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        res = await _engine_call(engine.upsert(records))
         out = WriteResult(count=res["count"], changed=res["upserted"])
         return _result(out, f"added or replaced {out.changed} videos; {out.count} in the index")
 
     @server.tool(description="Delete videos by id (all or none: an unknown id changes nothing). Publish with commit.")
     async def delete_videos(ids: Annotated[list[str], Field(min_length=1)]) -> Annotated[CallToolResult, WriteResult]:
-        try:
-            res = await engine.delete(ids)
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        res = await _engine_call(engine.delete(ids))
         out = WriteResult(count=res["count"], changed=res["deleted"])
         return _result(out, f"deleted {out.changed} videos; {out.count} in the index")
 
     @server.tool(description="Publish the edits as a new snapshot on S5; returns its manifest CID.")
     async def commit() -> Annotated[CallToolResult, CommitResult]:
-        try:
-            res = await engine.commit()
-        except S5VecError as exc:
-            raise _tool_error(exc) from None
+        res = await _engine_call(engine.commit())
         out = CommitResult(manifest=res["manifest"], parent=res["parent"], uploaded=res["uploaded"],
                            count=res["count"])
         return _result(out, f"committed {out.count} records as {out.manifest} (uploaded {out.uploaded} chunks)")

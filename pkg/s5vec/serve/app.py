@@ -274,22 +274,23 @@ async def delete_records(request: Request) -> Response:
     return JSON(await engine.delete(body.get("ids")))
 
 
-async def commit(request: Request) -> Response:
+async def _writer_job(request: Request, job: Callable[[Engine], Callable[..., Awaitable[Any]]]) -> Response:
+    """A writer's long job on the engine (commit, migrate): server-sent progress if the client
+    asks for a stream, else one JSON answer when it is done."""
     state = _state(request)
     engine = state.ready()
     require_writer(request, state)
     if wants_stream(request):
-        return stream_job(engine.commit)
-    return JSON(await engine.commit())
+        return stream_job(job(engine))
+    return JSON(await job(engine)())
+
+
+async def commit(request: Request) -> Response:
+    return await _writer_job(request, lambda engine: engine.commit)
 
 
 async def migrate(request: Request) -> Response:
-    state = _state(request)
-    engine = state.ready()
-    require_writer(request, state)
-    if wants_stream(request):
-        return stream_job(engine.migrate)
-    return JSON(await engine.migrate())
+    return await _writer_job(request, lambda engine: engine.migrate)
 
 
 async def manifest(request: Request) -> Response:
