@@ -120,20 +120,24 @@ def test_trickling_upload_is_cut_off(tmp_path):
         s.sendall(b"POST /s5/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         t0 = time.monotonic()
         s.settimeout(0.2)
-        got = b""
+        got, cut = b"", False
         while time.monotonic() - t0 < 8:
             try:
                 s.sendall(b"x")
-            except OSError:
-                break
-            try:
                 chunk = s.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
             except socket.timeout:
-                pass
-        assert got.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 4
+                continue
+            except OSError:  # reset: the portal closed while bytes were in flight (the 408 may be lost)
+                cut = True
+                break
+            if not chunk:
+                cut = True
+                break
+            got += chunk
+        elapsed = time.monotonic() - t0
+        # cut off in time: a 408 when it reached us, otherwise a close/reset, never a stored blob
+        assert (cut or got) and elapsed < 4, (got, elapsed)
+        assert not got or got.startswith(b"HTTP/1.1 408"), got
         s.close()
         assert _blobs(p) == []
     finally:
