@@ -119,9 +119,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo import write_demo_records
+    from .demo import demo_records, movie_records, write_records
 
-    n = write_demo_records(args.out, args.count, dim=args.dim, seed=args.seed)
+    if args.count is not None and args.count <= 0:
+        raise InvalidArgumentError("--count must be a positive number")
+    if args.source == "movies":
+        records = movie_records(args.count)
+    else:
+        records = demo_records(args.count or 20000, dim=args.dim, seed=args.seed)
+    n = write_records(args.out, records)
     print(f"wrote {n} records to {args.out}", file=sys.stderr)
     return 0
 
@@ -129,7 +135,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_demo_config(args: argparse.Namespace) -> int:
     from .demo import write_demo_config
 
-    write_demo_config(args.records, args.manifest, args.portal, args.out, args.samples)
+    write_demo_config(args.records, args.manifest, args.portal, args.out)
     return 0
 
 
@@ -174,19 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8080)
     sp.set_defaults(fn=cmd_web)
 
-    sp = sub.add_parser("demo-data", help="generate the demo collection of video metadata records (JSON lines)")
+    sp = sub.add_parser("demo-data", help="write a demo collection as JSON lines: real films (text, no vectors) "
+                                          "or synthetic videos (with vectors)")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--count", type=int, default=20000)
-    sp.add_argument("--dim", type=int, default=384)
-    sp.add_argument("--seed", type=int, default=7)
+    sp.add_argument("--source", choices=["movies", "synthetic"], default="movies",
+                    help="movies: the 58,788 films of R's ggplot2movies (IMDb, 2005); synthetic: generated videos")
+    sp.add_argument("--count", type=int, default=None,
+                    help="movies: an evenly spaced subset of this size (default all); synthetic: default 20000")
+    sp.add_argument("--dim", type=int, default=384, help="synthetic only")
+    sp.add_argument("--seed", type=int, default=7, help="synthetic only")
     sp.set_defaults(fn=cmd_demo_data)
 
-    sp = sub.add_parser("demo-config", help="write the demo page's config (manifest, portals, sample videos)")
+    sp = sub.add_parser("demo-config", help="write the demo page's config (manifest, portals, genres, years)")
     sp.add_argument("--records", required=True)
     sp.add_argument("--manifest", required=True)
     sp.add_argument("--portal", action="append", required=True)
     sp.add_argument("--out", required=True)
-    sp.add_argument("--samples", type=int, default=60)
     sp.set_defaults(fn=cmd_demo_config)
     return p
 
