@@ -198,3 +198,15 @@ def test_movies_negative_timestamps_and_year_filter(movies):
     assert min(r["timestamp"] for r in recs) < 0
     hits = search(idx, "love", 20, {"_timestamp": {"$lt": 0}})
     assert hits and all(h[3]["year"] < 1970 for h in hits)
+
+
+def test_ranking_without_metadata_reads_only_postings():
+    idx, _ = built()
+    loaded, store, _ = saved(idx)
+    rounds = []
+    hits = run(loaded.search_steps(loaded.prepare("ghost river"), 10, metadata=False),
+               lambda c: (rounds.append(c), store.prefetch_sync(c)))
+    assert len(rounds) == 1 and len(rounds[0]) <= 2
+    assert [h[:3] for h in hits] == [h[:3] for h in search(idx, "ghost river")]
+    meta = run(loaded.metadata_steps([h[0] for h in hits]), store.prefetch_sync)
+    assert meta == {h[0]: h[3] for h in search(idx, "ghost river")}

@@ -69,9 +69,11 @@ def exact_key(text: str) -> str | None:
 
 
 def _bucket(term: str, buckets: int) -> int:
-    """Bucket of a term; an exact term lives with its first word so it costs no extra fetch."""
+    """Bucket of a term. An exact term lives with its longest word (the first of equal length):
+    usually a rare word, so the query already fetches that bucket and titles that share a common
+    first word ("the") do not pile up in one chunk."""
     if term.startswith(EXACT_PREFIX):
-        term = term[len(EXACT_PREFIX):].split(" ", 1)[0]
+        term = max(term[len(EXACT_PREFIX):].split(" "), key=len)
     return zlib.crc32(term.encode("utf-8")) % buckets
 
 
@@ -107,7 +109,7 @@ class KeywordIndex:
     kind = "bm25"
 
     def __init__(self, field: str = "text", *, exact_field: str | None = "title", k1: float = 1.2,
-                 b: float = 0.75, buckets: int | None = None, big_df: int = 2048, doc_rows: int = 128) -> None:
+                 b: float = 0.75, buckets: int | None = None, big_df: int = 2048, doc_rows: int = 32) -> None:
         if not isinstance(field, str) or not field:
             raise InvalidArgumentError("the keyword field must be a non-empty string")
         for name, v in (("k1", k1), ("b", b)):
@@ -130,7 +132,8 @@ class KeywordIndex:
         self._big: dict[str, str] = {}  # big term -> cid
         self._doc_cids: list[str] = []
         self._doc_start: list[int] = []  # first doc number of each doc chunk
-        self._doc_first: list[str] = []  # first id of each doc chunk
+        self._ids: list[str] = []  # every id, sorted: document number -> id (in kw_head)
+        self._doc_of: dict[str, int] | None = None  # id -> document number, built on first use
         self._reader: ChunkReader | None = None
 
     # ------------------------------------------------------------------ building
@@ -178,17 +181,16 @@ class KeywordIndex:
         for b in range(self.buckets):
             self._postings.setdefault(b, self._postings_body([], postings, dl))
         # documents, cut where a hash of the id says so (stable under inserts elsewhere)
-        self._docs, self._doc_start, self._doc_first = {}, [], []
+        self._ids, self._doc_of = ids, None
+        self._docs, self._doc_start = {}, []
         start = 0
         for d in range(1, n + 1):
             size = d - start
             if d == n or (size >= self.doc_rows // 4 and zlib.crc32(ids[d].encode()) % self.doc_rows == 0) \
                     or size >= self.doc_rows * 4:
                 self._docs[len(self._doc_start)] = {
-                    "start": start, "ids": ids[start:d], "texts": texts[start:d], "metadata": metas[start:d],
-                    "timestamps": ts[start:d]}
+                    "start": start, "texts": texts[start:d], "metadata": metas[start:d], "timestamps": ts[start:d]}
                 self._doc_start.append(start)
-                self._doc_first.append(ids[start])
                 start = d
         self._reader = None
 
@@ -198,7 +200,8 @@ class KeywordIndex:
         out = []
         for i in range(len(self._doc_start)):
             c = self._doc_chunk(i)
-            out.extend(zip(c["ids"], c["texts"], c["metadata"], (float(t) for t in c["timestamps"])))
+            ids = self._ids[c["start"]:c["start"] + len(c["texts"])]
+            out.extend(zip(ids, c["texts"], c["metadata"], (float(t) for t in c["timestamps"])))
         return out
 
     def _postings_body(self, terms: list[str], postings: Mapping[str, Mapping[int, int]], dl: np.ndarray) -> dict:
@@ -233,7 +236,7 @@ class KeywordIndex:
         doc_cids = [writer.put("kw_docs", _pack_docs(self._docs[i])) for i in range(len(self._doc_start))]
         head = {"n_docs": self.n_docs, "avgdl": self.avgdl, "buckets": bucket_cids, "big": big,
                 "docs": doc_cids, "doc_start": np.array(self._doc_start, dtype=np.uint32),
-                "doc_first": self._doc_first}
+                **_pack_ids(self._ids)}
         self._bucket_cids, self._big, self._doc_cids = bucket_cids, big, doc_cids
         return {"kind": self.kind, "version": DESC_VERSION, "field": self.field, "exact_field": self.exact_field,
                 "tokenizer": TOKENIZER, "params": self.params(), "count": self.n_docs,
@@ -257,10 +260,10 @@ class KeywordIndex:
             obj._big = {str(t): str(c) for t, c in head["big"].items()}
             obj._doc_cids = [str(c) for c in head["docs"]]
             obj._doc_start = [int(x) for x in head["doc_start"]]
-            obj._doc_first = [str(x) for x in head["doc_first"]]
+            obj._ids = _unpack_ids(head)
         except (KeyError, TypeError, AttributeError, ValueError, InvalidArgumentError) as exc:
             raise FormatError(f"bad keyword index descriptor: {exc}") from None
-        if obj.buckets < 1 or not (len(obj._doc_cids) == len(obj._doc_start) == len(obj._doc_first)):
+        if obj.buckets < 1 or len(obj._doc_cids) != len(obj._doc_start) or len(obj._ids) != obj.n_docs:
             raise FormatError("bad keyword index head: bucket or document chunk lists do not match")
         obj._auto = False
         obj._reader = reader
@@ -315,6 +318,8 @@ class KeywordIndex:
     def plan(self, query: KeywordQuery) -> list[str]:
         """CIDs of the posting chunks the query's words live in that are not loaded yet."""
         keys = {self._key_of(t) for t in query.terms}
+        if query.exact and query.terms:
+            keys.add(_bucket(query.exact, self.buckets))
         return sorted({self._cid_of(k) for k in keys if k not in self._postings}) if self._reader else []
 
     def candidates(self, query: KeywordQuery) -> Candidates:
@@ -327,7 +332,7 @@ class KeywordIndex:
         hit = np.zeros(n, dtype=bool)
         terms = list(query.terms) + ([query.exact] if query.exact and query.terms else [])
         for t in terms:
-            body = self._postings_for(self._key_of(t))
+            body = self._postings_for(_bucket(t, self.buckets) if t.startswith(EXACT_PREFIX) else self._key_of(t))
             docs, w = _term_postings(body, t)
             if not len(docs):
                 continue
@@ -355,40 +360,52 @@ class KeywordIndex:
         """(id, metadata, timestamp) of a document number (its chunk must be planned and fetched)."""
         c = self._doc_chunk(self._doc_chunk_of(int(doc)))
         r = int(doc) - c["start"]
-        return c["ids"][r], c["metadata"][r], float(c["timestamps"][r])
+        return self._ids[int(doc)], c["metadata"][r], float(c["timestamps"][r])
+
+    def doc_number(self, id: str) -> int | None:
+        """Document number of ``id`` (ids are in the head, so no fetch), or None."""
+        d = bisect.bisect_left(self._ids, id)
+        return d if d < len(self._ids) and self._ids[d] == id else None
 
     def get_plan(self, id: str) -> list[str]:
-        i = bisect.bisect_right(self._doc_first, id) - 1
-        if i < 0 or self._reader is None or i in self._docs:
-            return []
-        return [self._doc_cids[i]]
+        d = self.doc_number(id)
+        return [] if d is None else self.doc_plan([d])
 
     def get(self, id: str) -> tuple[dict[str, Any], float]:
         """(metadata, timestamp) of ``id``; UnknownIdError if the index does not hold it."""
-        i = bisect.bisect_right(self._doc_first, id) - 1
-        if i >= 0:
-            c = self._doc_chunk(i)
-            r = bisect.bisect_left(c["ids"], id)
-            if r < len(c["ids"]) and c["ids"][r] == id:
-                return c["metadata"][r], float(c["timestamps"][r])
-        raise UnknownIdError(f"unknown id: {id}")
+        d = self.doc_number(id)
+        if d is None:
+            raise UnknownIdError(f"unknown id: {id}")
+        _, meta, ts = self.record(d)
+        return meta, ts
 
-    def search_steps(self, query: KeywordQuery, k: int, filter: Filter | None = None,
-                     *, batch: int | None = None, max_scan: int = 4096) -> Steps:
+    def search_steps(self, query: KeywordQuery, k: int, filter: Filter | None = None, *,
+                     metadata: bool = True, batch: int | None = None, max_scan: int = 4096) -> Steps:
         """Plan-fetch-search as a generator: yields CID lists to fetch; returns ``[(id, score, exact, metadata)]``.
 
-        Without a filter only the hits' document chunks are read (for their metadata). With one,
-        candidates are checked best first, ``batch`` at a time, each batch one round of fetches,
-        until ``k`` match or ``max_scan`` candidates were checked (a filter that rejects
-        thousands of keyword matches leaves the rest of the ranking to the vector side).
+        Without a filter no document chunk is needed for the ranking (ids are in the head); with
+        ``metadata=False`` the hits' metadata is ``None`` and nothing beyond the postings is read
+        (the caller fetches metadata for the hits it keeps). With a filter, candidates are checked
+        best first, ``batch`` at a time, each batch one round of fetches, until ``k`` match or
+        ``max_scan`` candidates were checked (a filter that rejects thousands of keyword matches
+        leaves the rest of the ranking to the vector side).
         """
         need = self.plan(query)
         if need:
             yield need
         cands = self.candidates(query)
+        if filter is None:
+            top = [(self._ids[int(d)], float(s), bool(e)) for d, s, e in
+                   zip(cands.docs[:k], cands.scores[:k], cands.exact[:k])]
+            if not metadata:
+                return [(i, s, e, None) for i, s, e in top]
+            need = self.doc_plan(cands.docs[:k])
+            if need:
+                yield need
+            return [(i, s, e, self.record(int(d))[1]) for (i, s, e), d in zip(top, cands.docs[:k])]
         out: list[tuple[str, float, bool, dict[str, Any]]] = []
-        batch = batch or max(k, 32 if filter is not None else k)
-        pos, limit = 0, min(len(cands), max_scan if filter is not None else k)
+        batch = batch or max(k, 32)
+        pos, limit = 0, min(len(cands), max_scan)
         while len(out) < k and pos < limit:
             docs = cands.docs[pos:min(pos + batch, limit)]
             need = self.doc_plan(docs)
@@ -396,12 +413,20 @@ class KeywordIndex:
                 yield need
             for j, d in enumerate(docs, pos):
                 id_, meta, ts = self.record(int(d))
-                if filter is None or filter.matches(fields_of(meta, ts if ts == ts else None)):
+                if filter.matches(fields_of(meta, ts if ts == ts else None)):
                     out.append((id_, float(cands.scores[j]), bool(cands.exact[j]), meta))
                     if len(out) == k:
                         break
             pos += len(docs)
         return out
+
+    def metadata_steps(self, ids: Sequence[str]) -> Steps:
+        """Fetch the document chunks of ``ids`` (one round); returns ``{id: metadata}`` for those it holds."""
+        docs = {i: self.doc_number(i) for i in ids}
+        need = self.doc_plan(d for d in docs.values() if d is not None)
+        if need:
+            yield need
+        return {i: self.record(d)[1] for i, d in docs.items() if d is not None}
 
     def __len__(self) -> int:
         return self.n_docs
@@ -456,6 +481,25 @@ def _check_postings(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"terms": terms, "offsets": offsets, "docs": docs, "weights": weights}
 
 
+def _pack_ids(ids: Sequence[str]) -> dict[str, Any]:
+    """All ids in one string plus their lengths in the smallest unsigned dtype (ids are short)."""
+    lengths = np.array([len(i) for i in ids], dtype=np.int64)
+    top = int(lengths.max()) if len(lengths) else 0
+    dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
+    return {"id_text": "".join(ids), "id_lengths": lengths.astype(dtype)}
+
+
+def _unpack_ids(head: Mapping[str, Any]) -> list[str]:
+    text, lengths = head["id_text"], head["id_lengths"]
+    ends = np.cumsum(lengths, dtype=np.int64).tolist()
+    if not isinstance(text, str) or (ends[-1] if ends else 0) != len(text):
+        raise ValueError("id lengths do not cover the id text")
+    ids = [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    if any(a >= b for a, b in zip(ids, ids[1:])):
+        raise ValueError("ids are not sorted and distinct")
+    return ids
+
+
 def _pack_postings(body: Mapping[str, Any]) -> dict[str, Any]:
     from .layout import pack_strings
 
@@ -465,7 +509,7 @@ def _pack_postings(body: Mapping[str, Any]) -> dict[str, Any]:
 def _pack_docs(body: Mapping[str, Any]) -> dict[str, Any]:
     from .layout import pack_records, pack_strings
 
-    return {"start": body["start"], "ids": pack_strings(body["ids"]), "texts": pack_strings(body["texts"]),
+    return {"start": body["start"], "texts": pack_strings(body["texts"]),
             "metadata": pack_records(body["metadata"]), "timestamps": np.asarray(body["timestamps"], np.float64)}
 
 
@@ -473,9 +517,9 @@ def _unpack_docs(body: Mapping[str, Any]) -> dict[str, Any]:
     from .layout import unpack_records, unpack_strings
 
     try:
-        ids = unpack_strings(body["ids"])
-        n = len(ids)
-        return {"start": int(body["start"]), "ids": ids, "texts": unpack_strings(body["texts"], n),
+        texts = unpack_strings(body["texts"])
+        n = len(texts)
+        return {"start": int(body["start"]), "texts": texts,
                 "metadata": unpack_records(body["metadata"], n), "timestamps": body["timestamps"][:n]}
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise FormatError(f"bad kw_docs chunk: {exc}") from None
