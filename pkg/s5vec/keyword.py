@@ -46,7 +46,7 @@ DESC_VERSION = 1
 _SPLIT = re.compile(r"[\W_]+")
 EXACT_PREFIX = "="
 MAX_TERMS = 64  # a query uses at most this many distinct words (the first ones)
-Steps = Generator[list[str], None, Any]
+Steps = Generator["list[str] | tuple[str, list[str]]", None, Any]  # CIDs to fetch next, maybe labelled
 
 
 def fold(text: str) -> str:
@@ -392,7 +392,7 @@ class KeywordIndex:
         """
         need = self.plan(query)
         if need:
-            yield need
+            yield ("postings", need)
         cands = self.candidates(query)
         if filter is None:
             top = [(self._ids[int(d)], float(s), bool(e)) for d, s, e in
@@ -401,7 +401,7 @@ class KeywordIndex:
                 return [(i, s, e, None) for i, s, e in top]
             need = self.doc_plan(cands.docs[:k])
             if need:
-                yield need
+                yield ("docs", need)
             return [(i, s, e, self.record(int(d))[1]) for (i, s, e), d in zip(top, cands.docs[:k])]
         out: list[tuple[str, float, bool, dict[str, Any]]] = []
         batch = batch or max(k, 32)
@@ -410,7 +410,7 @@ class KeywordIndex:
             docs = cands.docs[pos:min(pos + batch, limit)]
             need = self.doc_plan(docs)
             if need:
-                yield need
+                yield ("docs", need)
             for j, d in enumerate(docs, pos):
                 id_, meta, ts = self.record(int(d))
                 if filter.matches(fields_of(meta, ts if ts == ts else None)):
@@ -425,7 +425,7 @@ class KeywordIndex:
         docs = {i: self.doc_number(i) for i in ids}
         need = self.doc_plan(d for d in docs.values() if d is not None)
         if need:
-            yield need
+            yield ("docs", need)
         return {i: self.record(d)[1] for i, d in docs.items() if d is not None}
 
     def __len__(self) -> int:
@@ -440,7 +440,7 @@ def run(steps: Steps, fetch: Callable[[list[str]], Any]) -> Any:
     try:
         need = next(steps)
         while True:
-            fetch(need)
+            fetch(need[1] if isinstance(need, tuple) else need)
             need = steps.send(None)
     except StopIteration as stop:
         return stop.value
@@ -451,7 +451,7 @@ async def run_async(steps: Steps, fetch: Callable[[list[str]], Any]) -> Any:
     try:
         need = next(steps)
         while True:
-            await fetch(need)
+            await fetch(need[1] if isinstance(need, tuple) else need)
             need = steps.send(None)
     except StopIteration as stop:
         return stop.value

@@ -1,0 +1,125 @@
+"""Text queries through the request layer: keyword index published with the vectors, fusion, get, edits."""
+import numpy as np
+import pytest
+
+from s5vec import api
+from s5vec.demo import movie_records
+from s5vec.errors import ClosedError, FilterError, InvalidArgumentError, UnknownIdError
+from s5vec.keyword import tokenize
+from s5vec.s5.client import MemoryClient
+from s5vec.store import ChunkStore
+
+
+@pytest.fixture(scope="module")
+def films():
+    recs = list(movie_records(3000))
+    rng = np.random.default_rng(0)
+    for r in recs:
+        r["vector"] = rng.standard_normal(16).astype(np.float32).tolist()
+    store = ChunkStore(MemoryClient())
+    cid = api.publish(recs, store, kind="flat", text_field="text")
+    return recs, store, cid
+
+
+def test_keyword_mode_finds_titles_first(films):
+    recs, store, cid = films
+    db = api.Database.open(cid, store=store)
+    assert db.keyword is not None and db.model is None
+    for r in recs[::97]:
+        if not tokenize(r["metadata"]["title"]):
+            continue  # "$": a title with no words is not a query
+        hits = db.search_text(r["metadata"]["title"], k=5, mode="keyword")
+        assert tokenize(hits[0]["metadata"]["title"]) == tokenize(r["metadata"]["title"])
+    # hybrid on an index without a model is keyword search
+    t = recs[500]["metadata"]["title"]
+    assert db.search_text(t, k=5) == db.search_text(t, k=5, mode="keyword")
+
+
+def test_filters_hold_on_keyword_hits(films):
+    _, store, cid = films
+    db = api.Database.open(cid, store=store)
+    flt = {"genres": "Comedy", "year": {"$gte": 1930, "$lte": 1960}}
+    res = db.search_text_with_stats("love", k=10, filter=flt, mode="keyword")
+    assert res["hits"]
+    for h in res["hits"]:
+        assert "Comedy" in h["metadata"]["genres"] and 1930 <= h["metadata"]["year"] <= 1960
+    assert res["stats"]["planned"]["postings"] == 1 and res["stats"]["planned"]["docs"] >= 1
+
+
+def test_unfiltered_query_fetches_postings_then_hit_metadata_only(films):
+    _, store, cid = films
+    db = api.Database.open(cid, store=ChunkStore(store.client))  # a cold cache
+    res = db.search_text_with_stats("night river", k=10, mode="keyword")
+    planned = res["stats"]["planned"]
+    assert 1 <= planned["postings"] <= 2 and planned["docs"] <= 10 and planned["index"] == 0
+    assert res["stats"]["chunksFetched"] == planned["postings"] + planned["docs"]
+    again = db.search_text_with_stats("night river", k=10, mode="keyword")
+    assert again["hits"] == res["hits"] and again["stats"]["chunksFetched"] == 0
+
+
+def test_bad_text_queries_are_typed_errors(films):
+    _, store, cid = films
+    db = api.Database.open(cid, store=store)
+    for bad in ["", "   ", "?!…", "--- ..."]:
+        with pytest.raises(InvalidArgumentError):
+            db.search_text(bad)
+    with pytest.raises(InvalidArgumentError):
+        db.search_text(42)
+    with pytest.raises(InvalidArgumentError):
+        db.search_text("x", mode="fuzzy")
+    with pytest.raises(InvalidArgumentError):
+        db.search_text("x", mode="vector")  # no model in this index
+    with pytest.raises(FilterError):
+        db.search_text("x", filter={"year": {"$near": 1}})
+    assert db.search_text("qqqzzzx blorfle", mode="keyword") == []
+    assert db.search_text("東京物語", mode="keyword") == []
+    long = "space " * 2000
+    assert db.search_text(long, mode="keyword") == db.search_text("space", mode="keyword")
+    db.close()
+    with pytest.raises(ClosedError):
+        db.search_text("space")
+
+
+def test_get(films):
+    recs, store, cid = films
+    db = api.Database.open(cid, store=store)
+    r = recs[1234]
+    assert db.get(r["id"]) == {"id": r["id"], "metadata": r["metadata"]}
+    with pytest.raises(UnknownIdError):
+        db.get("nope")
+    with pytest.raises(InvalidArgumentError):
+        db.get(7)
+
+
+def test_edits_reach_the_keyword_index_at_commit(films):
+    recs, store, cid = films
+    db = api.Database.open(cid, store=store)
+    gone = recs[10]["id"]
+    db.delete([gone])
+    db.upsert([{"id": "new1", "vector": [0.1] * 16, "text": "Zyzzyva Returns (2005), Comedy",
+                "metadata": {"title": "Zyzzyva Returns", "year": 2005, "genres": ["Comedy"]}, "timestamp": 1.1e9}])
+    new_cid, _ = db.commit()
+    db2 = api.Database.open(new_cid, store=store)
+    assert db2.search_text("zyzzyva returns", mode="keyword")[0]["id"] == "new1"
+    with pytest.raises(UnknownIdError):
+        db2.get(gone)
+    # a commit without text edits names the same keyword chunks and reads none of them
+    before = store.stats()["chunks_fetched"]
+    db2.upsert([{"id": "new1", "vector": [0.2] * 16, "text": "Zyzzyva Returns (2005), Comedy",
+                 "metadata": {"title": "Zyzzyva Returns", "year": 2005}, "timestamp": 1.1e9}])
+    db2._kw_edits.clear()
+    third, _ = db2.commit()
+    m2, m3 = api.read_manifest(store, new_cid), api.read_manifest(store, third)
+    kw = lambda m: sorted(c["cid"] for c in m["chunks"] if c["kind"].startswith("kw_"))
+    assert kw(m2) == kw(m3) and m3["extra"]["keyword"] == m2["extra"]["keyword"]
+    with pytest.raises(InvalidArgumentError):
+        db2.upsert([{"id": "x", "vector": [0.0] * 16}])  # no text for the keyword index
+
+
+def test_fuse_rrf_and_exact_first():
+    vec = [("a", 0.9, {"t": "a"}), ("b", 0.8, {"t": "b"}), ("c", 0.7, {"t": "c"})]
+    kw = [("c", 5.0, False, None), ("d", 4.0, True, None), ("a", 1.0, False, None)]
+    got = api.fuse(vec, kw, 4)
+    assert [h["id"] for h in got] == ["d", "a", "c", "b"]
+    assert got[1]["metadata"] == {"t": "a"} and got[0]["metadata"] is None
+    assert all(x["score"] >= y["score"] for x, y in zip(got, got[1:]))
