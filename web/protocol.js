@@ -29,4 +29,6 @@ export const OPS = Object.freeze({
   SEARCH: "search",
   CLOSE: "close",
   STATS: "stats",
+  SEARCH_TEXT: "searchText",
+  GET: "get",
 });

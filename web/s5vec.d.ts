@@ -16,6 +16,8 @@ export type S5VecErrorName =
   | "CIDError"
   | "InvalidArgumentError"
   | "UnknownIdError"
+  | "EmptyQueryError"
+  | "NoKnownTokensError"
   | "ClosedError"
   | "InternalError"
   | "StartupTimeoutError"
@@ -101,6 +103,21 @@ export interface SearchStats {
   chunksFetched: number;
   cacheHits: number;
   ms: number;
+  /** searchText only: chunks the query planned (fetched unless cached), by part. */
+  planned?: { model?: number; postings?: number; docs?: number; index?: number };
+}
+
+export type TextSearchMode = "hybrid" | "vector" | "keyword";
+
+export interface TextSearchOptions extends SearchOptions {
+  /** "hybrid" (default): embedding + BM25 keyword ranking, fused (an exact title comes first);
+   * "vector": embedding only; "keyword": BM25 only. */
+  mode?: TextSearchMode;
+}
+
+export interface GetResult<M = Record<string, unknown>> {
+  id: string;
+  metadata: M;
 }
 
 export declare class S5Vec {
@@ -113,6 +130,11 @@ export declare class S5Vec {
   readonly lastStats: SearchStats | null;
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
+  /** Text in, hits out (the query is embedded in the worker). Rejects with EmptyQueryError for text
+   * without letters or digits; text with no known token is answered by the keyword index alone. */
+  searchText<M = Record<string, unknown>>(text: string, options?: TextSearchOptions): Promise<Hit<M>[]>;
+  /** A record's metadata by id, without a search (UnknownIdError if there is none). */
+  get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
   stats(): Promise<Record<string, unknown>>;
   close(): Promise<void>;
 }

@@ -213,6 +213,27 @@ export class S5Vec {
     return res.hits;
   }
 
+  /** Text search: [{id, score, metadata}], best first. `options.mode`: "hybrid" (default: embedding +
+   * keyword, fused), "vector" or "keyword". Empty or word-less text rejects with EmptyQueryError. */
+  async searchText(text, options = {}) {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    const args = { handle: this.handle, text };
+    for (const key of ["k", "filter", "mode", "params"]) if (options[key] !== undefined) args[key] = options[key];
+    const n = ++this._searchSeq;
+    const res = await call(OPS.SEARCH_TEXT, args);
+    if (n > this._statsSeq) {
+      this._statsSeq = n;
+      this.lastStats = res.stats;
+    }
+    return res.hits;
+  }
+
+  /** A record's metadata without a search: {id, metadata}; UnknownIdError if the index does not hold it. */
+  async get(id) {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    return call(OPS.GET, { handle: this.handle, id });
+  }
+
   /** Cumulative statistics of this database (fetches, cache). */
   async stats() {
     if (this._closed) throw new S5VecError("ClosedError", "database is closed");

@@ -93,9 +93,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from . import api, filters
 
+    if (args.text is None) == (args.queries is None):
+        raise InvalidArgumentError("search takes either --text or --queries")
     flt = filters.parse(args.filter) if args.filter else None
     params = _parse_params(args.param)
     db = api.Database.open(args.cid, args.portal, timeout=args.timeout)
+    if args.text is not None:
+        for h in db.search_text(args.text, args.k, flt, args.mode, params):
+            print(json.dumps({"id": h["id"], "score": h["score"], "metadata": h["metadata"]}, ensure_ascii=False,
+                             default=str), flush=True)
+        return 0
     for n, q in _read_jsonl(args.queries, "queries"):
         vec = q.get("vector") if isinstance(q, dict) else q
         try:
@@ -158,10 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=30.0)
     sp.set_defaults(fn=cmd_publish)
 
-    sp = sub.add_parser("search", help="search a published index; one JSON line of hits per query")
+    sp = sub.add_parser("search", help="search a published index: --text prints one JSON line per hit "
+                                       "(id, score, metadata); --queries one JSON line of hits per query vector")
     sp.add_argument("cid", help="manifest CID")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--queries", required=True, help="JSON lines, one vector (JSON array) per line")
+    sp.add_argument("--text", default=None, help="a text query (the index must have been published with a text field)")
+    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "vector", "keyword"], help="with --text")
+    sp.add_argument("--queries", default=None, help="JSON lines, one vector (JSON array) per line")
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--filter", default=None, help="metadata filter as JSON")
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter, e.g. ef=128, nprobe=32")

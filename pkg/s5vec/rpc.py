@@ -75,6 +75,23 @@ async def _search(args: dict[str, Any]) -> dict[str, Any]:
     return await db.search_async(args["vector"], 10 if k is None else k, flt, params)
 
 
+async def _search_text(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    if "text" not in args:
+        raise InvalidArgumentError("missing argument 'text'")
+    k = args.get("k")
+    mode = args.get("mode")
+    return await db.search_text_async(args["text"], 10 if k is None else k, args.get("filter"),
+                                      "hybrid" if mode is None else mode, _arg(args, "params", dict, {}))
+
+
+async def _get(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    if "id" not in args:
+        raise InvalidArgumentError("missing argument 'id'")
+    return await db.get_async(args["id"])
+
+
 async def _close(args: dict[str, Any]) -> dict[str, Any]:
     db = _db(args)
     db.close()
@@ -88,6 +105,7 @@ async def _stats(args: dict[str, Any]) -> dict[str, Any]:
 
 OPS: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
     "version": _version, "open": _open, "search": _search, "close": _close, "stats": _stats,
+    "searchText": _search_text, "get": _get,
 }
 
 
