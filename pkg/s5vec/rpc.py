@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from .errors import InvalidArgumentError, S5VecError
 
 _dbs: dict[int, Any] = {}
+_stores: dict[Any, Any] = {}  # portal list -> ChunkStore shared by every database opened on it
 _next_handle = 1
 
 
@@ -53,13 +54,20 @@ async def _version(args: dict[str, Any]) -> dict[str, Any]:
 
 async def _open(args: dict[str, Any]) -> dict[str, Any]:
     global _next_handle
-    from .api import Database
+    from .api import Database, make_store
 
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, 64 * 2**20)
     timeout = _arg(args, "timeout", (int, float), 15.0)
-    db = await Database.open_async(cid, portals, cache_bytes=cache, timeout=float(timeout))
+    # one verified-chunk cache per portal list for the whole worker session: opening an index again
+    # (or another index sharing chunks, e.g. the same model) downloads nothing already verified
+    key = tuple(portals) if all(isinstance(p, str) for p in portals) else None
+    store = _stores.get(key) if key is not None else None
+    if store is None:
+        store = make_store(portals, cache_bytes=cache, timeout=float(timeout))
+        _stores[key] = store
+    db = await Database.open_async(cid, store=store, cache_bytes=cache)
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
