@@ -8,7 +8,6 @@ CIDs a search needs (``chunks_for``), the store fetches them together (``pyfetch
 from __future__ import annotations
 
 import importlib
-import math
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -107,7 +106,7 @@ def publish(
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
     extra = dict(extra or {})
-    kw = build_keyword(records, text_field) if text_field else None
+    kw = build_keyword(records, text_field, ts) if text_field else None
     cid, _ = save(index, store, extra=extra, keyword=kw)
     return cid
 
@@ -122,13 +121,13 @@ def record_text(record: Mapping[str, Any], field: str, n: int = 0) -> str:
     return text
 
 
-def build_keyword(records: Sequence[Mapping[str, Any]], field: str) -> Any:
+def build_keyword(records: Sequence[Mapping[str, Any]], field: str, timestamps: Sequence[float]) -> Any:
+    """The keyword index over ``records``' text; ``timestamps`` as the vector index got them."""
     from .keyword import KeywordIndex
 
     kw = KeywordIndex(field)
     kw.build([r["id"] for r in records], [record_text(r, field, n) for n, r in enumerate(records)],
-             [r.get("metadata") or {} for r in records],
-             [float(r.get("timestamp", math.nan)) for r in records])
+             [r.get("metadata") or {} for r in records], [float(t) for t in timestamps])
     return kw
 
 
