@@ -102,9 +102,16 @@ def write_records(path: str, records: Iterable[dict[str, Any]]) -> int:
     n = 0
     with open(path, "w", encoding="utf-8") as fh:
         for rec in records:
-            fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False, default=_plain) + "\n")
             n += 1
     return n
+
+
+def _plain(value: Any) -> Any:
+    """NumPy vectors (an embedder's output) as JSON lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
 def demo_records(count: int, dim: int = 384, seed: int = 7) -> Iterator[dict[str, Any]]:
