@@ -88,6 +88,7 @@ def test_typing_a_title_from_a_cold_tab_shows_that_film_first(browser, web_url, 
         if os.environ.get("S5VEC_SCREENSHOT"):
             page.click("#dev summary")
             type_query(page, "documentary about space")
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=os.environ["S5VEC_SCREENSHOT"])
         assert not errors
     finally:

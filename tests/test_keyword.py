@@ -210,3 +210,9 @@ def test_ranking_without_metadata_reads_only_postings():
     assert [h[:3] for h in hits] == [h[:3] for h in search(idx, "ghost river")]
     meta = run(loaded.metadata_steps([h[0] for h in hits]), store.prefetch_sync)
     assert meta == {h[0]: h[3] for h in search(idx, "ghost river")}
+
+
+def test_query_stopwords_do_not_rank_unless_alone():
+    assert KeywordQuery.from_text("Documentary about the Space").terms == ("documentary", "space")
+    assert KeywordQuery.from_text("Documentary about the Space").exact == "=documentary about the space"
+    assert KeywordQuery.from_text("The It").terms == ("the", "it")

@@ -46,6 +46,10 @@ DESC_VERSION = 1
 _SPLIT = re.compile(r"[\W_]+")
 EXACT_PREFIX = "="
 MAX_TERMS = 64  # a query uses at most this many distinct words (the first ones)
+# Words a *query* does not rank by when it has other words: they match a fifth of all titles, cost
+# the biggest posting chunks, and add noise ("documentary about space"). They stay indexed, and
+# they count in exact-title matching ("The Matrix" is still an exact title).
+STOPWORDS = frozenset("a an and about at by for from in into is it its of on or the to with".split())
 Steps = Generator["list[str] | tuple[str, list[str]]", None, Any]  # CIDs to fetch next, maybe labelled
 
 
@@ -87,8 +91,9 @@ class KeywordQuery:
     @classmethod
     def from_text(cls, text: str) -> "KeywordQuery":
         toks = tokenize(text)
-        terms = tuple(dict.fromkeys(toks))[:MAX_TERMS]
-        return cls(terms, EXACT_PREFIX + " ".join(toks) if toks else None)
+        words = tuple(dict.fromkeys(toks))
+        terms = tuple(t for t in words if t not in STOPWORDS) or words
+        return cls(terms[:MAX_TERMS], EXACT_PREFIX + " ".join(toks) if toks else None)
 
 
 @dataclass
