@@ -106,7 +106,7 @@ def main() -> None:
         store = api.make_store([portal.url])
         t = time.perf_counter()
         model_cid = embed.publish_model(model, store)
-        cid = api.publish(records, store, kind="hybrid", params={"vectors_dtype": "float16"}, text_field="text",
+        cid = api.publish(records, store, kind="hybrid", params={"codec": "sq8", "store_full": False}, text_field="text",
                           extra=embed.manifest_extra(model_cid, "text"))
         print(f"published in {time.perf_counter() - t:.1f} s: {store.stats()['bytes_uploaded'] / 2**20:.1f} MiB")
 

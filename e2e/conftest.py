@@ -104,7 +104,7 @@ def film_index(portals, tmp_path_factory):
     embed.embed_records(records, model)
     store = api.make_store([portals[0].url])
     model_cid = embed.publish_model(model, store)
-    cid = api.publish(records, store, kind="hybrid", params={"vectors_dtype": "float16"}, text_field="text",
+    cid = api.publish(records, store, kind="hybrid", params={"codec": "sq8", "store_full": False}, text_field="text",
                       extra=embed.manifest_extra(model_cid, "text"))
     path = tmp_path_factory.mktemp("films") / "films.jsonl"
     write_records(str(path), records)
