@@ -123,3 +123,59 @@ def test_fuse_rrf_and_exact_first():
     assert [h["id"] for h in got] == ["d", "a", "c", "b"]
     assert got[1]["metadata"] == {"t": "a"} and got[0]["metadata"] is None
     assert all(x["score"] >= y["score"] for x, y in zip(got, got[1:]))
+
+
+@pytest.fixture(scope="module")
+def embedded_films():
+    """8,000 films embedded by the model built at set-up, published with model and keyword index."""
+    from s5vec import embed
+
+    recs = list(movie_records(8000))
+    model = embed.load_local()
+    embed.embed_records(recs, model)
+    store = ChunkStore(MemoryClient())
+    cid = api.publish(recs, store, kind="hybrid", params={"codec": "sq8", "store_full": False}, text_field="text",
+                      extra=embed.manifest_extra(embed.publish_model(model, store), "text"))
+    return recs, store, cid
+
+
+def test_hybrid_exact_title_first_on_many_titles(embedded_films):
+    import random
+
+    recs, store, cid = embedded_films
+    db = api.Database.open(cid, store=store)
+    pool = [r for r in recs if tokenize(r["metadata"]["title"])]
+    for r in random.Random(2).sample(pool, 600):
+        title = r["metadata"]["title"]
+        hits = db.search_text(title, k=10)
+        assert tokenize(hits[0]["metadata"]["title"]) == tokenize(title), (title, hits[0])
+        # with its year too ("The Matrix 1999"), that very film comes first
+        hits = db.search_text(f"{title} {r['metadata']['year']}", k=10)
+        assert tokenize(hits[0]["metadata"]["title"]) == tokenize(title) and \
+            hits[0]["metadata"]["year"] == r["metadata"]["year"], (title, hits[0])
+
+
+def test_hybrid_modes_filters_and_odd_text(embedded_films):
+    from s5vec.errors import EmptyQueryError, NoKnownTokensError
+
+    recs, store, cid = embedded_films
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    res = db.search_text_with_stats("documentary about space", 10)
+    assert sum("Documentary" in h["metadata"]["genres"] for h in res["hits"]) >= 6
+    planned = res["stats"]["planned"]
+    assert planned["model"] >= 1 and planned["postings"] == 2 and planned["index"] >= 1
+    flt = {"genres": "Drama", "year": {"$lt": 1950}}
+    for mode in ("hybrid", "vector", "keyword"):
+        for h in db.search_text("war", 10, flt, mode):
+            assert "Drama" in h["metadata"]["genres"] and h["metadata"]["year"] < 1950
+    with pytest.raises(EmptyQueryError):
+        db.search_text("  ?! ")
+    emoji_only = "\U0001F600\U0001F3AC"
+    with pytest.raises(EmptyQueryError):  # no letter or digit at all
+        db.search_text(emoji_only)
+    assert db.search_text("qwxzv blorfle", 5, mode="keyword") == []
+    assert len(db.search_text("qwxzv blorfle", 5)) == 5  # the vector side answers with what it knows
+    try:
+        db.search_text("\u16a0\u16a2\u16a6", 5, mode="vector")  # runes: no known token, probably
+    except NoKnownTokensError:
+        assert db.search_text("\u16a0\u16a2\u16a6", 5) == []  # hybrid: the keyword side alone
