@@ -8,7 +8,7 @@ faiss.omp_set_num_threads(1), hnswlib set_num_threads(1)); queries are issued on
 (batch size 1) to every library, because that is how s5vec serves them.
 
 For s5vec each kind is measured twice:
-  * in memory  -- ``index.search`` on the freshly built index object (the engine alone), which
+  * in memory  -- ``prepare_query`` + ``index.search`` on the freshly built index (the engine alone), which
     gives recall@10, QPS and p50;
   * published  -- saved as chunks into an in-memory S5 client, then opened with
     ``Database.open(cid, store=ChunkStore(client))`` (default 64 MiB caches) and searched through
@@ -97,6 +97,8 @@ def s5_open(client: Any, cid: str) -> tuple[Any, int, int, float]:
 
 def run_s5(name: str, idx: Any, n_used: int, params_list: list[dict], queries: np.ndarray, truth: np.ndarray,
            build_s: float, client: Any, cid: str, pub_bytes: int, pub_chunks: int) -> list[dict]:
+    from s5vec.api import prepare_query
+
     rows = []
     mem = C.numpy_nbytes(idx)
     db0, open_bytes, open_chunks, open_ms = s5_open(client, cid)
@@ -106,9 +108,9 @@ def run_s5(name: str, idx: Any, n_used: int, params_list: list[dict], queries: n
         found, lat = [], []
         for q in queries:
             t0 = time.perf_counter()
-            res = idx.search(q, K, None, **p)
+            res = idx.search(prepare_query(idx, q, K, None, p)).hits  # validate once + search
             lat.append(time.perf_counter() - t0)
-            found.append([int(i) for i, _ in res])
+            found.append([int(h.id) for h in res])
         rec = C.recall(found, truth)
         # --- published: cold = first query on a fresh open (mean over 5 opens)
         cold = []

@@ -140,7 +140,7 @@ def test_bad_text_input_is_typed_and_the_worker_keeps_serving(shared_harness, fi
     # get by id, and an unknown id
     rec = film_index["records"][123]
     got = shared_harness.js("return await window.dbs[arg.key].get(arg.id);", {"key": key, "id": rec["id"]})
-    assert got == {"id": rec["id"], "metadata": rec["metadata"]}
+    assert got == {"id": rec["id"], "metadata": rec["metadata"], "timestamp": rec["timestamp"]}
     res = shared_harness.run("return await window.dbs[arg].get('no-such-film');", key)
     assert res["name"] == "UnknownIdError"
     good = search_text(shared_harness, key, ok_title, k=5)

@@ -1,12 +1,17 @@
-"""Shared test kit: every test file (tests/ and e2e/) compares hits through here.
+"""Shared test kit: every test file (tests/ and e2e/) builds data and checks results through here.
 
-Grows into the one data generator, the flat-index oracle and the in-memory chunk I/O
-(issue 7); this first part is the hit comparator the CPython and browser tests share.
+- :func:`assert_same_hits` -- tie-aware hit comparison that compares ids;
+- :func:`clustered` -- the one data generator (plus :func:`queries_near`);
+- :class:`MemChunks` -- the one in-memory chunk I/O, through the real layout (CBOR) and store;
+- :func:`search` / :func:`run` -- a query through the real api path (prepare -> plan -> fetch -> search);
+- :func:`flat_oracle` / :func:`recall_at_k` -- the flat index as the oracle of every recall test.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 SCORE_TOL = 1e-5
 
@@ -40,3 +45,138 @@ def assert_same_hits(got: Sequence[Mapping[str, Any]], want: Sequence[Mapping[st
         for g in got:
             if g["id"] in want_meta:
                 assert g.get("metadata") == want_meta[g["id"]], (g["id"], g.get("metadata"), want_meta[g["id"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# One data generator
+# ---------------------------------------------------------------------------------------------
+
+def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float = 0.35, *,
+              top: int | None = None, sub: int | None = None, spread_sub: float = 0.5,
+              labels: bool = False) -> Any:
+    """Gaussian clusters (float32, ``n x dim``): the shape real embeddings have, where ANN indexes can fail.
+
+    Two levels with ``top``: ``top`` centres, ``sub`` sub-centres around each (default
+    ``clusters // top``) at ``spread_sub``, points at ``spread`` around the sub-centres, so
+    nearest neighbours are well defined while k-means lists cut across sub-clusters.
+    With ``labels`` returns ``(vectors, cluster / sub-cluster number of each row)``.
+    """
+    rng = np.random.default_rng(seed)
+    if top:
+        sub = sub or max(1, clusters // top)
+        centres = rng.standard_normal((top, dim)).astype(np.float32)
+        s = top * sub
+        subs = centres[np.arange(s) // sub] + spread_sub * rng.standard_normal((s, dim)).astype(np.float32)
+        which = rng.integers(0, s, n)
+        x = subs[which] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    else:
+        centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+        which = rng.integers(0, clusters, n)
+        x = centres[which] + spread * rng.standard_normal((n, dim))
+    x = x.astype(np.float32)
+    return (x, which) if labels else x
+
+
+def queries_near(x: np.ndarray, nq: int, noise: float = 0.1, seed: int = 5) -> np.ndarray:
+    """``nq`` queries: random data points plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(x.shape[0], nq, replace=False)
+    return (x[pick] + noise * rng.standard_normal((nq, x.shape[1]))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# One in-memory chunk I/O, through the real layout (CBOR) and the real chunk store
+# ---------------------------------------------------------------------------------------------
+
+class MemChunks:
+    """ChunkWriter + ChunkReader over a :class:`ChunkStore` on an in-memory S5 client.
+
+    Every chunk goes through :mod:`s5vec.layout` (canonical CBOR, schemas, version) and the store
+    (blake3-verified, cached), exactly as a published index does; ``puts``/``gets`` list the CIDs.
+    """
+
+    def __init__(self, cache_bytes: int = 64 * 2**20) -> None:
+        from s5vec import layout
+        from s5vec.s5.client import MemoryClient
+        from s5vec.store import ChunkStore
+
+        self.client = MemoryClient()
+        self.store = ChunkStore(self.client, cache_bytes=cache_bytes)
+        self._writer = layout.StoreWriter(self.store)
+        self._reader = layout.StoreReader(self.store)
+        self.puts: list[str] = []
+        self.gets: list[str] = []
+
+    def put(self, kind: str, body: Mapping[str, Any]) -> str:
+        cid = self._writer.put(kind, body)
+        self.puts.append(cid)
+        return cid
+
+    def get(self, cid: str, kind: str | None = None) -> dict[str, Any]:
+        self.gets.append(cid)
+        return self._reader.get(cid, kind)
+
+    def fresh(self, cache_bytes: int = 64 * 2**20) -> "MemChunks":
+        """The same blobs behind a new, empty cache (a new reader opening a published index)."""
+        from s5vec.store import ChunkStore
+
+        other = MemChunks.__new__(MemChunks)
+        other.client = self.client
+        other.store = ChunkStore(self.client, cache_bytes=cache_bytes)
+        from s5vec import layout
+
+        other._writer = layout.StoreWriter(other.store)
+        other._reader = layout.StoreReader(other.store)
+        other.puts, other.gets = [], []
+        return other
+
+
+# ---------------------------------------------------------------------------------------------
+# Searching through the real request path: prepare -> (plan -> fetch -> search)*
+# ---------------------------------------------------------------------------------------------
+
+def run(index: Any, vector: Any, k: int = 10, filter: Any = None, *, chunks: MemChunks | None = None,
+        **params: Any) -> tuple[list[Any], Any]:
+    """(hits, the QueryRun with its ``rounds``) of one query run through :mod:`s5vec.api`."""
+    from s5vec import api
+
+    query = api.prepare_query(index, vector, k, filter, params)
+    io = chunks if chunks is not None else MemChunks()
+    return api.run_query_sync(index, query, io.store, io)
+
+
+def search(index: Any, vector: Any, k: int = 10, filter: Any = None, *, chunks: MemChunks | None = None,
+           **params: Any) -> list[tuple[str, float]]:
+    """``[(id, distance)]`` best first, through the real api path (``chunks`` for lazy indexes)."""
+    hits, _ = run(index, vector, k, filter, chunks=chunks, **params)
+    return [(h.id, h.distance) for h in hits]
+
+
+def flat_oracle(ids: Sequence[str], vectors: np.ndarray, metric: str = "cosine",
+                metadata: Sequence[Mapping[str, Any]] | None = None,
+                timestamps: Sequence[float] | None = None) -> Any:
+    """The exact index over the same records: the oracle of every recall test."""
+    from s5vec.index.flat import FlatIndex
+
+    oracle = FlatIndex(vectors.shape[1], metric)
+    oracle.add(list(ids), vectors, metadata, timestamps)
+    return oracle
+
+
+def _ids_of(target: Any, q: np.ndarray, k: int, filter: Any, chunks: MemChunks | None, params: Mapping) -> list[str]:
+    if hasattr(target, "search_with_stats"):  # an opened Database
+        return [h["id"] for h in target.search(q, k, filter, dict(params) or None)]
+    return [i for i, _ in search(target, q, k, filter, chunks=chunks, **params)]
+
+
+def recall_at_k(index_or_db: Any, queries: np.ndarray, k: int = 10, *, oracle: Any, filter: Any = None,
+                chunks: MemChunks | None = None, **params: Any) -> float:
+    """Mean share of the oracle's (the flat index's) top ``k`` ids that ``index_or_db`` returns."""
+    found = 0
+    total = 0
+    for q in queries:
+        want = _ids_of(oracle, q, k, filter, None, {})
+        got = set(_ids_of(index_or_db, q, k, filter, chunks, params))
+        found += len(got.intersection(want))
+        total += len(want)
+    return found / max(total, 1)

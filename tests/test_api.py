@@ -8,11 +8,11 @@ import pytest
 from s5vec import api, layout, rpc
 from s5vec.errors import (ClosedError, DimensionError, FilterError, FormatError, IntegrityError,
                           InvalidArgumentError, InvalidVectorError, NotFoundError)
-from s5vec.index.flat import FlatIndex
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
-from conftest import clustered
+import kit
+from kit import clustered
 
 
 def records(n=300, dim=16, seed=0):
@@ -22,9 +22,8 @@ def records(n=300, dim=16, seed=0):
 
 
 def oracle(x, q, k, metric="cosine"):
-    idx = FlatIndex(x.shape[1], metric)
-    idx.add([f"r{i}" for i in range(len(x))], x)
-    return [i for i, _ in idx.search(q, k)]
+    idx = kit.flat_oracle([f"r{i}" for i in range(len(x))], x, metric)
+    return [i for i, _ in kit.search(idx, q, k)]
 
 
 @pytest.fixture
@@ -148,7 +147,8 @@ def test_rpc_never_raises(published, monkeypatch):
     assert call("search", {"handle": h, "vector": x[0].tolist()})["error"]["name"] == "InvalidArgumentError"
 
 
-def test_cache_bytes_reaches_the_ivf_list_cache():
+def test_cache_bytes_is_the_one_budget_for_ivf_lists():
+    """Raw chunk bytes and decoded IVF lists share the store's one byte budget."""
     from s5vec.index.ivf import IVFIndex
 
     x = clustered(3000, 16, 8, seed=2)
@@ -157,10 +157,11 @@ def test_cache_bytes_reaches_the_ivf_list_cache():
     store = ChunkStore(MemoryClient())
     cid, _ = api.save(idx, store)
     db = api.Database.open(cid, store=ChunkStore(store.client, cache_bytes=50_000), cache_bytes=50_000)
-    assert db.index.cache_bytes == 50_000
+    assert not hasattr(db.index, "cache_bytes") and not hasattr(db.reader, "cache_bytes")
     for q in x[:30]:
         db.search(q, 5)
-    assert 0 < db.index.cached_bytes() <= 50_000
+    st = db.store.stats()
+    assert 0 < st["cache_bytes"] <= 50_000 and st["cache_hits"] > 0
 
 
 def test_manifest_spec_names_the_index():

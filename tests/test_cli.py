@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from s5vec.index.flat import FlatIndex
 
-from conftest import ROOT, clustered
+import kit
+from conftest import ROOT
+from kit import clustered
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "pkg"))
 
@@ -64,10 +65,9 @@ def test_publish_then_search_flat_matches_oracle(portal, data):
     out = s5vec("search", cid, "--portal", url, "--queries", str(d / "queries.jsonl"), "-k", "5").stdout
     lines = [json.loads(l) for l in out.strip().splitlines()]
     assert len(lines) == 5
-    oracle = FlatIndex(24)
-    oracle.add([f"d{i}" for i in range(len(x))], x)
+    oracle = kit.flat_oracle([f"d{i}" for i in range(len(x))], x)
     for q, hits in zip(x[:5] + 0.05, lines):
-        assert [h["id"] for h in hits] == [i for i, _ in oracle.search(q, 5)]
+        assert [h["id"] for h in hits] == [i for i, _ in kit.search(oracle, q, 5)]
         assert set(hits[0]) == {"id", "score"}
     out = s5vec("search", cid, "--portal", url, "--queries", str(d / "queries.jsonl"), "-k", "3",
                 "--filter", '{"ch": "c2"}').stdout

@@ -1,73 +1,38 @@
-"""HNSW index: recall against exact brute force, filters, deletes, upserts, vacuum, persistence."""
+"""HNSW index: recall against the flat oracle, filters, deletes, upserts, vacuum, persistence."""
 from __future__ import annotations
 
-import hashlib
-import pickle
 import time
-from typing import Any, Mapping
 
 import numpy as np
 import pytest
 
-from s5vec import kernels
+from s5vec import api, kernels
 from s5vec.errors import DimensionError, FormatError, InvalidArgumentError, InvalidVectorError, UnknownIdError
 from s5vec.filters import parse
 from s5vec.index.base import Index
 from s5vec.index.hnsw import HNSWIndex
 
+import kit
+from kit import MemChunks as MemStore
+
 DIM = 128
 
 
 def clustered(n: int, dim: int = DIM, clusters: int = 100, seed: int = 1, spread: float = 0.5):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, dim)).astype(np.float32)
-    labels = rng.integers(0, clusters, n)
-    x = (centers[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
-    q = (centers[rng.integers(0, clusters, 100)] + spread * rng.normal(size=(100, dim))).astype(np.float32)
-    return x, q, labels
+    """(data, 100 queries near the data, cluster labels) from the kit's one generator."""
+    x, labels = kit.clustered(n, dim, clusters, seed, spread, labels=True)
+    return x, kit.queries_near(x, 100, noise=spread, seed=seed), labels
 
 
-def brute(data: np.ndarray, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None = None) -> list[int]:
-    """Exact top-k row numbers (over rows where ``mask`` is True)."""
-    p = kernels.prepare(data, metric)
-    q = kernels.prepare(query[None, :], metric)[0]
-    d = kernels.distances(q, p, metric, kernels.sq_norms(p)).astype(np.float64)
-    if mask is not None:
-        d[~mask] = np.inf
-        k = min(k, int(mask.sum()))
-    return kernels.top_k(d, k).tolist()
+def recall(index: HNSWIndex, oracle, queries, k=10, filter=None, **kw) -> float:
+    return kit.recall_at_k(index, queries, k, oracle=oracle, filter=filter, **kw)
 
 
-def recall(index: HNSWIndex, data, queries, metric, k=10, ids=None, mask=None, **kw) -> float:
-    ids = ids if ids is not None else [str(i) for i in range(len(data))]
-    hits = total = 0
-    for q in queries:
-        truth = {ids[i] for i in brute(data, q, metric, k, mask)}
-        got = index.search(q, k, **kw)
-        hits += len(truth & {i for i, _ in got})
-        total += len(truth)
-    return hits / total
-
-
-class MemStore:
-    """Tiny content-addressed chunk store standing in for the real layout module."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-        self.puts = 0
-
-    def put(self, kind: str, body: Mapping[str, Any]) -> str:
-        raw = pickle.dumps((kind, dict(body)), protocol=4)
-        cid = hashlib.sha256(raw).hexdigest()
-        self.blobs[cid] = raw
-        self.puts += 1
-        return cid
-
-    def get(self, cid: str, kind: str) -> dict[str, Any]:
-        got_kind, body = pickle.loads(self.blobs[cid])
-        if got_kind != kind:
-            raise FormatError(f"chunk {cid} is {got_kind}, expected {kind}")
-        return body
+def oracle_of(idx: HNSWIndex):
+    """The flat index over the live records of ``idx`` (the recall oracle)."""
+    items = list(idx.items())
+    return kit.flat_oracle([i[0] for i in items], np.stack([i[1] for i in items]), idx.metric,
+                           [i[2] for i in items], [i[3] for i in items])
 
 
 # ---------------------------------------------------------------- the 20k index (shared, read-only)
@@ -89,6 +54,16 @@ def big():
     return idx, x, q, labels, calls, build
 
 
+_ORACLE: dict = {}
+
+
+def big_oracle(big):
+    """The flat oracle of the shared 20k index (built once)."""
+    if "big" not in _ORACLE:
+        _ORACLE["big"] = oracle_of(big[0])
+    return _ORACLE["big"]
+
+
 def test_protocol_and_basics(big):
     idx, x, _, _, _, _ = big
     assert isinstance(idx, Index)
@@ -98,7 +73,7 @@ def test_protocol_and_basics(big):
     assert idx.timestamp("17") == 17.0
     np.testing.assert_allclose(idx.vector("17"), kernels.prepare(x[17:18], "cosine")[0], rtol=1e-6)
     assert idx.ids()[:3] == ["0", "1", "2"]
-    assert idx.chunks_for(x[0]) == []
+    assert idx.plan(api.prepare_query(idx, x[0])) == []
     with pytest.raises(UnknownIdError):
         idx.metadata("nope")
 
@@ -117,8 +92,8 @@ def test_build_time_reasonable(big):
 def test_recall_cosine_20k(big):
     idx, x, q, _, _, _ = big
     t0 = time.perf_counter()
-    r = recall(idx, x, q, "cosine")
-    print(f"recall@10 ef=64: {r:.3f} ({len(q) / (time.perf_counter() - t0):.0f} q/s incl. brute force)")
+    r = recall(idx, big_oracle(big), q)
+    print(f"recall@10 ef=64: {r:.3f} ({len(q) / (time.perf_counter() - t0):.0f} q/s incl. the oracle)")
     assert r >= 0.95
 
 
@@ -127,8 +102,8 @@ def test_no_hangs_and_ef_monotone(big):
     recalls = []
     for ef in (10, 50, 100, 200, 500):
         for qq in q[:20]:
-            assert len(idx.search(qq, 10, ef=ef)) == 10
-        recalls.append(recall(idx, x, q[:40], "cosine", ef=ef))
+            assert len(kit.search(idx, qq, 10, ef=ef)) == 10
+        recalls.append(recall(idx, big_oracle(big), q[:40], ef=ef))
     for a, b in zip(recalls, recalls[1:]):
         assert b >= a - 0.02, recalls
     assert recalls[-1] >= 0.99
@@ -136,7 +111,7 @@ def test_no_hangs_and_ef_monotone(big):
 
 def test_results_sorted_and_distances_exact(big):
     idx, x, q, _, _, _ = big
-    res = idx.search(q[0], 10)
+    res = kit.search(idx, q[0], 10)
     ds = [d for _, d in res]
     assert ds == sorted(ds)
     p = kernels.prepare(x, "cosine")
@@ -147,16 +122,16 @@ def test_results_sorted_and_distances_exact(big):
 
 def test_k_larger_than_ef_and_validation(big):
     idx, _, q, _, _, _ = big
-    assert len(idx.search(q[0], 150, ef=10)) == 150  # ef = max(ef, k)
+    assert len(kit.search(idx, q[0], 150, ef=10)) == 150  # ef = max(ef, k)
     for bad in (0, -1, 1.5, "3"):
         with pytest.raises(InvalidArgumentError):
-            idx.search(q[0], bad)
+            kit.search(idx, q[0], bad)
     with pytest.raises(InvalidArgumentError):
-        idx.search(q[0], 10, ef=0)
+        kit.search(idx, q[0], 10, ef=0)
     with pytest.raises(DimensionError):
-        idx.search(q[0][:5], 10)
+        kit.search(idx, q[0][:5], 10)
     with pytest.raises(InvalidVectorError):
-        idx.search(np.full(DIM, np.nan), 10)
+        kit.search(idx, np.full(DIM, np.nan), 10)
 
 
 def test_filter_traversed_never_returned(big):
@@ -164,13 +139,13 @@ def test_filter_traversed_never_returned(big):
     parity = np.arange(N_BIG) % 2
     flt = parse({"parity": 0})
     for qq in q[:20]:
-        res = idx.search(qq, 10, filter=flt)
+        res = kit.search(idx, qq, 10, filter=flt)
         assert len(res) == 10
         assert all(int(i) % 2 == 0 for i, _ in res)
-    r = recall(idx, x, q[:30], "cosine", mask=parity == 0, filter=flt)
+    r = recall(idx, big_oracle(big), q[:30], filter=flt)
     assert r >= 0.9
     # a plain dict is accepted too
-    assert all(int(i) % 3 == 1 for i, _ in idx.search(q[0], 5, filter={"tag": "b"}))
+    assert all(int(i) % 3 == 1 for i, _ in kit.search(idx, q[0], 5, filter={"tag": "b"}))
 
 
 def test_selective_filters_return_k(big):
@@ -180,15 +155,15 @@ def test_selective_filters_return_k(big):
     flt = parse({"cluster": target})
     want = int((labels == target).sum())
     for qq in q[:5]:
-        res = idx.search(qq, 10, filter=flt)
+        res = kit.search(idx, qq, 10, filter=flt)
         assert len(res) == 10 and all(labels[int(i)] == target for i, _ in res)
-    assert recall(idx, x, q[:5], "cosine", mask=labels == target, filter=flt) >= 0.9
+    assert recall(idx, big_oracle(big), q[:5], filter=flt) >= 0.9
     # fewer matches than k: all of them, nothing else
     one = parse({"$and": [{"cluster": target}, {"_timestamp": {"$lt": 5000}}]})
     n_one = int(((labels == target) & (np.arange(N_BIG) < 5000)).sum())
-    res = idx.search(q[0], min(want, 200), filter=one)
+    res = kit.search(idx, q[0], min(want, 200), filter=one)
     assert len(res) == n_one
-    assert len(idx.search(q[0], 10, filter={"cluster": -1})) == 0
+    assert len(kit.search(idx, q[0], 10, filter={"cluster": -1})) == 0
 
 
 def test_l2_and_ip_recall():
@@ -196,7 +171,7 @@ def test_l2_and_ip_recall():
     for metric in ("l2", "ip"):
         idx = HNSWIndex(64, metric, M=12, ef_construction=100, seed=1)
         idx.add([str(i) for i in range(len(x))], x)
-        r = recall(idx, x, q[:50], metric, ef=100)
+        r = recall(idx, oracle_of(idx), q[:50], ef=100)
         assert r >= 0.9, (metric, r)
 
 
@@ -231,7 +206,7 @@ def snapshot(idx: HNSWIndex):
 def test_validation_changes_nothing(small):
     idx, x, q = small
     before = snapshot(idx)
-    res_before = idx.search(q[0], 10)
+    res_before = kit.search(idx, q[0], 10)
     with pytest.raises(DimensionError):
         idx.add(["a", "v1"], np.ones((2, 47), np.float32))
     bad = np.ones((2, 48), np.float32)
@@ -249,13 +224,13 @@ def test_validation_changes_nothing(small):
     with pytest.raises(InvalidArgumentError):
         idx.add(["a", "b"], np.ones((2, 48), np.float32), timestamps=[1.0, float("nan")])
     assert snapshot(idx) == before
-    assert idx.search(q[0], 10) == res_before
+    assert kit.search(idx, q[0], 10) == res_before
     assert "a" not in idx and len(idx) == 3000
 
 
 def test_delete(small):
     idx, x, q = small
-    top = [i for i, _ in idx.search(q[0], 10)]
+    top = [i for i, _ in kit.search(idx, q[0], 10)]
     before = snapshot(idx)
     with pytest.raises(UnknownIdError):
         idx.delete([top[0], "missing"])
@@ -267,9 +242,9 @@ def test_delete(small):
     with pytest.raises(UnknownIdError):
         idx.metadata(top[0])
     for qq in q[:30]:
-        res = idx.search(qq, 10)
+        res = kit.search(idx, qq, 10)
         assert len(res) == 10 and not set(top[:5]) & {i for i, _ in res}
-    assert top[5] in {i for i, _ in idx.search(q[0], 10)}
+    assert top[5] in {i for i, _ in kit.search(idx, q[0], 10)}
     assert all(i not in top[:5] for i in idx.ids())
     assert sum(1 for _ in idx.items()) == 2995
 
@@ -280,13 +255,13 @@ def test_upsert(small):
     idx.add(["v10"], new_vec[None, :], [{"c": -5}], timestamps=[99.0])
     assert len(idx) == 3000
     assert idx.metadata("v10") == {"c": -5} and idx.timestamp("v10") == 99.0
-    res = idx.search(q[3], 1)
+    res = kit.search(idx, q[3], 1)
     assert res[0][0] == "v10" and res[0][1] < 1e-5
     # the old vector is gone: searching for it never yields v10 at distance ~0
-    res = idx.search(x[10], 10)
+    res = kit.search(idx, x[10], 10)
     assert all(not (i == "v10" and d < 1e-4) for i, d in res)
     assert [i for i, *_ in idx.items()].count("v10") == 1
-    assert idx.search(q[3], 3, filter={"c": -5}) == [("v10", pytest.approx(0.0, abs=1e-5))]
+    assert kit.search(idx, q[3], 3, filter={"c": -5}) == [("v10", pytest.approx(0.0, abs=1e-5))]
 
 
 def test_vacuum(small):
@@ -297,7 +272,7 @@ def test_vacuum(small):
     idx.delete([ids[i] for i in gone])
     alive = np.ones(3000, bool)
     alive[gone] = False
-    r_before = recall(idx, x, q[:50], "cosine", ids=ids, mask=alive)
+    r_before = recall(idx, oracle_of(idx), q[:50])
     assert idx.vacuum() == 900
     assert idx.vacuum() == 0
     assert len(idx) == 2100 and idx._n == 2100 and not idx._dead[: idx._n].any()
@@ -313,26 +288,26 @@ def test_vacuum(small):
             assert (idx._levels[row] >= level).all()
     assert idx._levels[idx._entry] == idx._max_level == len(idx._up)
     assert set(idx.ids()) == {ids[i] for i in np.flatnonzero(alive)}
-    r = recall(idx, x, q[:50], "cosine", ids=ids, mask=alive)
+    r = recall(idx, oracle_of(idx), q[:50])
     assert r >= 0.9, (r_before, r)
     for qq in q[:20]:
-        assert len(idx.search(qq, 10)) == 10
+        assert len(kit.search(idx, qq, 10)) == 10
     # still usable: insert, search, metadata survived compaction
     idx.add(["new"], q[0][None, :], [{"c": 1}])
-    assert idx.search(q[0], 1)[0][0] == "new"
+    assert kit.search(idx, q[0], 1)[0][0] == "new"
     i = int(np.flatnonzero(alive)[0])
     assert idx.metadata(ids[i])["c"] >= 0
 
 
 def test_vacuum_everything_and_empty_search():
     idx = HNSWIndex(4, "l2")
-    assert idx.search(np.ones(4), 3) == []
+    assert kit.search(idx, np.ones(4), 3) == []
     idx.add(["a", "b"], np.eye(4)[:2])
     idx.delete(["a", "b"])
-    assert idx.search(np.ones(4), 3) == []
+    assert kit.search(idx, np.ones(4), 3) == []
     assert idx.vacuum() == 2 and len(idx) == 0
     idx.add(["c"], np.ones((1, 4)))
-    assert idx.search(np.ones(4), 3) == [("c", 0.0)]
+    assert kit.search(idx, np.ones(4), 3) == [("c", 0.0)]
 
 
 def test_save_load_roundtrip(small):
@@ -348,8 +323,8 @@ def test_save_load_roundtrip(small):
     assert "v1" not in loaded
     flt = parse({"c": {"$in": [1, 2, 3]}})
     for qq in q[:30]:
-        assert loaded.search(qq, 10) == idx.search(qq, 10)
-        assert loaded.search(qq, 5, filter=flt, ef=20) == idx.search(qq, 5, filter=flt, ef=20)
+        assert kit.search(loaded, qq, 10) == kit.search(idx, qq, 10)
+        assert kit.search(loaded, qq, 5, filter=flt, ef=20) == kit.search(idx, qq, 5, filter=flt, ef=20)
     # same state saves to the same chunks; later inserts keep the same level draws
     assert loaded.save(MemStore(), chunk_rows=700) == desc
     more = np.random.default_rng(9).normal(size=(50, 48)).astype(np.float32)
@@ -376,14 +351,14 @@ def test_load_rejects_malformed(small):
     with pytest.raises(FormatError):
         HNSWIndex.load({**desc, "count": desc["count"] + 5000}, store)
     bad = dict(desc)
-    body = store.get(desc["links"][0], "hnsw_links")
+    body = dict(store.get(desc["links"][0], "hnsw_links"))
     body["layer0"] = body["layer0"].copy()
     body["layer0"][0, 0] = 10**6
     bad["links"] = [store.put("hnsw_links", body)] + desc["links"][1:]
     with pytest.raises(FormatError):
         HNSWIndex.load(bad, store)
     with pytest.raises(FormatError):
-        HNSWIndex.load({**desc, "version": 99}, store)
+        HNSWIndex.load({**desc, "kind": "ivf"}, store)
 
 
 def test_filter_mask_cache_follows_changes(small):
@@ -391,16 +366,16 @@ def test_filter_mask_cache_follows_changes(small):
     idx, x, q = small
     flt = parse({"c": 3})
     broad = parse({"c": {"$ne": 3}})  # ~97% of records: the graph walk with the cached mask
-    before = [i for i, _ in idx.search(q[0], 5, filter=flt)]
+    before = [i for i, _ in kit.search(idx, q[0], 5, filter=flt)]
     assert all(idx.metadata(i)["c"] == 3 for i in before)
-    assert all(idx.metadata(i)["c"] != 3 for i, _ in idx.search(q[0], 5, filter=broad))
+    assert all(idx.metadata(i)["c"] != 3 for i, _ in kit.search(idx, q[0], 5, filter=broad))
     idx.add(["planted"], q[0:1], [{"c": 3}], timestamps=[0.0])
-    assert idx.search(q[0], 1, filter=flt)[0][0] == "planted"
-    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=broad)]
+    assert kit.search(idx, q[0], 1, filter=flt)[0][0] == "planted"
+    assert "planted" not in [i for i, _ in kit.search(idx, q[0], 5, filter=broad)]
     idx.add(["planted"], q[0:1], [{"c": 4}], timestamps=[0.0])  # upsert changes its metadata
-    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=flt)]
-    assert idx.search(q[0], 1, filter=broad)[0][0] == "planted"
+    assert "planted" not in [i for i, _ in kit.search(idx, q[0], 5, filter=flt)]
+    assert kit.search(idx, q[0], 1, filter=broad)[0][0] == "planted"
     idx.delete(["planted"])
-    assert "planted" not in [i for i, _ in idx.search(q[0], 5, filter=broad)]
+    assert "planted" not in [i for i, _ in kit.search(idx, q[0], 5, filter=broad)]
     idx.vacuum()
-    assert [i for i, _ in idx.search(q[0], 5, filter=flt)] == before
+    assert [i for i, _ in kit.search(idx, q[0], 5, filter=flt)] == before

@@ -5,19 +5,15 @@ import pytest
 from s5vec import api
 from s5vec.errors import InvalidArgumentError, UnknownIdError
 from s5vec.filters import parse
-from s5vec.index.flat import FlatIndex
 from s5vec.index.hybrid import HybridIndex, parse_duration
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
-from conftest import clustered
+import kit
+from kit import clustered
 
 DAY = 86400.0
 NOW = 1.75e9
-
-
-def recall(got, want):
-    return len(set(got) & set(want)) / len(want)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +34,7 @@ def built(data):
     idx = HybridIndex(x.shape[1], recent_threshold="30d", clock=lambda: NOW, M=16, ef_construction=100,
                       nlist=128, nprobe=16)
     idx.add(ids, x, meta, ts)
-    oracle = FlatIndex(x.shape[1])
-    oracle.add(ids, x, meta, ts)
-    return idx, oracle
+    return idx, kit.flat_oracle(ids, x, "cosine", meta, ts)
 
 
 def test_routing_by_age(built, data):
@@ -56,11 +50,10 @@ def test_hybrid_recall(built, data):
     _, x, _, _ = data
     rng = np.random.default_rng(3)
     qs = x[rng.choice(len(x), 100, replace=False)] + 0.05 * rng.standard_normal((100, x.shape[1])).astype(np.float32)
-    r = np.mean([recall([i for i, _ in idx.search(q, 10)], [i for i, _ in oracle.search(q, 10)]) for q in qs])
+    r = kit.recall_at_k(idx, qs, 10, oracle=oracle)
     assert r >= 0.95, r
     flt = parse({"ch": {"$in": ["c1", "c2"]}})
-    rf = np.mean([recall([i for i, _ in idx.search(q, 10, flt)], [i for i, _ in oracle.search(q, 10, flt)])
-                  for q in qs[:30]])
+    rf = kit.recall_at_k(idx, qs[:30], 10, oracle=oracle, filter=flt)
     assert rf >= 0.9, rf
 
 
@@ -70,7 +63,7 @@ def test_merge_dedupes_and_keeps_best(data):
     idx.add(ids[:400], x[:400], meta[:400], ts[:400])
     # plant the same id in both parts (as a crashed migration would): search must return it once
     idx.historical.add(["h1"], x[1:2], [{}], [NOW - 40 * DAY])
-    hits = idx.search(x[1], 10)
+    hits = kit.search(idx, x[1], 10)
     assert [i for i, _ in hits].count("h1") == 1 and hits[0][0] == "h1"
 
 
@@ -90,7 +83,7 @@ def test_migration_moves_aged_without_loss_or_duplicates(data):
     assert len(after) == len(set(after)) == n and set(after) == before
     assert all(t >= later - 30 * DAY for _, _, _, t in idx.recent.items())
     q = x[1]
-    assert idx.search(q, 1)[0][0] == "h1"
+    assert kit.search(idx, q, 1)[0][0] == "h1"
 
 
 def test_delete_and_upsert_across_parts(data):
@@ -117,7 +110,7 @@ def test_params_and_durations():
         HybridIndex(8, bogus=1)
     idx = HybridIndex(8, nlist=4)
     with pytest.raises(InvalidArgumentError):
-        idx.search(np.ones(8), 3, None, nprobe=2, warp=9)
+        kit.search(idx, np.ones(8), 3, None, nprobe=2, warp=9)
 
 
 def test_save_load_identical_and_incremental(data):
@@ -130,9 +123,9 @@ def test_save_load_identical_and_incremental(data):
     db = api.Database.open(cid, store=ChunkStore(store.client))
     qs = x[:20] + 0.01
     for q in qs:
-        want = idx.search(q, 10)
-        got = db.index.search(q, 10)
-        assert [i for i, _ in got] == [i for i, _ in want]
+        want = kit.search(idx, q, 10)
+        got = db.search(q, 10)
+        assert [h["id"] for h in got] == [i for i, _ in want]
     # a small change touches few chunks: a handful of new records go to the recent part only
     db.index.clock = lambda: NOW  # the clock is the caller's (wall time by default), not persisted
     db.upsert([{"id": f"new{i}", "vector": x[n + i].tolist(), "timestamp": NOW - DAY} for i in range(5)])
@@ -152,15 +145,14 @@ def test_publish_defaults_recall_for_every_kind(data):
     ids, x, meta, ts = data
     n = 6000
     recs = [{"id": ids[i], "vector": x[i], "metadata": meta[i], "timestamp": float(ts[i])} for i in range(n)]
-    oracle = FlatIndex(128)
-    oracle.add(ids[:n], x[:n])
+    oracle = kit.flat_oracle(ids[:n], x[:n])
     rng = np.random.default_rng(9)
     qs = x[rng.choice(n, 40, replace=False)] + 0.05
     for kind in ("flat", "hnsw", "ivf", "hybrid"):
         store = ChunkStore(MemoryClient())
         cid = api.publish(recs, store, kind=kind)
         db = api.Database.open(cid, store=store)
-        r = np.mean([recall([h["id"] for h in db.search(q, 10)], [i for i, _ in oracle.search(q, 10)]) for q in qs])
+        r = kit.recall_at_k(db, qs, 10, oracle=oracle)
         assert r >= 0.90, (kind, r)
 
 
@@ -181,4 +173,30 @@ def test_migration_of_a_new_topic_rebalances_the_lists():
     skewed.add([f"o{i}" for i in range(3000)], old)
     skewed.add([f"n{i}" for i in range(3000)], new_topic)
     assert skewed.needs_rebalance() and idx.historical.imbalance() < skewed.imbalance()
-    assert idx.search(new_topic[7], 1)[0][0] == "n7" and idx.search(old[7], 1)[0][0] == "o7"
+    assert kit.search(idx, new_topic[7], 1)[0][0] == "n7" and kit.search(idx, old[7], 1)[0][0] == "o7"
+
+
+def test_published_hybrid_holds_both_parts():
+    """A published hybrid routes by timestamp into both parts (moved here from e2e: it needs no browser)."""
+    import time
+
+    n, dim = 3000, 32
+    now = time.time()  # publish routes against the wall clock
+    x, labels = kit.clustered(n, dim, top=16, sub=8, spread_sub=0.5, spread=0.35, seed=17, labels=True)
+    rng = np.random.default_rng(23)
+    recent = np.arange(n) % 2 == 0
+    ts = np.where(recent, now - rng.uniform(3600, 25 * DAY, n), now - rng.uniform(35 * DAY, 400 * DAY, n))
+    records = [{"id": f"h{i:05d}", "vector": x[i], "metadata": {"c": int(labels[i]) % 4}, "timestamp": float(ts[i])}
+               for i in range(n)]
+    client = MemoryClient()
+    cid = api.publish(records, ChunkStore(client), kind="hybrid",
+                      params={"recent_threshold": "30d", "nlist": 32, "nprobe": 8})
+    db = api.Database.open(cid, store=ChunkStore(client))
+    m = db.manifest
+    assert m["kind"] == "hybrid" and m["count"] == n
+    assert len(db.index.recent) == int(recent.sum()) == n // 2
+    assert len(db.index.historical) == m["index"]["historical"]["count"] == n - n // 2
+    kinds = {c["kind"] for c in m["chunks"]}
+    assert "ivf_list" in kinds and any(k.startswith("hnsw") for k in kinds), kinds
+    assert all(r["id"] in db.index.recent for r, rec in zip(records, recent) if rec)
+    assert all(db.get(r["id"])["timestamp"] == r["timestamp"] for r in records[:40])

@@ -1,72 +1,38 @@
-import copy
-import hashlib
 import time
 
 import numpy as np
 import pytest
 
-from s5vec import kernels
+from s5vec import api, kernels
 from s5vec.errors import DimensionError, FormatError, InvalidArgumentError, InvalidVectorError, UnknownIdError
 from s5vec.filters import parse
 from s5vec.index.base import Index
 from s5vec.index.ivf import IVFIndex
+
+import kit
 
 N, D, NQ = 20_000, 128, 100
 
 
 # ----------------------------------------------------------------- helpers
 
+MemStore = kit.MemChunks
+
 
 def clustered(n, d, c, seed=0, spread=0.15):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(c, d)).astype(np.float32)
-    labels = rng.integers(c, size=n)
-    return (centers[labels] + spread * rng.normal(size=(n, d))).astype(np.float32)
+    return kit.clustered(n, d, c, seed, spread)
 
 
-def _canon(obj):
-    """Deterministic serialisation for test CIDs (the real layout is CBOR elsewhere)."""
-    if isinstance(obj, np.ndarray):
-        return ("nd", obj.dtype.str, obj.shape, obj.tobytes())
-    if isinstance(obj, dict):
-        return ("map", tuple(sorted((k, _canon(v)) for k, v in obj.items())))
-    if isinstance(obj, (list, tuple)):
-        return ("list", tuple(_canon(v) for v in obj))
-    if isinstance(obj, float):
-        return ("f", obj.hex())
-    return (type(obj).__name__, obj)
+def Q(idx, q, k=10, filter=None, **params):
+    """The prepared query, as the request layer builds it."""
+    return api.prepare_query(idx, q, k, filter, params)
 
 
-def _frozen(obj):
-    """What a decoder hands back: a fresh copy with read-only arrays."""
-    if isinstance(obj, np.ndarray):
-        a = obj.copy()
-        a.flags.writeable = False
-        return a
-    if isinstance(obj, dict):
-        return {k: _frozen(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_frozen(v) for v in obj]
-    return copy.deepcopy(obj)
-
-
-class MemStore:
-    def __init__(self):
-        self.blobs = {}
-        self.puts = []
-        self.gets = []
-
-    def put(self, kind, body):
-        cid = hashlib.sha256(repr(_canon({"kind": kind, "body": dict(body)})).encode()).hexdigest()
-        self.blobs[cid] = (kind, _frozen(dict(body)))
-        self.puts.append(cid)
-        return cid
-
-    def get(self, cid, kind):
-        self.gets.append(cid)
-        k, body = self.blobs[cid]
-        assert k == kind
-        return _frozen(body)
+def load_resident(desc, io):
+    """Load, then make every list resident with the chunks ``plan_all`` names (what Database does)."""
+    idx = IVFIndex.load(desc, io)
+    idx.load_all({c: io.get(c) for c in idx.plan_all()})
+    return idx
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +44,28 @@ def data():
     return ids, x, queries
 
 
-_truth_cache = {}
+_oracles = {}
 
 
-def truth(data, metric, k=10):
-    if metric not in _truth_cache:
-        _, x, queries = data
-        dist = kernels.batch_distances(kernels.prepare(queries, metric), kernels.prepare(x, metric), metric)
-        _truth_cache[metric] = [kernels.top_k(dist[i], k) for i in range(len(queries))]
-    return _truth_cache[metric]
+def oracle(data, metric):
+    """The flat index over the same data: the oracle of every recall number here."""
+    if metric not in _oracles:
+        ids, x, _ = data
+        _oracles[metric] = kit.flat_oracle(ids, x, metric)
+    return _oracles[metric]
+
+
+def truth_ids(data, metric, q, k=10):
+    return [i for i, _ in kit.search(oracle(data, metric), q, k)]
 
 
 def recall(index, data, metric, k=10, **params):
     _, _, queries = data
-    t = truth(data, metric, k)
-    hits = 0
     t0 = time.perf_counter()
-    results = [index.search(q, k, **params) for q in queries]
+    for q in queries:
+        kit.search(index, q, k, **params)
     qps = len(queries) / (time.perf_counter() - t0)
-    for res, want in zip(results, t):
-        hits += len({int(i[1:]) for i, _ in res} & set(want.tolist()))
-    return hits / (k * len(queries)), qps
+    return kit.recall_at_k(index, queries, k, oracle=oracle(data, metric), **params), qps
 
 
 def build(data, **kw):
@@ -143,7 +110,7 @@ def test_flat_recall(flat_l2, data):
     assert rec >= 0.95
     # results are sorted best first and distances are the exact l2 distances
     ids, x, queries = data
-    res = flat_l2.search(queries[0], 10)
+    res = kit.search(flat_l2, queries[0], 10)
     d = [r[1] for r in res]
     assert d == sorted(d)
     exact = kernels.distances(queries[0], x[[int(i[1:]) for i, _ in res]], "l2")
@@ -176,8 +143,7 @@ def test_pq_recall(pq_index, data):
     assert rec0 >= 0.15
     # ... and the query's own source row is usually found
     _, x, queries = data
-    t = truth(data, "l2")
-    top1 = np.mean([int(pq_index.search(q, 10, rerank=0)[0][0][1:]) in set(t[i][:3].tolist()) for i, q in enumerate(queries[:30])])
+    top1 = np.mean([kit.search(pq_index, q, 10, rerank=0)[0][0] in truth_ids(data, "l2", q, 3) for q in queries[:30]])
     assert top1 >= 0.5
 
 
@@ -185,7 +151,7 @@ def test_pq_without_full_vectors(data):
     ids, x, queries = data
     idx = IVFIndex(D, metric="cosine", nlist=32, nprobe=8, codec="pq", store_full=False)
     idx.add(ids[:5000], x[:5000])
-    res = idx.search(queries[0], 5)
+    res = kit.search(idx, queries[0], 5)
     assert len(res) == 5
     # items() decodes the codes (plus centroid) to approximations of the stored unit vectors
     got = {i: v for i, v, _, _ in idx.items()}
@@ -194,59 +160,64 @@ def test_pq_without_full_vectors(data):
     assert float(approx @ unit) > 0.8
     w = MemStore()
     desc = idx.save(w)
-    back = IVFIndex.load(desc, w)
-    assert back.search(queries[0], 5) == res
+    io = w.fresh()
+    back = IVFIndex.load(desc, io)
+    assert kit.search(back, queries[0], 5, chunks=io) == res
 
 
 # ----------------------------------------------------------------- persistence
 
 
-def test_lazy_round_trip_and_chunks_for(flat_l2, data):
+def test_lazy_round_trip_plan_then_fetch(flat_l2, data):
     ids, x, queries = data
     store = MemStore()
     desc = flat_l2.save(store)
     assert len(desc["lists"]) == 128 and sum(desc["counts"]) == N
     assert set(desc["chunks"]) == {desc["centroids"], desc["summaries"], *desc["lists"]}
-    store.gets.clear()
-    lazy = IVFIndex.load(desc, store)
-    assert store.gets == [desc["centroids"], desc["summaries"]]  # no list chunk
+    io = store.fresh()
+    lazy = IVFIndex.load(desc, io)
+    assert io.gets == [desc["centroids"], desc["summaries"]]  # no list chunk
     assert len(lazy) == N and lazy.lazy
     for q in queries[:10]:
-        probed = lazy.probed_lists(q)
-        assert probed == flat_l2.probed_lists(q)
-        need = lazy.chunks_for(q, 10)
-        expected = [desc["lists"][l] for l in probed if desc["counts"][l] > 0 and desc["lists"][l] in need]
-        assert need == expected  # exactly the probed, not yet loaded list chunks
-        store.gets.clear()
-        assert lazy.search(q, 10) == flat_l2.search(q, 10)
-        assert store.gets == need  # fetched each once, nothing else
-        assert lazy.chunks_for(q, 10) == []
-        store.gets.clear()
-        assert lazy.search(q, 10) == flat_l2.search(q, 10)
-        assert store.gets == []  # cached: not fetched again
-    # first probe of an unseen query lists every probed list
-    q = queries[50]
-    fresh = IVFIndex.load(desc, store)
-    assert fresh.chunks_for(q, 10) == [desc["lists"][l] for l in fresh.probed_lists(q)]
-    # metadata/timestamp/contains work on the lazy index
-    top = lazy.search(queries[0], 3)[0][0]
-    assert top in lazy and lazy.metadata(top) == {} and lazy.timestamp(top) is None
-    assert "v12345" in lazy and "nope" not in lazy
-    # nprobe parameter flows through chunks_for/search
-    assert len(lazy.probed_lists(q, nprobe=4)) == 4
+        query = Q(lazy, q)
+        probed = lazy.probed_lists(query)
+        assert probed == flat_l2.probed_lists(Q(flat_l2, q))
+        need = lazy.plan(query)
+        assert need == [desc["lists"][l] for l in probed if desc["counts"][l] > 0]  # the probe, in order
+        new = [c for c in need if c not in io.store]
+        before = io.store.snapshot()
+        assert kit.search(lazy, q, 10, chunks=io) == kit.search(flat_l2, q, 10)
+        assert io.store.diff(before)["chunks_fetched"] == len(new)  # each fetched once, nothing else
+        before = io.store.snapshot()
+        assert kit.search(lazy, q, 10, chunks=io) == kit.search(flat_l2, q, 10)
+        assert io.store.diff(before)["chunks_fetched"] == 0  # cached by the store: not fetched again
+    # an index never fetches: searching without the planned chunks is a bug, not a hidden fetch
+    with pytest.raises(RuntimeError, match="plan and search disagree"):
+        lazy.search(Q(lazy, queries[60]), {})
+    # records of a lazy index are read through plan_get + get (Database.get drives it)
+    top = kit.search(lazy, queries[0], 3, chunks=io)[0][0]
+    chunks = {c: io.get(c) for c in lazy.plan_get(top)}
+    rec = lazy.get(top, chunks)
+    assert rec.id == top and rec.metadata == {} and rec.timestamp == flat_l2.timestamp(top)
+    assert lazy.get("nope", chunks) is None
+    with pytest.raises(InvalidArgumentError, match="lazily loaded"):
+        lazy.metadata(top)
+    # nprobe flows from the params into the probe
+    assert len(lazy.probed_lists(Q(lazy, queries[50], nprobe=4))) == 4
 
 
-def test_lazy_lru_bounded(flat_l2, data):
+def test_one_cache_budget_for_lazy_lists(flat_l2, data):
     store = MemStore()
     desc = flat_l2.save(store)
-    lazy = IVFIndex.load(desc, store, cache_bytes=200_000)  # ~2 lists of ~80 KiB
+    io = store.fresh(cache_bytes=200_000)  # ~2 lists of ~80 KiB
+    lazy = IVFIndex.load(desc, io)
     _, _, queries = data
     for q in queries[:5]:
-        assert lazy.search(q, 10) == flat_l2.search(q, 10)
-        assert lazy.cached_bytes() <= 200_000
-    store.gets.clear()
-    lazy.search(queries[0], 10)
-    assert store.gets  # evicted lists are fetched again through the reader
+        assert kit.search(lazy, q, 10, chunks=io) == kit.search(flat_l2, q, 10)
+        assert io.store.stats()["cache_bytes"] <= 200_000  # raw bytes and decoded lists: one budget
+    before = io.store.snapshot()
+    kit.search(lazy, queries[0], 10, chunks=io)
+    assert io.store.diff(before)["chunks_fetched"] > 0  # evicted lists are fetched again
 
 
 def test_lazy_is_read_only_until_load_all(flat_l2, data):
@@ -258,13 +229,12 @@ def test_lazy_is_read_only_until_load_all(flat_l2, data):
         lazy.add(["new"], x[:1])
     with pytest.raises(InvalidArgumentError, match="load_all"):
         lazy.delete(["v1"])
-    lazy.load_all()
-    assert not lazy.lazy and lazy.chunks_for(queries[0]) == []
+    assert len(lazy.plan_all()) == 128
+    lazy.load_all({c: store.get(c) for c in lazy.plan_all()})
+    assert not lazy.lazy and lazy.plan(Q(lazy, queries[0])) == [] and lazy.plan_all() == []
+    assert kit.search(lazy, queries[1], 10) == kit.search(flat_l2, queries[1], 10)
     lazy.add(["new"], x[:1] + 0.01)
     assert lazy.delete(["v1"]) == 1 and len(lazy) == N
-    # eager load equals lazy load + load_all
-    eager = IVFIndex.load(desc, store, lazy=False)
-    assert not eager.lazy and eager.search(queries[1], 10) == flat_l2.search(queries[1], 10)
 
 
 def test_incremental_save_changes_only_touched_lists(data):
@@ -277,7 +247,7 @@ def test_incremental_save_changes_only_touched_lists(data):
     assert d1b == d1  # deterministic: re-saving unchanged content gives the same CIDs
     # add a few vectors all near one stored vector -> they land in one or two lists
     new = x[7:8] + 0.01 * np.random.default_rng(1).normal(size=(4, D)).astype(np.float32)
-    touched = {idx.probed_lists(v, 1)[0] for v in new}
+    touched = {idx.probed_lists(Q(idx, v, nprobe=1))[0] for v in new}
     idx.add([f"new{i}" for i in range(4)], new)
     d2 = idx.save(store)
     assert d2["centroids"] == d1["centroids"]
@@ -294,7 +264,7 @@ def test_incremental_save_changes_only_touched_lists(data):
     assert {l for l in range(32) if d3["lists"][l] != d2["lists"][l]} == {owner}
     # reuse_clean skips re-encoding clean lists but yields the same descriptor
     assert idx.save(store, reuse_clean=True) == d3
-    back = IVFIndex.load(d3, store, lazy=False)
+    back = load_resident(d3, store)
     assert back.metadata("v5") == {"n": 5} and back.timestamp("v5") == 1.7e9 + 5
 
 
@@ -310,13 +280,14 @@ def test_lists_per_chunk_grouping(data):
     store = MemStore()
     desc = idx.save(store)
     assert len(desc["lists"]) == 8 and len(desc["counts"]) == 32
-    lazy = IVFIndex.load(desc, store)
+    io = store.fresh()
+    lazy = IVFIndex.load(desc, io)
     q = queries[0]
-    need = lazy.chunks_for(q)
-    assert need == list(dict.fromkeys(desc["lists"][l // 4] for l in lazy.probed_lists(q)))
-    store.gets.clear()
-    assert lazy.search(q, 10) == idx.search(q, 10)
-    assert sorted(store.gets) == sorted(need)
+    need = lazy.plan(Q(lazy, q))
+    assert need == list(dict.fromkeys(desc["lists"][l // 4] for l in lazy.probed_lists(Q(lazy, q))))
+    before = io.store.snapshot()
+    assert kit.search(lazy, q, 10, chunks=io) == kit.search(idx, q, 10)
+    assert io.store.diff(before)["chunks_fetched"] == len(need)
 
 
 def test_untrained_round_trip(data):
@@ -326,8 +297,8 @@ def test_untrained_round_trip(data):
     store = MemStore()
     desc = idx.save(store)
     assert not desc["trained"] and desc["pending"]
-    back = IVFIndex.load(desc, store)
-    assert back.search(queries[0], 5) == idx.search(queries[0], 5)
+    back = IVFIndex.load(desc, store.fresh())
+    assert kit.search(back, queries[0], 5) == kit.search(idx, queries[0], 5)
     back.add(["z"], x[60:61])  # untrained loaded index is writable (nothing is lazy)
     assert len(back) == 51 and back.metadata("v3") == {"i": 3}
 
@@ -348,16 +319,16 @@ def test_small_index_exact_then_auto_train():
     assert not idx.trained and len(idx) == 100
     q = x[5] + 0.01
     exact = kernels.top_k(kernels.distances(q, x[:100], "l2"), 5)
-    assert [r[0] for r in idx.search(q, 5)] == [ids[i] for i in exact]
-    assert idx.chunks_for(q) == []
+    assert [r[0] for r in kit.search(idx, q, 5)] == [ids[i] for i in exact]
+    assert idx.plan(Q(idx, q)) == []
     idx.add(ids[100:300], x[100:300])
     assert not idx.trained
     idx.add(ids[300:], x[300:])  # crosses train_min: trains on everything held
     assert idx.trained and len(idx) == 700 and idx.list_sizes().sum() == 700
-    assert idx.search(x[650], 1)[0][0] == "s650"
-    assert idx.search(x[5], 1)[0][0] == "s5"
+    assert kit.search(idx, x[650], 1)[0][0] == "s650"
+    assert kit.search(idx, x[5], 1)[0][0] == "s5"
     # k larger than the index
-    assert len(IVFIndex(4).search(np.ones(4), 5)) == 0
+    assert len(kit.search(IVFIndex(4), np.ones(4), 5)) == 0
 
 
 def test_explicit_train_redistributes_pending():
@@ -366,7 +337,7 @@ def test_explicit_train_redistributes_pending():
     idx.add([f"p{i}" for i in range(50)], x[:50])
     idx.train(x)
     assert idx.trained and len(idx) == 50 and idx.list_sizes().sum() == 50
-    assert idx.search(x[7], 1)[0][0] == "p7"
+    assert kit.search(idx, x[7], 1)[0][0] == "p7"
     with pytest.raises(InvalidArgumentError):
         IVFIndex(8, nlist=64).train(x[:10])
 
@@ -385,7 +356,7 @@ def test_filters(small, data):
     idx, ids, x, meta = small
     q = data[2][0]
     flt = parse({"cat": "b", "n": {"$gte": 100}})
-    res = idx.search(q, 10, filter=flt)
+    res = kit.search(idx, q, 10, filter=flt)
     assert len(res) == 10
     allowed = np.array([m["cat"] == "b" and m["n"] >= 100 for m in meta])
     dist = kernels.distances(kernels.prepare(q[None], "cosine")[0], kernels.prepare(x, "cosine"), "cosine")
@@ -394,22 +365,22 @@ def test_filters(small, data):
     for rid, _ in res:
         assert idx.metadata(rid)["cat"] == "b"
     # timestamp filter and dict filters; filter matching nothing
-    res = idx.search(q, 5, filter={"_timestamp": {"$lt": 1010}})
+    res = kit.search(idx, q, 5, filter={"_timestamp": {"$lt": 1010}})
     assert {r[0] for r in res} <= {ids[i] for i in range(10)}
-    assert idx.search(q, 5, filter={"cat": "zzz"}) == []
+    assert kit.search(idx, q, 5, filter={"cat": "zzz"}) == []
 
 
 def test_deletes(small, data):
     idx, ids, x, meta = small
     q = x[10]
-    assert idx.search(q, 1)[0][0] == ids[10]
+    assert kit.search(idx, q, 1)[0][0] == ids[10]
     assert idx.delete([ids[10], ids[11]]) == 2
     assert len(idx) == 1998 and ids[10] not in idx
-    assert all(r[0] not in (ids[10], ids[11]) for r in idx.search(q, 50))
-    before = idx.search(q, 10)
+    assert all(r[0] not in (ids[10], ids[11]) for r in kit.search(idx, q, 50))
+    before = kit.search(idx, q, 10)
     with pytest.raises(UnknownIdError):
         idx.delete([ids[12], "missing"])
-    assert len(idx) == 1998 and ids[12] in idx and idx.search(q, 10) == before
+    assert len(idx) == 1998 and ids[12] in idx and kit.search(idx, q, 10) == before
     with pytest.raises(UnknownIdError):
         idx.metadata(ids[10])
     # rows after the deleted one still resolve
@@ -422,7 +393,7 @@ def test_upsert(small, data):
     target = x[1500]
     idx.add([ids[3]], target[None], metadata=[{"cat": "new"}], timestamps=[5.0])
     assert len(idx) == 2000
-    res = idx.search(target, 2)
+    res = kit.search(idx, target, 2)
     assert {r[0] for r in res} == {ids[3], ids[1500]}
     assert idx.metadata(ids[3]) == {"cat": "new"} and idx.timestamp(ids[3]) == 5.0
     assert np.allclose(idx.vector(ids[3]), kernels.prepare(target[None], "cosine")[0], atol=1e-6)
@@ -432,7 +403,7 @@ def test_upsert(small, data):
 def test_validation_changes_nothing(small, data):
     idx, ids, x, meta = small
     q = data[2][1]
-    before = idx.search(q, 10)
+    before = kit.search(idx, q, 10)
     bad_nan = x[:2].copy()
     bad_nan[1, 5] = np.nan
     cases = [
@@ -444,15 +415,15 @@ def test_validation_changes_nothing(small, data):
         (InvalidArgumentError, lambda: idx.add(["n1"], x[:1], metadata=["nope"])),
         (InvalidArgumentError, lambda: idx.add(["n1"], x[:1], timestamps=[float("nan")])),
         (InvalidArgumentError, lambda: idx.add([ids[0], 5], x[:2])),
-        (InvalidArgumentError, lambda: idx.search(q, 0)),
-        (InvalidArgumentError, lambda: idx.search(q, 10, nprobe=0)),
-        (InvalidArgumentError, lambda: idx.search(q, 10, rerank=-1)),
-        (DimensionError, lambda: idx.search(q[:5], 10)),
+        (InvalidArgumentError, lambda: kit.search(idx, q, 0)),
+        (InvalidArgumentError, lambda: kit.search(idx, q, 10, nprobe=0)),
+        (InvalidArgumentError, lambda: kit.search(idx, q, 10, rerank=-1)),
+        (DimensionError, lambda: kit.search(idx, q[:5], 10)),
     ]
     for err, call in cases:
         with pytest.raises(err):
             call()
-    assert len(idx) == 2000 and "n1" not in idx and idx.search(q, 10) == before
+    assert len(idx) == 2000 and "n1" not in idx and kit.search(idx, q, 10) == before
     with pytest.raises(InvalidArgumentError):
         IVFIndex(8, codec="opq")
     with pytest.raises(InvalidArgumentError):
@@ -467,7 +438,7 @@ def test_ip_metric(data):
     idx.add(ids[:3000], x[:3000])
     q = queries[0]
     exact = kernels.top_k(kernels.distances(q, x[:3000], "ip"), 10)
-    assert [r[0] for r in idx.search(q, 10)] == [ids[i] for i in exact]
+    assert [r[0] for r in kit.search(idx, q, 10)] == [ids[i] for i in exact]
 
 
 # ----------------------------------------------------------------- rebalance
@@ -492,76 +463,65 @@ def test_rebalance(data):
     assert idx.imbalance() < before / 2
     assert len(idx) == 7000 and idx.list_sizes().sum() == 7000
     assert idx.rebalance() is False  # balanced now
-    assert idx.search(hot[123], 1)[0][0] == "hot123"
-    assert idx.search(x[42], 1)[0][0] == ids[42]
+    assert kit.search(idx, hot[123], 1)[0][0] == "hot123"
+    assert kit.search(idx, x[42], 1)[0][0] == ids[42]
     # retrain keeps metadata/ids; PQ without full vectors re-encodes from decoded codes
     pq = IVFIndex(D, metric="l2", nlist=16, nprobe=16, codec="pq", store_full=False)
     pq.add(ids[:2000], x[:2000])
     pq.retrain()  # lossy: decoded vectors are re-encoded against the new centroids
     assert len(pq) == 2000 and pq.list_sizes().sum() == 2000
-    found = np.mean([ids[i] in [r[0] for r in pq.search(x[i], 10)] for i in range(50)])
+    found = np.mean([ids[i] in [r[0] for r in kit.search(pq, x[i], 10)] for i in range(50)])
     assert found >= 0.9
 
 
 @pytest.mark.parametrize("codec", ["flat", "sq8", "pq"])
 def test_round_trip_through_real_layout(codec):
-    layout = pytest.importorskip("s5vec.layout")
-    from s5vec.s5.cid import blob_cid
-
-    class Store:
-        def __init__(self):
-            self.blobs = {}
-
-        def put(self, data):
-            cid = blob_cid(data)
-            self.blobs[cid] = data
-            return cid
-
-        def get(self, cid):
-            return self.blobs[cid]
+    from s5vec import layout
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3000, 32)).astype(np.float32)
     ids = [f"i{i}" for i in range(3000)]
     idx = IVFIndex(32, "l2", nlist=16, codec=codec)
     idx.add(ids, x, metadata=[{"a": i} for i in range(3000)], timestamps=[float(i) if i % 2 else None for i in range(3000)])
-    store = Store()
-    desc = idx.save(layout.StoreWriter(store))
-    again = layout.StoreWriter(store, known=store.blobs)
+    t0 = time.time()
+    store = MemStore()
+    desc = idx.save(store)
+    again = layout.StoreWriter(store.store, known=store.client.blobs)
     assert idx.save(again) == desc and again.uploaded == 0  # canonical CBOR: same CIDs
-    back = IVFIndex.load(desc, layout.StoreReader(store))
-    assert back.search(x[0], 5) == idx.search(x[0], 5)
-    back.load_all()  # decoded arrays are read-only; mutation must copy
+    io = store.fresh()
+    back = IVFIndex.load(desc, io)
+    assert kit.search(back, x[0], 5, chunks=io) == kit.search(idx, x[0], 5)
+    back.load_all({c: io.get(c) for c in back.plan_all()})  # decoded arrays are read-only; mutation must copy
     back.add(["z"], x[:1])
     back.delete(["i1"])
-    assert len(back) == 3000 and back.timestamp("i3") == 3.0 and back.timestamp("i2") is None
+    assert len(back) == 3000 and back.timestamp("i3") == 3.0
+    assert t0 - 60 <= back.timestamp("i2") <= time.time()  # no timestamp: stamped when added
 
 
 def test_filtered_search_skips_lists_that_cannot_match(data, monkeypatch):
     """Per-list summaries: a selective filter probes the nearest lists that *can* match."""
-    from s5vec.index.flat import FlatIndex
-
     ids, x, queries = data
     n = 8000
     # a metadata field correlated with position in space (like a channel with its own topic)
     meta = [{"group": f"g{int(abs(v[0]) * 3) % 7}", "year": 2015 + i % 10} for i, v in enumerate(x[:n])]
     idx = IVFIndex(D, metric="cosine", nlist=64, nprobe=4)
     idx.add(ids[:n], x[:n], metadata=meta)
-    oracle = FlatIndex(D, "cosine")
-    oracle.add(ids[:n], x[:n], meta)
+    oracle = kit.flat_oracle(ids[:n], x[:n], "cosine", meta)
     store = MemStore()
     desc = idx.save(store)
     flt = parse({"group": "g3", "year": {"$gte": 2023}})
     recalls = []
     for q in queries[:10]:
-        lazy = IVFIndex.load(desc, store)
-        need = lazy.chunks_for(q, 10, filter=flt)
+        io = store.fresh()
+        lazy = IVFIndex.load(desc, io)
+        hits, run = kit.run(lazy, q, 10, flt, chunks=io, nprobe=4)
+        got = [(h.id, h.distance) for h in hits]
         summaries = [idx._summary(l) for l in range(64)]
-        for cid in need:
+        fetched = [c for c in desc["lists"] if c in io.store]
+        for cid in fetched:
             l = desc["lists"].index(cid)
             assert flt.bound(summaries[l]) > 0  # never fetches a list that cannot match
-        got = lazy.search(q, 10, flt, nprobe=4)
-        want = oracle.search(q, 10, flt)
+        want = kit.search(oracle, q, 10, flt)
         assert len(got) == 10 and all(oracle.metadata(i)["group"] == "g3" for i, _ in got)
         recalls.append(len({i for i, _ in got} & {i for i, _ in want}) / 10)
     # ~4% selectivity, uncorrelated with the lists: probing until 4k matches are expected keeps
@@ -569,20 +529,19 @@ def test_filtered_search_skips_lists_that_cannot_match(data, monkeypatch):
     import s5vec.index.ivf as ivf_module
 
     monkeypatch.setattr(ivf_module, "FILTER_DEPTH", 0)
-    shallow = [len({i for i, _ in idx.search(q, 10, flt)} & {i for i, _ in oracle.search(q, 10, flt)}) / 10
-               for q in queries[:10]]
+    shallow = [kit.recall_at_k(idx, [q], 10, oracle=oracle, filter=flt) for q in queries[:10]]
     assert np.mean(recalls) >= 0.8 and np.mean(recalls) > np.mean(shallow) + 0.1, (recalls, shallow)
     # a filter nothing matches fetches nothing and returns nothing
     none = parse({"group": "nope"})
-    lazy = IVFIndex.load(desc, store)
-    assert lazy.chunks_for(queries[0], 10, filter=none) == [] and lazy.search(queries[0], 10, none) == []
+    io = store.fresh()
+    lazy = IVFIndex.load(desc, io)
+    assert lazy.plan(Q(lazy, queries[0], 10, none)) == [] and kit.search(lazy, queries[0], 10, none, chunks=io) == []
+    assert io.store.stats()["chunks_fetched"] == 2  # the centroids and summaries, at load
 
 
 @pytest.mark.parametrize("codec", ["flat", "sq8"])
 def test_float16_vectors_halve_list_bytes_and_round_trip_exactly(data, codec):
     from s5vec import layout
-    from s5vec.index.flat import FlatIndex
-
     ids, x, queries = data
     n = 6000
     out = {}
@@ -591,17 +550,15 @@ def test_float16_vectors_halve_list_bytes_and_round_trip_exactly(data, codec):
         idx.add(ids[:n], x[:n])
         store = MemStore()
         desc = idx.save(store)
-        size = sum(len(layout.encode_chunk("ivf_list", store.blobs[c][1])) for c in desc["lists"])
-        back = IVFIndex.load(desc, store)
+        size = sum(len(store.client.blobs[c]) for c in desc["lists"])
+        io = store.fresh()
+        back = IVFIndex.load(desc, io)
         assert back.vectors_dtype == dt
         for q in queries[:10]:
-            assert back.search(q, 10) == idx.search(q, 10)  # identical before and after the round trip
+            assert kit.search(back, q, 10, chunks=io) == kit.search(idx, q, 10)  # identical before and after the round trip
         out[dt] = (size, idx)
     assert out["float16"][0] < 0.75 * out["float32"][0], (out["float16"][0], out["float32"][0])
-    oracle = FlatIndex(D)
-    oracle.add(ids[:n], x[:n])
-    r = np.mean([len({i for i, _ in out["float16"][1].search(q, 10)} & {i for i, _ in oracle.search(q, 10)}) / 10
-                 for q in queries[:30]])
+    r = kit.recall_at_k(out["float16"][1], queries[:30], 10, oracle=kit.flat_oracle(ids[:n], x[:n]))
     assert r >= 0.95, r
     with pytest.raises(InvalidArgumentError):
         IVFIndex(D, vectors_dtype="int8")

@@ -22,15 +22,15 @@ def test_distances_match_definition(metric, rng):
     qp = kernels.prepare(q[None], metric)[0]
     d = kernels.distances(qp, xp, metric)
     np.testing.assert_allclose(d, brute(q, x, metric), rtol=1e-4, atol=1e-4)
-    bd = kernels.batch_distances(np.stack([qp, qp]), xp, metric)
-    np.testing.assert_allclose(bd[1], d, rtol=1e-4, atol=1e-4)
+    idx, nd = kernels.nearest(np.stack([qp, qp]), xp, metric)
+    assert idx.tolist() == [int(d.argmin())] * 2
+    np.testing.assert_allclose(nd, [d.min()] * 2, rtol=1e-4, atol=1e-4)
 
 
 def test_scores_and_direction():
     assert kernels.to_score(0.25, "cosine") == 0.75
     assert kernels.to_score(-3.0, "ip") == 3.0
     assert kernels.to_score(4.0, "l2") == 2.0
-    assert kernels.higher_is_better("cosine") and not kernels.higher_is_better("l2")
 
 
 def test_top_k_sorted_and_stable():

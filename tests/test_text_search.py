@@ -84,7 +84,7 @@ def test_get(films):
     recs, store, cid = films
     db = api.Database.open(cid, store=store)
     r = recs[1234]
-    assert db.get(r["id"]) == {"id": r["id"], "metadata": r["metadata"]}
+    assert db.get(r["id"]) == {"id": r["id"], "metadata": r["metadata"], "timestamp": r["timestamp"]}
     with pytest.raises(UnknownIdError):
         db.get("nope")
     with pytest.raises(InvalidArgumentError):

@@ -1,21 +1,32 @@
 """The request layer both the worker and the CLI call: open, search, publish, edit.
 
 Everything here validates its input first and raises only :mod:`s5vec.errors` types.
-Fetching is two-phase so it can be parallel in the browser: an index reports the chunk
-CIDs a search needs (``chunks_for``), the store fetches them together (``pyfetch`` under
-``asyncio.gather`` in Pyodide, a thread pool on CPython), then the index searches from cache.
+
+One path for a query:
+  1. :func:`prepare_query` validates and normalises it ONCE into a :class:`s5vec.query.Query`
+     (vector checked and prepared for the metric, ``k``, compiled filter, typed parameters);
+  2. rounds of plan -> fetch -> search (:class:`QueryRun`): the index names the chunks it needs
+     (``plan``), the store fetches the missing ones in parallel (``pyfetch`` under
+     ``asyncio.gather`` in Pyodide, a thread pool on CPython) and verifies and caches them, and
+     the index searches what it was handed; a filtered IVF search that must widen asks for
+     another round. Indexes never fetch.
+
+One rule for a missing timestamp: a record without one is stamped, here, with the time it is
+added (:func:`s5vec.index.records.stamp`); indexes always receive a number.
 """
 from __future__ import annotations
 
 import importlib
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import filters, kernels, layout
-from .errors import ClosedError, FormatError, InvalidArgumentError, UnknownIdError
+from .errors import ClosedError, FormatError, InvalidArgumentError, NotFoundError, UnknownIdError
 from .index.base import Index
+from .index.records import stamp
+from .query import Chunks, Hit, Query, build_params
 from .store import ChunkStore
 
 # kind -> (module, class). Imported lazily: the worker loads only what a manifest needs.
@@ -49,8 +60,13 @@ def new_index(kind: str, dim: int, metric: str = "cosine", params: Mapping[str, 
         raise InvalidArgumentError(f"bad parameter for a {kind} index: {exc}") from None
 
 
-def records_to_columns(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], np.ndarray, list[dict], list[float]]:
-    """Turn ``{"id", "vector", "metadata", "timestamp"}`` dicts into the columns ``Index.add`` takes."""
+def records_to_columns(records: Iterable[Mapping[str, Any]], now: float | None = None
+                       ) -> tuple[list[str], np.ndarray, list[dict], np.ndarray]:
+    """Turn ``{"id", "vector", "metadata", "timestamp"}`` dicts into the columns ``Index.add`` takes.
+
+    A record without a timestamp (absent or None) is stamped with ``now`` (default: the time of
+    this call); NaN, infinity and non-numbers are rejected.
+    """
     ids, vecs, metas, ts = [], [], [], []
     for n, r in enumerate(records):
         if not isinstance(r, Mapping) or "id" not in r or "vector" not in r:
@@ -58,16 +74,98 @@ def records_to_columns(records: Iterable[Mapping[str, Any]]) -> tuple[list[str],
         ids.append(r["id"])
         vecs.append(r["vector"])
         metas.append(r.get("metadata") or {})
-        t = r.get("timestamp", 0.0)
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
+        t = r.get("timestamp")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating))):
             raise InvalidArgumentError(f"record {n}: timestamp must be Unix seconds (a number), got {t!r}")
-        ts.append(float(t))
+        ts.append(t)
     if not ids:
         raise InvalidArgumentError("no records")
     dims = {len(v) if hasattr(v, "__len__") else -1 for v in vecs}
     if len(dims) != 1:
         raise InvalidArgumentError(f"records have vectors of different lengths: {sorted(dims)[:5]}")
-    return ids, kernels.as_matrix(vecs), metas, ts
+    return ids, kernels.as_matrix(vecs), metas, stamp(ts, len(ids), now)
+
+
+def prepare_query(index: Index, vector: Any, k: Any = 10, filter: Any = None,
+                  params: Mapping[str, Any] | None = None) -> Query:
+    """Validate and normalise a query ONCE; every index trusts what this returns.
+
+    Raises :class:`InvalidVectorError`/:class:`DimensionError` for a bad vector,
+    :class:`InvalidArgumentError` for a bad ``k`` or an unknown/mistyped search parameter
+    (naming the accepted ones), :class:`FilterError` for a bad filter.
+    """
+    q = kernels.as_vector(_as_array(vector), index.dim)
+    q = kernels.prepare(q[None, :], index.metric)[0]
+    k = kernels.check_k(k)
+    search_params = build_params(index.search_params, params, index.kind)
+    return Query(np.ascontiguousarray(q, dtype=np.float32), k, filters.parse(filter), search_params)
+
+
+MAX_ROUNDS = 32  # a widening IVF search doubles nprobe each round: log2(nlist) rounds at most
+
+
+class QueryRun:
+    """One query's rounds of plan -> fetch -> search against one index and chunk store.
+
+    ``next_fetch()`` plans the current round and returns the CIDs to fetch (the caller fetches
+    them, sync or async); ``search()`` hands the fetched chunks to the index and returns the hits,
+    or None when the index asked for a wider round. ``rounds`` counts the rounds that fetched.
+    """
+
+    def __init__(self, index: Index, query: Query, reader: Any, kinds: Mapping[str, str] | None = None) -> None:
+        self.index, self.query, self.reader = index, query, reader
+        self.kinds = kinds or {}
+        self.rounds = 0
+        self.searches = 0
+        self._need: list[str] = []
+
+    def next_fetch(self) -> list[str]:
+        self._need = self.index.plan(self.query)
+        if self._need:
+            self.rounds += 1
+        return self._need
+
+    def chunks(self) -> Chunks:
+        return {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+
+    def search(self) -> list[Hit] | None:
+        self.searches += 1
+        out = self.index.search(self.query, self.chunks())
+        if out.widen is None:
+            return out.hits
+        if self.searches >= MAX_ROUNDS:
+            raise RuntimeError("search did not settle: too many widening rounds")
+        self.query = out.widen
+        return None
+
+
+def run_query_sync(index: Index, query: Query, store: ChunkStore, reader: Any | None = None,
+                   kinds: Mapping[str, str] | None = None) -> tuple[list[Hit], QueryRun]:
+    """All rounds of ``query`` with blocking fetches (CPython)."""
+    run = QueryRun(index, query, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            store.prefetch_sync(need)
+        hits = run.search()
+        if hits is not None:
+            return hits, run
+
+
+async def run_query(index: Index, query: Query, store: ChunkStore, reader: Any | None = None,
+                    kinds: Mapping[str, str] | None = None) -> tuple[list[Hit], QueryRun]:
+    """All rounds of ``query``; each round's chunks are fetched in parallel (Pyodide and CPython)."""
+    run = QueryRun(index, query, reader or layout.StoreReader(store), kinds)
+    while True:
+        need = run.next_fetch()
+        if need:
+            await store.prefetch(need)
+            missing = [c for c in need if c not in store]
+            if missing:  # never fall back to a blocking fetch here (sync XHR in Pyodide)
+                raise NotFoundError(f"the portal did not return chunk {missing[0]}")
+        hits = run.search()
+        if hits is not None:
+            return hits, run
 
 
 def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: Iterable[str] = (),
@@ -157,6 +255,7 @@ class Database:
         self.reader = reader
         self.closed = False
         self.searches = 0
+        self._kinds = _chunk_kinds(manifest)
         extra = manifest.get("extra") or {}
         self.keyword = None
         if extra.get("keyword") is not None:
@@ -168,8 +267,8 @@ class Database:
 
     # -- opening ----------------------------------------------------------------
     @classmethod
-    def _from_manifest(cls, cid: str, manifest: dict[str, Any], store: ChunkStore, cache_bytes: int) -> "Database":
-        reader = layout.StoreReader(store, cache_bytes)
+    def _from_manifest(cls, cid: str, manifest: dict[str, Any], store: ChunkStore) -> "Database":
+        reader = layout.StoreReader(store)
         klass = index_class(manifest["kind"])
         index = klass.load(manifest["index"], reader)
         return cls(cid, manifest, index, store, reader)
@@ -180,7 +279,7 @@ class Database:
         store = store or make_store(portals, cache_bytes=cache_bytes, timeout=timeout)
         manifest = read_manifest(store, cid)
         model = _run(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch_sync)
-        db = cls._from_manifest(cid, manifest, store, cache_bytes)
+        db = cls._from_manifest(cid, manifest, store)
         db.model = model
         return db
 
@@ -191,36 +290,36 @@ class Database:
         await store.prefetch([cid])
         manifest = read_manifest(store, cid)
         model = await _run_async(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch)
-        db = cls._from_manifest(cid, manifest, store, cache_bytes)
+        db = cls._from_manifest(cid, manifest, store)
         db.model = model
         return db
 
     # -- searching --------------------------------------------------------------
-    def _prepare(self, vector: Any, k: Any, filter: Any, params: Mapping[str, Any] | None):
+    def prepare(self, vector: Any, k: Any = 10, filter: Any = None, params: Mapping[str, Any] | None = None) -> Query:
+        """The validated query (see :func:`prepare_query`); raises ClosedError once closed."""
+        self._check_open()
+        return prepare_query(self.index, vector, k, filter, params)
+
+    def plan(self, vector: Any, k: Any = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+             *, missing: bool = False) -> list[str]:
+        """CIDs of the chunks the first round of this query reads, in probe order (what a cold
+        search fetches); with ``missing`` only those the store does not hold yet. Fetches nothing."""
+        need = self.index.plan(self.prepare(vector, k, filter, params))
+        return [c for c in need if c not in self.store] if missing else need
+
+    def _check_open(self) -> None:
         if self.closed:
             raise ClosedError("database is closed")
-        q = kernels.as_vector(_as_array(vector), self.index.dim)
-        k = kernels.check_k(k)
-        flt = filters.parse(filter)
-        params = dict(params or {})
-        for key, val in params.items():
-            if isinstance(val, bool) or not isinstance(val, (int, float)):
-                raise InvalidArgumentError(f"search parameter {key!r} must be a number")
-        return q, k, flt, params
 
-    def _finish(self, q, k, flt, params, before: dict[str, int], t0: float) -> dict[str, Any]:
-        pairs = self.index.search(q, k, flt, **params)
-        hits = [
-            {"id": i, "score": float(kernels.to_score(d, self.index.metric)), "metadata": self.index.metadata(i)}
-            for i, d in pairs
-        ]
-        after = self.store.stats()
+    def _result(self, hits: list[Hit], run: QueryRun, before: dict[str, int], t0: float) -> dict[str, Any]:
+        metric = self.index.metric
+        out = [{"id": h.id, "score": float(kernels.to_score(h.distance, metric)), "metadata": dict(h.metadata)}
+               for h in hits]
+        d = self.store.diff(before)
         self.searches += 1
-        return {"hits": hits, "stats": {
-            "bytesFetched": after["bytes_fetched"] - before["bytes_fetched"],
-            "chunksFetched": after["chunks_fetched"] - before["chunks_fetched"],
-            "cacheHits": after["cache_hits"] - before["cache_hits"],
-            "ms": round((time.perf_counter() - t0) * 1000, 3),
+        return {"hits": out, "stats": {
+            "bytesFetched": d["bytes_fetched"], "chunksFetched": d["chunks_fetched"], "cacheHits": d["cache_hits"],
+            "rounds": run.rounds, "ms": round((time.perf_counter() - t0) * 1000, 3),
         }}
 
     def search(self, vector: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None
@@ -230,19 +329,69 @@ class Database:
 
     def search_with_stats(self, vector: Any, k: int = 10, filter: Any = None,
                           params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{"hits": [...], "stats": {bytesFetched, chunksFetched, cacheHits, rounds, ms}}`` (blocking)."""
         t0 = time.perf_counter()
-        q, k, flt, params = self._prepare(vector, k, filter, params)
-        before = self.store.stats()
-        self.store.prefetch_sync(self.index.chunks_for(q, k, filter=flt, **params))
-        return self._finish(q, k, flt, params, before, t0)
+        query = self.prepare(vector, k, filter, params)
+        before = self.store.snapshot()
+        hits, run = run_query_sync(self.index, query, self.store, self.reader, self._kinds)
+        return self._result(hits, run, before, t0)
 
     async def search_async(self, vector: Any, k: int = 10, filter: Any = None,
                            params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """As :meth:`search_with_stats`; every fetch is awaited (parallel ``pyfetch`` in Pyodide)."""
         t0 = time.perf_counter()
-        q, k, flt, params = self._prepare(vector, k, filter, params)
-        before = self.store.stats()
-        await self.store.prefetch(self.index.chunks_for(q, k, filter=flt, **params))
-        return self._finish(q, k, flt, params, before, t0)
+        query = self.prepare(vector, k, filter, params)
+        before = self.store.snapshot()
+        hits, run = await run_query(self.index, query, self.store, self.reader, self._kinds)
+        return self._result(hits, run, before, t0)
+
+    # -- reading one record -----------------------------------------------------
+    GET_BATCH = 16  # chunks fetched per round while looking for one id in a lazy index
+
+    def _get_rounds(self, id: Any) -> Iterator[list[str]]:
+        """The chunk batches to try for ``id`` (empty first: resident data), in order."""
+        self._check_open()
+        if not isinstance(id, str) or not id:
+            raise InvalidArgumentError(f"id must be a non-empty string, got {id!r}")
+        yield []
+        need = self.index.plan_get(id)
+        for lo in range(0, len(need), self.GET_BATCH):
+            yield need[lo: lo + self.GET_BATCH]
+
+    def _record(self, id: str, batch: list[str]) -> dict[str, Any] | None:
+        chunks = {c: self.reader.get(c, self._kinds.get(c)) for c in batch}
+        rec = self.index.get(id, chunks)
+        return None if rec is None else {"id": rec.id, "metadata": dict(rec.metadata), "timestamp": rec.timestamp}
+
+    def _get_steps(self, id: Any):
+        """Plan-fetch rounds for one record (a generator of CID lists; returns the record).
+
+        With a keyword index the id's document chunk is found from the ids in its head: one
+        chunk. Otherwise a lazy IVF index does not know which list holds an id: its list chunks
+        are fetched, in parallel batches, until the id is found."""
+        rounds = self._get_rounds(id)  # validates first
+        first = next(rounds)
+        if self.keyword is not None:
+            need = self.keyword.get_plan(id)
+            if need:
+                yield ("docs", need)
+            meta, ts = self.keyword.get(id)
+            return {"id": id, "metadata": dict(meta), "timestamp": ts}
+        for batch in [first, *rounds]:
+            if batch:
+                yield batch
+            rec = self._record(id, batch)
+            if rec is not None:
+                return rec
+        raise UnknownIdError(f"unknown id {id!r}")
+
+    def get(self, id: str) -> dict[str, Any]:
+        """``{"id", "metadata", "timestamp"}`` of one record; UnknownIdError if the index lacks it."""
+        return _run(self._get_steps(id), self.store.prefetch_sync)
+
+    async def get_async(self, id: str) -> dict[str, Any]:
+        """As :meth:`get`, with awaited fetches."""
+        return await _run_async(self._get_steps(id), self.store.prefetch)
 
     # -- text search ----------------------------------------------------------------
     def search_text(self, text: Any, k: int = 10, filter: Any = None, mode: str = "hybrid",
@@ -284,8 +433,7 @@ class Database:
         and, for a filtered keyword search, the document chunks of the best keyword candidates.
         Last round: metadata of keyword-only hits. Rounds run in parallel through the store.
         """
-        if self.closed:
-            raise ClosedError("database is closed")
+        self._check_open()
         text, k, flt, mode, params = self._prepare_text(text, k, filter, mode, params)
         counts = {"model": 0, "postings": 0, "index": 0, "docs": 0}
         n = max(k, FUSE_DEPTH) if mode == "hybrid" else k
@@ -321,17 +469,24 @@ class Database:
                     h["metadata"] = meta.get(h["id"], {})
         return hits, counts
 
-    def _vector_steps(self, tokens: list[int], k: int, flt: Any, params: Mapping[str, Any]):
-        """Embed (token rows planned and fetched), then search the vector index (its chunks planned)."""
+    def _vector_steps(self, tokens: list[int], k: int, flt: Any, params: Any):
+        """Embed (token rows planned and fetched), then the vector index's rounds of plan -> fetch -> search."""
         need = self.model.plan(tokens)
         if need:
             yield ("model", need)
-        q = self.model.embed_tokens(tokens)
-        need = self.index.chunks_for(q, k, filter=flt, **params)
-        if need:
-            yield ("index", need)
-        pairs = self.index.search(q, k, flt, **params)
-        return [(i, float(kernels.to_score(d, self.index.metric)), self.index.metadata(i)) for i, d in pairs]
+        vec = kernels.as_vector(self.model.embed_tokens(tokens), self.index.dim)
+        query = Query(np.ascontiguousarray(kernels.prepare(vec[None, :], self.index.metric)[0], dtype=np.float32),
+                      k, flt, params)
+        run = QueryRun(self.index, query, self.reader, self._kinds)
+        while True:
+            need = run.next_fetch()
+            need = [c for c in need if c not in self.store]
+            if need:
+                yield ("index", need)
+            hits = run.search()
+            if hits is not None:
+                metric = self.index.metric
+                return [(h.id, float(kernels.to_score(h.distance, metric)), dict(h.metadata)) for h in hits]
 
     def _prepare_text(self, text: Any, k: Any, filter: Any, mode: Any, params: Mapping[str, Any] | None):
         from .keyword import tokenize
@@ -353,44 +508,24 @@ class Database:
             mode = "keyword"
         k = kernels.check_k(k)
         flt = filters.parse(filter)
-        params = dict(params or {})
-        for key, val in params.items():
-            if isinstance(val, bool) or not isinstance(val, (int, float)):
-                raise InvalidArgumentError(f"search parameter {key!r} must be a number")
+        params = build_params(self.index.search_params, params, self.index.kind)  # the vector side's
         return text, k, flt, mode, params
-
-    def get(self, id: Any) -> dict[str, Any]:
-        """A record's ``{"id", "metadata"}`` without a search (UnknownIdError if there is none)."""
-        return _run(self._get_steps(id), self.store.prefetch_sync)
-
-    async def get_async(self, id: Any) -> dict[str, Any]:
-        return await _run_async(self._get_steps(id), self.store.prefetch)
-
-    def _get_steps(self, id: Any):
-        if self.closed:
-            raise ClosedError("database is closed")
-        if not isinstance(id, str) or not id:
-            raise InvalidArgumentError(f"id must be a non-empty string, got {id!r}")
-        if self.keyword is not None:
-            need = self.keyword.get_plan(id)
-            if need:
-                yield need
-            meta, _ = self.keyword.get(id)
-            return {"id": id, "metadata": meta}
-        if id not in self.index:
-            raise UnknownIdError(f"unknown id: {id}")
-        return {"id": id, "metadata": self.index.metadata(id)}
 
     # -- editing (CPython) ------------------------------------------------------
     def _writable(self) -> Index:
-        if self.closed:
-            raise ClosedError("database is closed")
-        load_all = getattr(self.index, "load_all", None)
-        if load_all is not None:
-            load_all()
+        self._check_open()
+        plan_all = getattr(self.index, "plan_all", None)
+        if plan_all is not None:
+            need = plan_all()
+            if need:
+                self.store.prefetch_sync(need)
+                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or replace records; one without a timestamp is stamped with the time of this call.
+
+        With a keyword index each record needs its text (in the index's text field)."""
         records = list(records)
         ids, mat, metas, ts = records_to_columns(records)
         texts = [record_text(r, self.keyword.field, n) for n, r in enumerate(records)] if self.keyword else []
@@ -448,6 +583,7 @@ class Database:
         cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=extra,
                            keyword=kw_new, carry=carry)
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
+        self._kinds = _chunk_kinds(self.manifest)
         if kw_new is not None:
             self.keyword = kw_new
         self._kw_edits = {}
@@ -464,6 +600,10 @@ class Database:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _chunk_kinds(manifest: Mapping[str, Any]) -> dict[str, str]:
+    return {c["cid"]: c["kind"] for c in manifest.get("chunks", ()) if isinstance(c, Mapping) and "cid" in c}
 
 
 def _as_array(vector: Any) -> Any:

@@ -9,13 +9,10 @@ Cosine is implemented as inner product on unit vectors: callers normalise with
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from .errors import DimensionError, InvalidArgumentError, InvalidVectorError
 
-Metric = Literal["cosine", "l2", "ip"]
 METRICS: tuple[str, ...] = ("cosine", "l2", "ip")
 
 
@@ -43,7 +40,7 @@ def as_matrix(vectors: object, dim: int | None = None) -> np.ndarray:
 
 
 def as_vector(vector: object, dim: int | None = None) -> np.ndarray:
-    """Validate one query vector; returns a 1-d float32 array."""
+    """Validate one query vector; returns a 1-d float32 array (called once per query, by api)."""
     if not isinstance(vector, np.ndarray):
         try:
             vector = np.asarray(vector, dtype=np.float32)
@@ -87,19 +84,6 @@ def distances(query: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndar
     return -dots
 
 
-def batch_distances(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
-    """Distances from each prepared query (rows) to each row of ``data``: shape (nq, n)."""
-    dots = queries @ data.T
-    if metric == "l2":
-        if data_sq is None:
-            data_sq = sq_norms(data)
-        d = data_sq[None, :] - 2.0 * dots + sq_norms(queries)[:, None]
-        return np.maximum(d, 0.0, out=d)
-    if metric == "cosine":
-        return 1.0 - dots
-    return -dots
-
-
 def top_k(dist: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` smallest distances, sorted ascending (ties broken by index)."""
     n = dist.shape[0]
@@ -120,10 +104,6 @@ def to_score(dist: float | np.ndarray, metric: str) -> float | np.ndarray:
     if metric == "ip":
         return -dist
     return np.sqrt(np.maximum(dist, 0.0))
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric != "l2"
 
 
 def check_k(k: object, limit: int = 10_000) -> int:
@@ -155,7 +135,7 @@ def subspace_distances(
 def nearest(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Index of, and distance to, the nearest row of ``data`` for every prepared query row.
 
-    Same distances as :func:`batch_distances`, but the per-query constant of ``l2`` is added
+    Distances as :func:`distances` gives them row by row, but the per-query constant of ``l2`` is added
     only after the argmin, which saves passes over the (nq, n) matrix (k-means assignment).
     """
     dots = queries @ data.T

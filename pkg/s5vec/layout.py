@@ -1,10 +1,15 @@
-"""Storage layout: the only module that knows CBOR and the format version.
+"""Storage layout: the only module that knows CBOR, the chunk schemas and the format version.
 
 A published index is a *manifest* plus *chunks*, each one S5 blob addressed by its
 blake3 CID (see ``docs/FORMAT.md``). Chunk bodies are plain dicts; NumPy arrays in them
 are written as RFC 8746 typed arrays (little-endian, tag 85 = float32 etc., wrapped in
 tag 40 with the shape when they have more than one dimension), so any CBOR decoder can
 read them and ours maps them back with ``numpy.frombuffer`` without copying.
+
+Indexes hand chunk bodies as plain lists and arrays; a chunk *schema* (:data:`SCHEMAS`) may
+re-shape a kind's body for storage and back (an ``ivf_list`` packs its ids and metadata into
+columns). The format version (:data:`FORMAT_VERSION`) is the only one: it covers the manifest,
+every chunk and the index descriptors inside the manifest.
 
 Encoding is canonical (sorted keys, shortest floats), so the same content always gives
 the same bytes and therefore the same CID: an incremental save re-uploads only the
@@ -174,8 +179,39 @@ def unpack_records(obj: Any, n: int | None = None) -> Sequence[dict]:
     return out
 
 
+# -- chunk schemas -------------------------------------------------------------------------
+
+def _encode_ivf_list(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Pack every list's ids and metadata into columns (see :func:`pack_records`)."""
+    out = dict(body)
+    out["lists"] = [dict(e, ids=pack_strings(list(e["ids"])), metadata=pack_records(e["metadata"]))
+                    for e in body["lists"]]
+    return out
+
+
+def _decode_ivf_list(body: dict[str, Any]) -> dict[str, Any]:
+    """Unpack ids to a list and metadata to lazily decoded maps (arrays stay views on the bytes)."""
+    try:
+        entries = body["lists"]
+        out = []
+        for e in entries:
+            ids = unpack_strings(e["ids"])
+            out.append(dict(e, ids=ids, metadata=unpack_records(e["metadata"], len(ids))))
+    except (KeyError, TypeError) as exc:
+        raise FormatError(f"bad ivf_list chunk: {exc}") from None
+    return dict(body, lists=out)
+
+
+#: kind -> (encode, decode) of chunk bodies whose stored form differs from what indexes hand over
+SCHEMAS: dict[str, tuple[Any, Any]] = {
+    "ivf_list": (_encode_ivf_list, _decode_ivf_list),
+}
+
+
 def encode_chunk(kind: str, body: Mapping[str, Any]) -> bytes:
-    return dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "chunk": kind, "body": dict(body)})
+    schema = SCHEMAS.get(kind)
+    stored = schema[0](body) if schema else dict(body)
+    return dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "chunk": kind, "body": stored})
 
 
 def decode_chunk(data: bytes, kind: str | None = None) -> dict[str, Any]:
@@ -188,7 +224,8 @@ def decode_chunk(data: bytes, kind: str | None = None) -> dict[str, Any]:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise FormatError("chunk body is not a map")
-    return body
+    schema = SCHEMAS.get(obj["chunk"])
+    return schema[1](body) if schema else body
 
 
 def _check_version(version: Any) -> None:
@@ -261,16 +298,12 @@ class StoreWriter:
 class StoreReader:
     """ChunkReader over a chunk store: fetch (verified by the store), decode, check the kind.
 
-    It keeps nothing itself: indexes that read lazily keep their decoded chunks in their own
-    byte-bounded LRU (sized by ``cache_bytes``), and the store caches raw bytes.
+    Decoded bodies are cached by the store next to their bytes (one byte budget, see
+    :meth:`s5vec.store.ChunkStore.get_decoded`), so a chunk read again is not decoded again.
     """
 
-    def __init__(self, store: Any, cache_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, store: Any) -> None:
         self.store = store
-        self.cache_bytes = cache_bytes
-        self.decoded = 0
 
-    def get(self, cid: str, kind: str) -> dict[str, Any]:
-        body = decode_chunk(self.store.get(cid), kind)
-        self.decoded += 1
-        return body
+    def get(self, cid: str, kind: str | None = None) -> dict[str, Any]:
+        return self.store.get_decoded(cid, kind, lambda data: decode_chunk(data, kind))

@@ -5,11 +5,15 @@
   Prefetched blobs are *pinned until read*: if the LRU has to evict one before any
   ``get`` asked for it (or it is bigger than the whole cache), it moves to a side
   table and the next ``get`` still returns it without a second download.
+* ``get_decoded(cid, tag, decode)`` -- ``get`` plus the decoded form, kept beside the bytes.
 * ``put(data)``           -- upload unless this store already uploaded or fetched it.
-* ``stats()`` / ``counter()`` -- totals, and a per-operation measurement helper.
+* ``stats()`` / ``snapshot()`` / ``diff()`` -- totals, and the change over a window (one search).
 
-Counters are totals over the store's life; ``counter()`` measures a window (e.g. one
-search).  With concurrent users of one store the window includes their traffic too.
+This is the process's one cache and ``cache_bytes`` its one byte budget: decoded chunk bodies
+live exactly as long as their raw bytes (their arrays are views on those bytes, so the raw size
+is what they cost), and nothing above the store keeps chunks of its own.
+Counters are totals over the store's life; with concurrent users of one store a window
+includes their traffic too.
 """
 from __future__ import annotations
 
@@ -18,14 +22,14 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Iterable, Iterator
+from functools import lru_cache
+from typing import Any, Callable, Iterable
 
 from .errors import IntegrityError, InvalidArgumentError
 from .s5.cid import BlobId, blob_cid
 from .s5.client import BlobClient
 
-__all__ = ["ChunkStore", "StoreCounter"]
+__all__ = ["ChunkStore"]
 
 _COUNTED = (
     "bytes_fetched",
@@ -40,38 +44,14 @@ _COUNTED = (
 
 
 def _key(cid: "str | BlobId") -> str:
+    """The canonical form of a CID (the cache key); parsing is memoised: a warm search looks up
+    the same few hundred CIDs on every query."""
+    return _key_of_str(cid) if isinstance(cid, str) else BlobId.parse(cid).to_string()
+
+
+@lru_cache(maxsize=1 << 16)
+def _key_of_str(cid: str) -> str:
     return BlobId.parse(cid).to_string()
-
-
-class StoreCounter:
-    """Difference of a store's counters over a window (live while open, frozen after)."""
-
-    def __init__(self, store: "ChunkStore") -> None:
-        self._store = store
-        self._base = store._snapshot()
-        self._final: dict[str, int] | None = None
-
-    def _diff(self) -> dict[str, int]:
-        if self._final is not None:
-            return dict(self._final)
-        now = self._store._snapshot()
-        return {k: now[k] - self._base[k] for k in _COUNTED}
-
-    def close(self) -> dict[str, int]:
-        if self._final is None:
-            self._final = self._diff()
-        return dict(self._final)
-
-    def as_dict(self) -> dict[str, int]:
-        return self._diff()
-
-    def __getattr__(self, name: str) -> int:
-        if name in _COUNTED:
-            return self._diff()[name]
-        raise AttributeError(name)
-
-    def __repr__(self) -> str:
-        return f"StoreCounter({self._diff()})"
 
 
 class ChunkStore:
@@ -86,8 +66,10 @@ class ChunkStore:
         self._cache: "OrderedDict[str, bytes]" = OrderedDict()
         self._cache_bytes = 0
         self._unread: set[str] = set()  # prefetched, not yet returned by get()
-        self._pinned: dict[str, bytes] = {}  # prefetched but evicted / too big, not yet read
+        self._held: set[str] = set()  # already cached when a prefetch asked for them, not yet read
+        self._pinned: dict[str, bytes] = {}  # prefetched (or held) but evicted / too big, not yet read
         self._known: set[str] = set()  # cids the portal(s) hold: uploaded or fetched by us
+        self._decoded: dict[str, tuple[Any, Any]] = {}  # key -> (tag, decoded), only for keys in _cache
         self._c = dict.fromkeys(_COUNTED, 0)
 
     # ------------------------------------------------------------------ cache internals
@@ -109,7 +91,8 @@ class ChunkStore:
             old, blob = self._cache.popitem(last=False)
             self._cache_bytes -= len(blob)
             self._c["evictions"] += 1
-            if old in self._unread:
+            self._decoded.pop(old, None)
+            if old in self._unread or old in self._held:
                 self._pinned[old] = blob
 
     def _lookup(self, key: str) -> bytes | None:
@@ -128,6 +111,7 @@ class ChunkStore:
                 self._insert(key, data, unread=False)
         if data is not None:
             self._unread.discard(key)
+            self._held.discard(key)
             if not fresh:
                 self._c["cache_hits"] += 1
         return data
@@ -157,6 +141,23 @@ class ChunkStore:
             self._record_fetch(key, data, unread=False)
         return data
 
+    def get_decoded(self, cid: "str | BlobId", tag: Any, decode: Callable[[bytes], Any]) -> Any:
+        """``decode(get(cid))``, kept beside the cached bytes and dropped with them.
+
+        ``tag`` names the decoding (e.g. the expected chunk kind): a different tag decodes again.
+        """
+        key = _key(cid)
+        with self._lock:
+            hit = self._decoded.get(key)
+            if hit is not None and hit[0] == tag and key in self._cache:
+                self._lookup(key)  # LRU order and the cache-hit count
+                return hit[1]
+        obj = decode(self.get(cid))
+        with self._lock:
+            if key in self._cache:
+                self._decoded[key] = (tag, obj)
+        return obj
+
     async def prefetch(self, cids: Iterable["str | BlobId"]) -> None:
         """Fetch the CIDs not already held, in parallel, into the cache (pinned until read)."""
         wanted: dict[str, str] = {}
@@ -164,8 +165,9 @@ class ChunkStore:
             for c in cids:
                 key = _key(c)
                 if key in self._cache or key in self._pinned or key in wanted:
-                    if key in self._cache:
+                    if key in self._cache:  # one round's chunks stay until read, even if evicted
                         self._cache.move_to_end(key)
+                        self._held.add(key)
                     continue
                 wanted[key] = c if isinstance(c, str) else key
         if not wanted:
@@ -183,6 +185,9 @@ class ChunkStore:
     def prefetch_sync(self, cids: Iterable["str | BlobId"]) -> None:
         """Blocking :meth:`prefetch` for synchronous callers."""
         cids = list(cids)
+        with self._lock:
+            if all(_key(c) in self._cache or _key(c) in self._pinned for c in cids):
+                return  # all held (the warm path): no event loop to spin up
         if sys.platform == "emscripten":
             # Pyodide: no threads, and the WebLoop cannot be blocked on; the sync
             # client path (pyodide_http -> synchronous XHR) fetches one by one.
@@ -229,11 +234,6 @@ class ChunkStore:
                 self._insert(cid, data, unread=False)
         return cid
 
-    def mark_known(self, cids: Iterable["str | BlobId"]) -> None:
-        """Declare CIDs as already stored on the portal (``put`` will skip them)."""
-        with self._lock:
-            self._known.update(_key(c) for c in cids)
-
     # ------------------------------------------------------------------ housekeeping
     def clear(self) -> None:
         """Drop the cache and the pinned prefetches (counters and known CIDs stay)."""
@@ -242,10 +242,8 @@ class ChunkStore:
             self._cache_bytes = 0
             self._pinned.clear()
             self._unread.clear()
-
-    def _snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._c)
+            self._held.clear()
+            self._decoded.clear()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -261,18 +259,10 @@ class ChunkStore:
 
     def snapshot(self) -> dict[str, int]:
         """Current counter values (pass to :meth:`diff` later)."""
-        return self._snapshot()
+        with self._lock:
+            return dict(self._c)
 
     def diff(self, before: dict[str, int]) -> dict[str, int]:
         """Counter changes since ``before`` (from :meth:`snapshot`)."""
-        now = self._snapshot()
+        now = self.snapshot()
         return {k: now[k] - before.get(k, 0) for k in _COUNTED}
-
-    @contextmanager
-    def counter(self) -> Iterator[StoreCounter]:
-        """``with store.counter() as c: ...; c.bytes_fetched, c.chunks_fetched``."""
-        c = StoreCounter(self)
-        try:
-            yield c
-        finally:
-            c.close()

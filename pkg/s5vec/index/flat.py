@@ -12,12 +12,14 @@ import numpy as np
 from .. import kernels
 from ..errors import FormatError, UnknownIdError
 from ..filters import Filter, fields_of
+from ..query import NO_CHUNKS, Chunks, FlatSearchParams, Hit, Outcome, Query, Record
 from .base import ChunkReader, ChunkWriter
 from .records import check_batch
 
 
 class FlatIndex:
     kind = "flat"
+    search_params = FlatSearchParams
 
     def __init__(self, dim: int, metric: str = "cosine", chunk_rows: int = 4096) -> None:
         self.dim = int(dim)
@@ -75,18 +77,24 @@ class FlatIndex:
         self._slot = {x: n for n, x in enumerate(self._ids)}
 
     # -- queries --------------------------------------------------------------
-    def search(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[tuple[str, float]]:
-        q = kernels.prepare(kernels.as_vector(query, self.dim)[None, :], self.metric)[0]
-        k = kernels.check_k(k)
-        n = len(self._ids)
-        if n == 0:
-            return []
-        dist = kernels.distances(q, self._vecs, self.metric, self._sq)
-        if filter is None:
-            idx = kernels.top_k(dist, k)
-        else:
-            idx = self._filtered_top_k(dist, k, filter)
-        return [(self._ids[i], float(dist[i])) for i in idx]
+    def plan(self, query: Query) -> list[str]:
+        return []  # loaded whole
+
+    def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
+        """Exact top ``k``: one matrix-vector product over every row."""
+        if not self._ids:
+            return Outcome()
+        k = query.k
+        dist = kernels.distances(query.vector, self._vecs, self.metric, self._sq)
+        idx = kernels.top_k(dist, k) if query.filter is None else self._filtered_top_k(dist, k, query.filter)
+        return Outcome([Hit(self._ids[i], float(dist[i]), self._meta[i]) for i in idx])
+
+    def plan_get(self, id: str) -> list[str]:
+        return []
+
+    def get(self, id: str, chunks: Chunks = NO_CHUNKS) -> Record | None:
+        s = self._slot.get(id)
+        return None if s is None else Record(id, self._meta[s], float(self._ts[s]))
 
     def _filtered_top_k(self, dist: np.ndarray, k: int, flt: Filter) -> list[int]:
         n = dist.shape[0]
@@ -135,9 +143,6 @@ class FlatIndex:
 
     def spec(self) -> str:
         return "Flat"
-
-    def chunks_for(self, query: Any, k: int = 10, **params: Any) -> list[str]:
-        return []
 
     # -- persistence ----------------------------------------------------------
     def save(self, writer: ChunkWriter) -> dict[str, Any]:

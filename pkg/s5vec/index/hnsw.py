@@ -24,20 +24,19 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
-from ..filters import Filter, fields_of, parse as parse_filter
+from ..filters import Filter, fields_of
+from ..query import NO_CHUNKS, Chunks, Hit, HNSWSearchParams, Outcome, Query, Record
 from .base import ChunkReader, ChunkWriter
 from .records import check_batch
 
 _INF = float("inf")
 _MAX_LEVEL = 30
-_FORMAT_VERSION = 1
 _EF_LIMIT = 1_000_000
 # A filter matching at most this many records (or this share of them) is answered exactly by
 # brute force over its matches; a broader one walks the graph with a cached match mask.
@@ -56,6 +55,7 @@ class HNSWIndex:
     """Hierarchical navigable small world graph; see the module docstring for the layout."""
 
     kind = "hnsw"
+    search_params = HNSWSearchParams
 
     def __init__(
         self,
@@ -179,30 +179,7 @@ class HNSWIndex:
         """Short description for the manifest, faiss style."""
         return f"HNSW{self.M}"
 
-    def chunks_for(self, query: np.ndarray, k: int = 10, **params: Any) -> list[str]:
-        return []  # loaded whole
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "live": len(self),
-            "slots": self._n,
-            "tombstones": self._n_dead,
-            "max_level": self._max_level,
-            "entry": self._entry,
-        }
-
     # ------------------------------------------------------------------ mutation
-
-    def _validate_batch(
-        self,
-        ids: Sequence[str],
-        vectors: object,
-        metadata: Sequence[Mapping[str, Any]] | None,
-        timestamps: Sequence[float] | None,
-    ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-        """Shared validation; records without a timestamp are stamped with the current time."""
-        return check_batch(self.dim, ids, vectors, metadata, timestamps, missing_timestamp=time.time())
 
     def add(
         self,
@@ -213,7 +190,7 @@ class HNSWIndex:
         progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         """Insert records; an id already present is replaced (its old slot is tombstoned)."""
-        ids, mat, metas, ts = self._validate_batch(ids, vectors, metadata, timestamps)
+        ids, mat, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
         total = len(ids)
         if total == 0:
             return
@@ -473,24 +450,23 @@ class HNSWIndex:
 
     # ------------------------------------------------------------------ search
 
-    def search(
-        self,
-        query: np.ndarray,
-        k: int = 10,
-        filter: Filter | Mapping[str, Any] | None = None,
-        ef: int | None = None,
-        **params: Any,
-    ) -> list[tuple[str, float]]:
-        """Best ``k`` (id, distance) for one query, best first. ``ef`` widens the beam
-        (default ``ef_search``, never below ``k``); other keyword parameters are ignored."""
-        k = kernels.check_k(k)
-        if ef is not None:
-            ef = _check_int("ef", ef, 1, _EF_LIMIT)
-        flt = filter if isinstance(filter, Filter) or filter is None else parse_filter(filter)
-        q = kernels.prepare(kernels.as_vector(query, self.dim)[None, :], self.metric)[0]
+    def plan(self, query: Query) -> list[str]:
+        return []  # loaded whole
+
+    def plan_get(self, id: str) -> list[str]:
+        return []
+
+    def get(self, id: str, chunks: Chunks = NO_CHUNKS) -> Record | None:
+        s = self._slot.get(id)
+        return None if s is None else Record(id, dict(self._meta[s]), float(self._ts[s]))
+
+    def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
+        """Best ``k`` for one prepared query. ``params.ef`` widens the beam (default
+        ``ef_search``, never below ``k``)."""
         if not self._slot:
-            return []
-        ef = max(ef or self.ef_search, k)
+            return Outcome()
+        q, k, flt = query.vector, query.k, query.filter
+        ef = max(query.params.ef or self.ef_search, k)
         if flt is not None:
             mask = self._filter_mask(flt)
             matching = np.flatnonzero(mask)
@@ -498,8 +474,7 @@ class HNSWIndex:
                 # selective filter: exact search over the few matches beats walking the graph
                 # through thousands of non-matching nodes
                 d = self._dist(q, matching)
-                top = kernels.top_k(d, k)
-                return [(self._ids[int(matching[i])], float(d[i])) for i in top]
+                return Outcome([self._hit(int(matching[i]), float(d[i])) for i in kernels.top_k(d, k)])
             accept = lambda slots: mask[slots].tolist()  # noqa: E731
         else:
             accept = self._live_acceptor()
@@ -510,7 +485,10 @@ class HNSWIndex:
         res = self._search_layer(q, [(dep, ep)], ef, 0, accept)
         if len(res) < k:
             res = self._scan_rest(q, res, k, accept)
-        return [(self._ids[s], d) for d, s in res[:k]]
+        return Outcome([self._hit(s, d) for d, s in res[:k]])
+
+    def _hit(self, s: int, d: float) -> Hit:
+        return Hit(self._ids[s], d, self._meta[s])
 
     def _filter_mask(self, flt: Filter) -> np.ndarray:
         """Live slots matching ``flt``, as a bool array; cached per filter until the index changes."""
@@ -580,17 +558,25 @@ class HNSWIndex:
             self._reset(16)
             self._inserted = inserted
             return removed
+        self._repair_links(dead)
+        self._compact(dead)
+        # nodes left without any layer-0 neighbour are re-linked by a fresh search
+        if self._n > 1:
+            for s in np.flatnonzero(self._cnt0[: self._n] == 0).tolist():
+                self._relink0(s)
+        return removed
+
+    def _repair_links(self, dead: np.ndarray) -> None:
+        """Every live node that links to a dead one re-picks its neighbours (all layers)."""
+        n = self._n
         dead_x = np.append(dead, False)  # index -1 (padding) -> not dead
-        # layer 0
         nb0, cnt0 = self._nb0, self._cnt0
         hit = dead_x[nb0[:n]].any(axis=1) & ~dead
         for s in np.flatnonzero(hit).tolist():
             row = nb0[s, : cnt0[s]]
-            lost = row[dead[row]]
             pool = [row]
-            pool.extend(nb0[x, : cnt0[x]] for x in lost.tolist())
+            pool.extend(nb0[x, : cnt0[x]] for x in row[dead[row]].tolist())
             self._repair(s, 0, np.concatenate(pool), dead, self.M0)
-        # upper layers
         for l in range(1, len(self._up) + 1):
             layer = self._up[l - 1]
             for s, row in list(layer.items()):
@@ -599,12 +585,15 @@ class HNSWIndex:
                 pool = [row]
                 pool.extend(layer[x] for x in row[dead[row]].tolist())
                 self._repair(s, l, np.concatenate(pool), dead, self.M)
-        # compact
+
+    def _compact(self, dead: np.ndarray) -> None:
+        """Drop the dead slots and renumber the live ones (links remapped, order kept)."""
+        n = self._n
         live = np.flatnonzero(~dead)
         m = live.shape[0]
         remap = np.full(n + 1, -1, dtype=np.int32)  # last entry maps padding -1 -> -1
         remap[live] = np.arange(m, dtype=np.int32)
-        rows = remap[nb0[live]]
+        rows = remap[self._nb0[live]]
         order = np.argsort(rows < 0, axis=1, kind="stable")
         rows = np.take_along_axis(rows, order, axis=1)
         ups: list[dict[int, np.ndarray]] = []
@@ -634,11 +623,6 @@ class HNSWIndex:
         self._up = ups[:top]
         self._max_level = top
         self._entry = int(np.flatnonzero(levels == top)[0])
-        # nodes left without any layer-0 neighbour are re-linked by a fresh search
-        if m > 1:
-            for s in np.flatnonzero(self._cnt0[:m] == 0).tolist():
-                self._relink0(s)
-        return removed
 
     def _relink0(self, s: int) -> None:
         """Give an isolated node layer-0 neighbours by a search from the entry point."""
@@ -693,29 +677,32 @@ class HNSWIndex:
         links: list[str] = []
         for lo in range(0, n, chunk_rows):
             hi = min(n, lo + chunk_rows)
-            nodes.append(
-                writer.put(
-                    "hnsw_nodes",
-                    {
-                        "start": lo,
-                        "ids": self._ids[lo:hi],
-                        "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
-                        "metadata": self._meta[lo:hi],
-                        "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
-                        "levels": np.ascontiguousarray(self._levels[lo:hi]),
-                    },
-                )
-            )
-            links.append(
-                writer.put(
-                    "hnsw_links",
-                    {
-                        "start": lo,
-                        "deleted": self._dead[lo:hi].astype(np.uint8),
-                        "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
-                    },
-                )
-            )
+            nodes.append(writer.put("hnsw_nodes", self._nodes_body(lo, hi)))
+            links.append(writer.put("hnsw_links", {
+                "start": lo,
+                "deleted": self._dead[lo:hi].astype(np.uint8),
+                "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
+            }))
+        upper = writer.put("hnsw_upper", self._upper_body())
+        return {
+            "kind": self.kind, "dim": self.dim, "metric": self.metric, "M": self.M,
+            "ef_construction": self.ef_construction, "ef_search": self.ef_search, "seed": self.seed,
+            "count": n, "live": len(self), "chunk_rows": chunk_rows,
+            "nodes": nodes, "links": links, "upper": upper,
+        }
+
+    def _nodes_body(self, lo: int, hi: int) -> dict[str, Any]:
+        return {
+            "start": lo,
+            "ids": self._ids[lo:hi],
+            "vectors": np.ascontiguousarray(self._vecs[lo:hi]),
+            "metadata": self._meta[lo:hi],
+            "timestamps": np.ascontiguousarray(self._ts[lo:hi]),
+            "levels": np.ascontiguousarray(self._levels[lo:hi]),
+        }
+
+    def _upper_body(self) -> dict[str, Any]:
+        """Upper layers as CSR (node ``nodes[i]``'s links are ``links[offsets[i]:offsets[i+1]]``)."""
         layers = []
         for layer in self._up:
             keys = sorted(layer)
@@ -725,113 +712,88 @@ class HNSWIndex:
                 offsets[1:] = np.cumsum([r.shape[0] for r in rows])
             flat = np.concatenate(rows).astype(np.int32) if rows else np.empty(0, np.int32)
             layers.append({"nodes": np.asarray(keys, dtype=np.int32), "offsets": offsets, "links": flat})
-        upper = writer.put(
-            "hnsw_upper",
-            {
-                "count": n,
-                "entry": self._entry,
-                "max_level": self._max_level,
-                "inserted": self._inserted,
-                "layers": layers,
-            },
-        )
-        return {
-            "kind": self.kind,
-            "version": _FORMAT_VERSION,
-            "dim": self.dim,
-            "metric": self.metric,
-            "M": self.M,
-            "ef_construction": self.ef_construction,
-            "ef_search": self.ef_search,
-            "seed": self.seed,
-            "count": n,
-            "live": len(self),
-            "chunk_rows": chunk_rows,
-            "nodes": nodes,
-            "links": links,
-            "upper": upper,
-        }
+        return {"count": self._n, "entry": self._entry, "max_level": self._max_level,
+                "inserted": self._inserted, "layers": layers}
 
     @classmethod
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "HNSWIndex":
+        """Rebuild from a descriptor (the format version is the manifest's, checked by layout)."""
         try:
-            if desc.get("kind") != cls.kind or desc.get("version") != _FORMAT_VERSION:
-                raise FormatError(f"not an hnsw v{_FORMAT_VERSION} descriptor")
-            idx = cls(
-                desc["dim"],
-                desc["metric"],
-                M=desc["M"],
-                ef_construction=desc["ef_construction"],
-                ef_search=desc["ef_search"],
-                seed=desc["seed"],
-            )
+            if desc.get("kind") != cls.kind:
+                raise FormatError("not an hnsw descriptor")
+            idx = cls(desc["dim"], desc["metric"], M=desc["M"], ef_construction=desc["ef_construction"],
+                      ef_search=desc["ef_search"], seed=desc["seed"])
             n = int(desc["count"])
-            rows = int(desc["chunk_rows"])
-            nodes, links = list(desc["nodes"]), list(desc["links"])
-            want = -(-n // rows) if n else 0
-            if len(nodes) != want or len(links) != want:
-                raise FormatError("hnsw descriptor chunk lists do not match its count")
             cap = 16
             while cap < n:
                 cap *= 2
             idx._reset(cap)
-            ids: list[str] = []
-            meta: list[dict[str, Any]] = []
-            for c, (ncid, lcid) in enumerate(zip(nodes, links)):
-                lo, hi = c * rows, min(n, (c + 1) * rows)
-                nb, lb = reader.get(ncid, "hnsw_nodes"), reader.get(lcid, "hnsw_links")
-                if int(nb["start"]) != lo or int(lb["start"]) != lo:
-                    raise FormatError("hnsw chunk out of order")
-                r = hi - lo
-                cids, cmeta = list(nb["ids"]), list(nb["metadata"])
-                if len(cids) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids):
-                    raise FormatError("hnsw_nodes chunk has the wrong number of ids or metadata")
-                if not all(isinstance(m, Mapping) for m in cmeta):
-                    raise FormatError("hnsw_nodes metadata must be maps")
-                ids.extend(cids)
-                meta.extend(dict(m) for m in cmeta)
-                idx._vecs[lo:hi] = _arr(nb["vectors"], np.float32, (r, idx.dim))
-                idx._ts[lo:hi] = _arr(nb["timestamps"], np.float64, (r,))
-                idx._levels[lo:hi] = _arr(nb["levels"], np.int32, (r,))
-                idx._dead[lo:hi] = _arr(lb["deleted"], np.uint8, (r,)) != 0
-                idx._nb0[lo:hi] = _arr(lb["layer0"], np.int32, (r, idx.M0))
-            up = reader.get(desc["upper"], "hnsw_upper")
-            if int(up["count"]) != n:
-                raise FormatError("hnsw_upper chunk does not match the descriptor")
-            idx._n = n
-            idx._sq[:n] = kernels.sq_norms(idx._vecs[:n])
-            nb0 = idx._nb0[:n]
-            valid = nb0 >= 0
-            if (nb0 >= n).any() or (nb0 < -1).any() or (valid[:, 1:] & ~valid[:, :-1]).any():
-                raise FormatError("hnsw layer-0 links out of range or not packed")
-            idx._cnt0[:n] = valid.sum(axis=1)
-            idx._ids, idx._meta = ids, meta
-            idx._slot = {ids[s]: s for s in np.flatnonzero(~idx._dead[:n]).tolist()}
-            if len(idx._slot) != n - int(idx._dead[:n].sum()):
-                raise FormatError("hnsw chunk holds a live id twice")
-            idx._n_dead = n - len(idx._slot)
-            for layer in up["layers"]:
-                keys = _arr(layer["nodes"], np.int32, None)
-                offs = _arr(layer["offsets"], np.int64, (keys.shape[0] + 1,))
-                flat = _arr(layer["links"], np.int32, None)
-                if offs[0] != 0 or offs[-1] != flat.shape[0] or (np.diff(offs) < 0).any() or (
-                    np.diff(offs) > idx.M
-                ).any():
-                    raise FormatError("hnsw upper layer offsets are inconsistent")
-                if ((keys < 0) | (keys >= n)).any() or ((flat < 0) | (flat >= n)).any():
-                    raise FormatError("hnsw upper layer links out of range")
-                idx._up.append(
-                    {int(s): flat[offs[j] : offs[j + 1]].copy() for j, s in enumerate(keys.tolist())}
-                )
-            idx._entry, idx._max_level = int(up["entry"]), int(up["max_level"])
-            idx._inserted = int(up["inserted"])
-            if n and not (0 <= idx._entry < n and idx._max_level == len(idx._up)):
-                raise FormatError("hnsw entry point or level count is inconsistent")
+            idx._load_nodes(desc, reader, n)
+            idx._load_upper(reader.get(desc["upper"], "hnsw_upper"), n)
             return idx
         except FormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise FormatError(f"malformed hnsw index: {exc!r}") from None
+
+    def _load_nodes(self, desc: Mapping[str, Any], reader: ChunkReader, n: int) -> None:
+        """Fill slots 0..n from the "hnsw_nodes"/"hnsw_links" chunk pairs, then check layer 0."""
+        rows = int(desc["chunk_rows"])
+        nodes, links = list(desc["nodes"]), list(desc["links"])
+        want = -(-n // rows) if n else 0
+        if len(nodes) != want or len(links) != want:
+            raise FormatError("hnsw descriptor chunk lists do not match its count")
+        ids: list[str] = []
+        meta: list[dict[str, Any]] = []
+        for c, (ncid, lcid) in enumerate(zip(nodes, links)):
+            lo, hi = c * rows, min(n, (c + 1) * rows)
+            nb, lb = reader.get(ncid, "hnsw_nodes"), reader.get(lcid, "hnsw_links")
+            if int(nb["start"]) != lo or int(lb["start"]) != lo:
+                raise FormatError("hnsw chunk out of order")
+            r = hi - lo
+            cids, cmeta = list(nb["ids"]), list(nb["metadata"])
+            if len(cids) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids):
+                raise FormatError("hnsw_nodes chunk has the wrong number of ids or metadata")
+            if not all(isinstance(m, Mapping) for m in cmeta):
+                raise FormatError("hnsw_nodes metadata must be maps")
+            ids.extend(cids)
+            meta.extend(dict(m) for m in cmeta)
+            self._vecs[lo:hi] = _arr(nb["vectors"], np.float32, (r, self.dim))
+            self._ts[lo:hi] = _arr(nb["timestamps"], np.float64, (r,))
+            self._levels[lo:hi] = _arr(nb["levels"], np.int32, (r,))
+            self._dead[lo:hi] = _arr(lb["deleted"], np.uint8, (r,)) != 0
+            self._nb0[lo:hi] = _arr(lb["layer0"], np.int32, (r, self.M0))
+        self._n = n
+        self._sq[:n] = kernels.sq_norms(self._vecs[:n])
+        nb0 = self._nb0[:n]
+        valid = nb0 >= 0
+        if (nb0 >= n).any() or (nb0 < -1).any() or (valid[:, 1:] & ~valid[:, :-1]).any():
+            raise FormatError("hnsw layer-0 links out of range or not packed")
+        self._cnt0[:n] = valid.sum(axis=1)
+        self._ids, self._meta = ids, meta
+        self._slot = {ids[s]: s for s in np.flatnonzero(~self._dead[:n]).tolist()}
+        if len(self._slot) != n - int(self._dead[:n].sum()):
+            raise FormatError("hnsw chunk holds a live id twice")
+        self._n_dead = n - len(self._slot)
+
+    def _load_upper(self, up: Mapping[str, Any], n: int) -> None:
+        """Upper layers (CSR per layer), entry point and insert counter from the "hnsw_upper" chunk."""
+        if int(up["count"]) != n:
+            raise FormatError("hnsw_upper chunk does not match the descriptor")
+        for layer in up["layers"]:
+            keys = _arr(layer["nodes"], np.int32, None)
+            offs = _arr(layer["offsets"], np.int64, (keys.shape[0] + 1,))
+            flat = _arr(layer["links"], np.int32, None)
+            steps = np.diff(offs)
+            if offs[0] != 0 or offs[-1] != flat.shape[0] or (steps < 0).any() or (steps > self.M).any():
+                raise FormatError("hnsw upper layer offsets are inconsistent")
+            if ((keys < 0) | (keys >= n)).any() or ((flat < 0) | (flat >= n)).any():
+                raise FormatError("hnsw upper layer links out of range")
+            self._up.append({int(s): flat[offs[j]: offs[j + 1]].copy() for j, s in enumerate(keys.tolist())})
+        self._entry, self._max_level = int(up["entry"]), int(up["max_level"])
+        self._inserted = int(up["inserted"])
+        if n and not (0 <= self._entry < n and self._max_level == len(self._up)):
+            raise FormatError("hnsw entry point or level count is inconsistent")
 
 
 def _arr(value: Any, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:

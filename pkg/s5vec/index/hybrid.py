@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
-from ..filters import Filter
+from ..query import NO_CHUNKS, Chunks, HybridSearchParams, Outcome, Query, Record
 from .base import ChunkReader, ChunkWriter
 from .hnsw import HNSWIndex
-from .ivf import IVFIndex
+from .ivf import IVFIndex, IVFParams
 from .records import check_batch
 
 HNSW_PARAMS = ("M", "ef_construction", "ef_search", "chunk_rows", "seed")
-IVF_PARAMS = ("nlist", "nprobe", "codec", "pq_m", "pq_nbits", "rerank", "store_full", "lists_per_chunk", "cache_bytes",
-              "train_min", "kmeans_iters", "residual", "vectors_dtype")
-HNSW_SEARCH = ("ef",)
-IVF_SEARCH = ("nprobe", "rerank")
+IVF_PARAMS = tuple(f for f in IVFParams.__dataclass_fields__ if f != "seed")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -67,6 +65,7 @@ def _route(params: Mapping[str, Any], hnsw_keys: tuple[str, ...], ivf_keys: tupl
 
 class HybridIndex:
     kind = "hybrid"
+    search_params = HybridSearchParams
 
     def __init__(
         self,
@@ -112,7 +111,7 @@ class HybridIndex:
         now: float | None = None,
     ) -> None:
         ids, mat, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
-        if timestamps is None:
+        if timestamps is None:  # stamped with the time they are added: recent by definition
             ts = np.full(len(ids), self.clock() if now is None else now, np.float64)
         recent = ts >= self.cutoff(now)
         # An upsert may move a record between parts: drop the old copy where it would not be replaced.
@@ -166,24 +165,40 @@ class HybridIndex:
 
     # -- queries ----------------------------------------------------------------
     @staticmethod
-    def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        return _route(params, HNSW_SEARCH, IVF_SEARCH, "unknown search parameter (hybrid takes ef, nprobe, rerank):")
+    def _parts(query: Query) -> tuple[Query, Query]:
+        p: HybridSearchParams = query.params
+        return replace(query, params=p.hnsw()), replace(query, params=p.ivf())
 
-    def search(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[tuple[str, float]]:
-        q = kernels.as_vector(query, self.dim)
-        k = kernels.check_k(k)
-        hp, ip = self._split(params)
-        best: dict[str, float] = {}
-        for part, p in ((self.recent, hp), (self.historical, ip)):
-            if len(part):
-                for i, d in part.search(q, k, filter, **p):
-                    if i not in best or d < best[i]:
-                        best[i] = d
-        return sorted(best.items(), key=lambda kv: (kv[1], kv[0]))[:k]
+    def plan(self, query: Query) -> list[str]:
+        return self.historical.plan(self._parts(query)[1]) if len(self.historical) else []
 
-    def chunks_for(self, query: Any, k: int = 10, filter: Filter | None = None, **params: Any) -> list[str]:
-        _, ip = self._split(params)
-        return self.historical.chunks_for(query, k, filter=filter, **ip) if len(self.historical) else []
+    def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
+        """Both parts, merged by distance; an id in both (mid-migration) is returned once."""
+        hq, iq = self._parts(query)
+        best: dict[str, Any] = {}
+        if len(self.historical):
+            out = self.historical.search(iq, chunks)
+            if out.widen is not None:
+                return Outcome(widen=query.with_params(nprobe=out.widen.params.nprobe))
+            for h in out.hits:
+                best[h.id] = h
+        if len(self.recent):
+            for h in self.recent.search(hq).hits:
+                if h.id not in best or h.distance < best[h.id].distance:
+                    best[h.id] = h
+        return Outcome(sorted(best.values(), key=lambda h: (h.distance, h.id))[: query.k])
+
+    def plan_get(self, id: str) -> list[str]:
+        return [] if id in self.recent else self.historical.plan_get(id)
+
+    def get(self, id: str, chunks: Chunks = NO_CHUNKS) -> Record | None:
+        return self.recent.get(id) or self.historical.get(id, chunks)
+
+    def plan_all(self) -> list[str]:
+        return self.historical.plan_all()
+
+    def load_all(self, chunks: Chunks) -> None:
+        self.historical.load_all(chunks)
 
     def metadata(self, id: str) -> dict[str, Any]:
         part = self._part_of(id)
@@ -206,10 +221,6 @@ class HybridIndex:
 
     def __contains__(self, id: object) -> bool:
         return id in self.recent or id in self.historical
-
-    def load_all(self) -> None:
-        if hasattr(self.historical, "load_all"):
-            self.historical.load_all()
 
     # -- persistence ------------------------------------------------------------
     def save(self, writer: ChunkWriter) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """IVF index: k-means inverted lists, optionally scalar- (SQ8) or product-quantized (PQ).
 
 Layout in memory
-    ``nlist`` inverted lists; list ``l`` holds its records' ids, codes (float32 vectors for the
-    flat codec, uint8 codes for sq8/pq), optionally the full float32 vectors (``store_full``,
-    used to re-rank quantized candidates exactly), metadata dicts and timestamps (float64, NaN
-    = none). An ``id -> (list, row)`` map is kept while the index is fully resident.
+    ``nlist`` inverted lists (:class:`s5vec.index.ivf_lists.IVFList`); list ``l`` holds its
+    records' ids, codes, optionally the full vectors (``store_full``, used to re-rank quantized
+    candidates exactly), metadata and timestamps. An ``id -> (list, row)`` map is kept while the
+    index is fully resident.
 
 Small indexes
     Until the index is trained, records go to a *pending* buffer that is searched exactly.
@@ -12,258 +12,69 @@ Small indexes
     ``max(1000, 30 * nlist)``) trains the index on everything and moves the buffer into lists.
     ``train(vectors)`` trains explicitly (and redistributes any records already held).
 
-Persistence
-    ``save(writer)`` writes one ``"ivf_centroids"`` chunk (params, centroids, codec state) and
-    one ``"ivf_list"`` chunk per group of ``lists_per_chunk`` lists (plus one ``"ivf_list"``
-    chunk for the pending buffer of an untrained index). Chunk bodies depend only on content,
-    so unchanged lists keep their CID and an incremental save re-uploads only changed lists.
-
-Lazy loading
-    ``IVFIndex.load(desc, reader)`` reads only the centroids chunk (and the pending buffer of
-    an untrained index). A search fetches the chunks of the lists it probes through
-    ``reader.get`` and keeps decoded lists in an LRU bounded by ``cache_bytes``;
-    ``chunks_for`` names the chunks a search would fetch so the caller can prefetch them
-    in parallel. A lazily loaded index is read-only: ``add``/``delete``/``train``/``retrain``
-    raise :class:`InvalidArgumentError` until ``load_all()`` makes every list resident.
-    On a lazy index ``__contains__``/``metadata``/``timestamp`` look in the last search's
-    results and the cached lists first, then fetch the remaining lists one by one.
+Searching (plan, then execute)
+    ``plan(query)`` names the list chunks the probe needs (nothing when every list is
+    resident); ``search(query, chunks)`` scores the probed lists, taking the ones that are not
+    resident from ``chunks``. A filtered search whose probed lists held fewer than ``k``
+    matches returns ``Outcome(widen=...)`` with twice the ``nprobe``: the request layer runs
+    another plan/fetch/search round. Persistence and lazy loading live in
+    :mod:`s5vec.index.ivf_store`.
 """
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .. import kernels, layout
+from .. import kernels
 from .. import quantizers as qz
-from ..errors import FormatError, InvalidArgumentError, UnknownIdError
-from ..filters import Filter, fields_of, parse, summarize
-from .base import ChunkReader, ChunkWriter
+from ..errors import InvalidArgumentError, UnknownIdError
+from ..filters import Filter, fields_of, summarize
+from ..query import NO_CHUNKS, Chunks, Hit, IVFSearchParams, Outcome, Query, Record
+from .ivf_lists import PENDING as _PENDING, IVFList, IVFParams, is_int as _is_int, make_codec
+from .ivf_store import IVFStorage
 from .records import check_batch
 
-CENTROIDS_KIND = "ivf_centroids"
-SUMMARIES_KIND = "ivf_summaries"
-LIST_KIND = "ivf_list"
-DESC_VERSION = 1
-_PENDING = -1
 FILTER_DEPTH = 4  # a filtered search probes until its lists are expected to hold 4k matches
 _ADD_BLOCK = 16_384
 
 
-def _is_int(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
-
-
-class _List:
-    """One inverted list (or the pending buffer)."""
-
-    __slots__ = ("ids", "codes", "vectors", "metadata", "timestamps", "_sq", "_rows")
-
-    def __init__(
-        self,
-        ids: list[str],
-        codes: np.ndarray | None,
-        vectors: np.ndarray | None,
-        metadata: list[dict[str, Any]],
-        timestamps: np.ndarray,
-    ) -> None:
-        self.ids = ids
-        self.codes = codes
-        self.vectors = vectors
-        self.metadata = metadata
-        self.timestamps = timestamps
-        self._sq: np.ndarray | None = None
-        self._rows: dict[str, int] | None = None
-
-    @classmethod
-    def empty(cls, code_size: int, code_dtype: np.dtype | None, dim: int | None) -> "_List":
-        codes = None if code_dtype is None else np.empty((0, code_size), dtype=code_dtype)
-        vectors = None if dim is None else np.empty((0, dim), dtype=np.float32)
-        return cls([], codes, vectors, [], np.empty(0, dtype=np.float64))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def sq(self) -> np.ndarray:
-        """Squared norms of the full vectors (for L2 distances), computed once per version."""
-        if self._sq is None:
-            self._sq = kernels.sq_norms(self.vectors)
-        return self._sq
-
-    def row_of(self, id: str) -> int | None:
-        if self._rows is None:
-            self._rows = {i: r for r, i in enumerate(self.ids)}
-        return self._rows.get(id)
-
-    def nbytes(self) -> int:
-        n = self.timestamps.nbytes + 64 * len(self.ids) + 96 * len(self.metadata)
-        if self.codes is not None:
-            n += self.codes.nbytes
-        if self.vectors is not None and self.vectors is not self.codes:
-            n += self.vectors.nbytes
-        return n
-
-    def append(
-        self,
-        ids: list[str],
-        codes: np.ndarray | None,
-        vectors: np.ndarray | None,
-        metadata: list[dict[str, Any]],
-        timestamps: np.ndarray,
-        shared: bool,
-    ) -> None:
-        self.ids = self.ids + ids
-        self.metadata = list(self.metadata) + metadata
-        self.timestamps = np.concatenate((self.timestamps, timestamps))
-        if self.vectors is not None and vectors is not None:
-            self.vectors = np.concatenate((self.vectors, vectors))
-        if shared:
-            self.codes = self.vectors
-        elif self.codes is not None and codes is not None:
-            self.codes = np.concatenate((self.codes, codes))
-        self._sq = None
-        self._rows = None
-
-    def remove_rows(self, rows: np.ndarray, shared: bool) -> None:
-        keep = np.ones(len(self.ids), dtype=bool)
-        keep[rows] = False
-        self.ids = [i for i, k in zip(self.ids, keep) if k]
-        self.metadata = [m for m, k in zip(self.metadata, keep) if k]
-        self.timestamps = self.timestamps[keep]
-        if self.vectors is not None:
-            self.vectors = self.vectors[keep]
-        if shared:
-            self.codes = self.vectors
-        elif self.codes is not None:
-            self.codes = self.codes[keep]
-        self._sq = None
-        self._rows = None
-
-    def body(self, number: int, shared: bool, vectors_dtype: str = "float32") -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "list": number,
-            "ids": layout.pack_strings(self.ids),
-            "metadata": layout.pack_records(self.metadata),
-            "timestamps": np.ascontiguousarray(self.timestamps, dtype=np.float64),
-        }
-        if self.vectors is not None:
-            out["vectors"] = np.ascontiguousarray(self.vectors, dtype=np.dtype(vectors_dtype))
-        if not shared and self.codes is not None:
-            out["codes"] = np.ascontiguousarray(self.codes)
-        return out
-
-    @classmethod
-    def from_body(
-        cls, body: Mapping[str, Any], dim: int, code_size: int, code_dtype: np.dtype | None, shared: bool
-    ) -> "_List":
-        try:
-            ids = layout.unpack_strings(body["ids"])
-            n = len(ids)
-            metadata = layout.unpack_records(body["metadata"], n)
-            ts = np.asarray(body["timestamps"], dtype=np.float64).reshape(n)
-            vectors = body.get("vectors")
-            if vectors is not None:
-                vectors = np.asarray(vectors, dtype=np.float32).reshape(n, dim)
-            if shared:
-                codes = vectors
-                if vectors is None:
-                    raise FormatError("flat IVF list without vectors")
-            elif code_dtype is None:
-                codes = None
-            else:
-                codes = np.asarray(body["codes"], dtype=code_dtype).reshape(n, code_size)
-            if len(metadata) != n:
-                raise FormatError("IVF list has mismatched metadata")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"malformed IVF list chunk: {exc}") from None
-        return cls(ids, codes, vectors, metadata, ts)
-
-
-class IVFIndex:
+class IVFIndex(IVFStorage):
     """Inverted-file index over k-means lists with flat, SQ8 or PQ codes (see module docstring)."""
 
     kind = "ivf"
+    search_params = IVFSearchParams
 
-    def __init__(
-        self,
-        dim: int,
-        metric: str = "cosine",
-        nlist: int = 128,
-        nprobe: int = 16,
-        codec: str = "flat",
-        pq_m: int | None = None,
-        rerank: int | None = None,
-        store_full: bool = True,
-        seed: int = 0,
-        *,
-        pq_nbits: int = 8,
-        lists_per_chunk: int = 1,
-        cache_bytes: int = 64 * 2**20,
-        train_min: int | None = None,
-        kmeans_iters: int = 20,
-        residual: bool | None = None,
-        vectors_dtype: str = "float32",
-    ) -> None:
+    def __init__(self, dim: int, metric: str = "cosine", params: IVFParams | None = None, **kw: Any) -> None:
+        """``IVFIndex(dim, metric, nlist=..., codec=...)`` or ``IVFIndex(dim, metric, IVFParams(...))``."""
         if not _is_int(dim) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
-        kernels.check_metric(metric)
-        for name, v in (("nlist", nlist), ("nprobe", nprobe), ("lists_per_chunk", lists_per_chunk), ("kmeans_iters", kmeans_iters)):
-            if not _is_int(v) or v < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
-        if codec not in ("flat", "sq8", "pq"):
-            raise InvalidArgumentError(f"codec must be 'flat', 'sq8' or 'pq', got {codec!r}")
-        if rerank is not None and (not _is_int(rerank) or rerank < 0):
-            raise InvalidArgumentError(f"rerank must be None or an integer >= 0, got {rerank!r}")
-        if not _is_int(cache_bytes) or cache_bytes < 0:
-            raise InvalidArgumentError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
-        if train_min is not None and (not _is_int(train_min) or train_min < nlist):
-            raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {train_min!r}")
-        if vectors_dtype not in ("float32", "float16"):
-            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {vectors_dtype!r}")
-        # float16 halves the bytes of stored full vectors (the flat codec's codes, the re-rank
-        # vectors of sq8/pq); vectors are rounded on insert so results are the same before and
-        # after a save/load, in the browser and on CPython
-        self.vectors_dtype = vectors_dtype
+        p = params if params is not None else IVFParams(**kw)
         self.dim = int(dim)
-        self.metric = metric
-        self.nlist = int(nlist)
-        self.nprobe = int(nprobe)
-        self.codec_name = codec
-        self.rerank = None if rerank is None else int(rerank)
-        self.store_full = bool(store_full) or codec == "flat"
-        self.seed = int(seed)
-        self.lists_per_chunk = int(lists_per_chunk)
-        self.cache_bytes = int(cache_bytes)
-        self.kmeans_iters = int(kmeans_iters)
-        self.train_min = int(train_min) if train_min is not None else max(1000, 30 * self.nlist)
+        self.metric = kernels.check_metric(metric)
+        self.vectors_dtype = p.vectors_dtype
+        self.nlist, self.nprobe, self.codec_name = int(p.nlist), int(p.nprobe), p.codec
+        self.rerank = None if p.rerank is None else int(p.rerank)
+        self.store_full = bool(p.store_full) or p.codec == "flat"
+        self.seed, self.lists_per_chunk, self.kmeans_iters = int(p.seed), int(p.lists_per_chunk), int(p.kmeans_iters)
+        self.train_min = int(p.train_min) if p.train_min is not None else max(1000, 30 * self.nlist)
         # PQ encodes residuals x - centroid(list) by default (much finer codes on clustered data)
-        self.residual = codec == "pq" and (residual is None or bool(residual))
-        self.pq_nbits = int(pq_nbits)
-        self.pq_m = pq_m
+        self.residual = p.codec == "pq" and (p.residual is None or bool(p.residual))
+        self.pq_nbits, self.pq_m = int(p.pq_nbits), p.pq_m
         self.codec: qz.Codec = self._fresh_codec()
-        if codec == "pq":
+        if p.codec == "pq":
             self.pq_m = self.codec.m  # type: ignore[attr-defined]
         self.centroids: np.ndarray | None = None
         self._csq: np.ndarray | None = None
-        self._lists: list[_List | None] = []
+        self._lists: list[IVFList | None] = []
         self._counts = np.zeros(self.nlist, dtype=np.int64)
         self._pending = self._new_pending()
         self._loc: dict[str, tuple[int, int]] | None = {}
-        # persistence / lazy state
-        self._reader: ChunkReader | None = None
-        self._lazy = False
-        self._chunk_cids: list[str | None] = [None] * self._nchunks
         # per-list metadata summaries (filters.summarize) so filtered searches skip lists that
         # cannot match; None = not computed yet (resident lists) or unknown (old manifests)
         self._summaries: list[dict[str, Any] | None] = [None] * self.nlist
-        self._centroids_cid: str | None = None
-        self._pending_cid: str | None = None
-        self._lru: OrderedDict[int, tuple[int, dict[int, _List]]] = OrderedDict()
-        self._lru_bytes = 0
-        self._last: dict[str, tuple[dict[str, Any], float]] = {}
+        self._init_storage()
+        self._planned: tuple[Query, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -273,26 +84,18 @@ class IVFIndex:
         return self.codec_name == "flat"
 
     @property
-    def _nchunks(self) -> int:
-        return -(-self.nlist // self.lists_per_chunk)
-
-    @property
     def trained(self) -> bool:
         return self.centroids is not None
 
-    @property
-    def lazy(self) -> bool:
-        return self._lazy
-
-    def _new_list(self) -> _List:
-        return _List.empty(
+    def _new_list(self) -> IVFList:
+        return IVFList.empty(
             self.codec.code_size,
             None if self._shared else self.codec.code_dtype,
             self.dim if self.store_full else None,
         )
 
-    def _new_pending(self) -> _List:
-        return _List.empty(0, None, self.dim)
+    def _new_pending(self) -> IVFList:
+        return IVFList.empty(0, None, self.dim)
 
     def spec(self) -> str:
         """Short description for the manifest, faiss style: ``IVF256,PQ16``, ``IVF128,SQ8``, ``IVF128,Flat``."""
@@ -300,20 +103,12 @@ class IVFIndex:
         return f"IVF{self.nlist},{code}" + (",f16" if self.vectors_dtype == "float16" else "")
 
     def params(self) -> dict[str, Any]:
+        """The construction parameters as resolved (what the centroids chunk records)."""
         return {
-            "nlist": self.nlist,
-            "nprobe": self.nprobe,
-            "codec": self.codec_name,
-            "pq_m": self.pq_m,
-            "pq_nbits": self.pq_nbits,
-            "rerank": self.rerank,
-            "store_full": self.store_full,
-            "seed": self.seed,
-            "lists_per_chunk": self.lists_per_chunk,
-            "train_min": self.train_min,
-            "kmeans_iters": self.kmeans_iters,
-            "residual": self.residual,
-            "vectors_dtype": self.vectors_dtype,
+            "nlist": self.nlist, "nprobe": self.nprobe, "codec": self.codec_name, "pq_m": self.pq_m,
+            "pq_nbits": self.pq_nbits, "rerank": self.rerank, "store_full": self.store_full, "seed": self.seed,
+            "lists_per_chunk": self.lists_per_chunk, "train_min": self.train_min,
+            "kmeans_iters": self.kmeans_iters, "residual": self.residual, "vectors_dtype": self.vectors_dtype,
         }
 
     def __len__(self) -> int:
@@ -322,7 +117,7 @@ class IVFIndex:
     def __repr__(self) -> str:
         return (
             f"IVFIndex(dim={self.dim}, metric={self.metric!r}, nlist={self.nlist}, codec={self.codec_name!r}, "
-            f"n={len(self)}, trained={self.trained}, lazy={self._lazy})"
+            f"n={len(self)}, trained={self.trained}, lazy={self.lazy})"
         )
 
     def list_sizes(self) -> np.ndarray:
@@ -343,23 +138,6 @@ class IVFIndex:
             return 0.0
         return float(self._counts.std() / (total / self.nlist))
 
-    def _require_mutable(self, what: str) -> None:
-        if self._lazy:
-            raise InvalidArgumentError(
-                f"cannot {what} a lazily loaded IVF index: call load_all() first to make it writable"
-            )
-
-    # ------------------------------------------------------------------ validation
-
-    def _validate_batch(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any]] | None,
-        timestamps: Sequence[float | None] | None,
-    ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-        return check_batch(self.dim, ids, vectors, metadata, timestamps)
-
     # ------------------------------------------------------------------ training
 
     def train(self, vectors: Any, progress: Callable[[int, int], Any] | None = None) -> None:
@@ -367,7 +145,7 @@ class IVFIndex:
 
         Records already held (pending or in lists) are redistributed over the new lists.
         """
-        self._require_mutable("train")
+        self._require_resident("train")
         x = kernels.as_matrix(vectors, self.dim)
         if x.shape[0] < self.nlist:
             raise InvalidArgumentError(f"training needs at least nlist={self.nlist} vectors, got {x.shape[0]}")
@@ -408,14 +186,7 @@ class IVFIndex:
             self._insert_trained(ids, vecs, metas, ts, codes=codes)
 
     def _fresh_codec(self) -> qz.Codec:
-        if self.codec_name == "pq":
-            # residual PQ: the table holds l2 sub-distances to (q - c) or inner products with q;
-            # the centroid term is added per list at search time
-            metric = ("l2" if self.metric == "l2" else "ip") if self.residual else self.metric
-            return qz.PQCodec(self.dim, self.pq_m, self.pq_nbits, metric, seed=self.seed)
-        if self.codec_name == "sq8":
-            return qz.SQ8Codec(self.dim, self.metric)
-        return qz.Float32Codec(self.dim, self.metric)
+        return make_codec(self.codec_name, self.dim, self.metric, self.residual, self.pq_m, self.pq_nbits, self.seed)
 
     def _gather(self) -> tuple[list[str], np.ndarray, np.ndarray | None, list[dict[str, Any]], np.ndarray]:
         """Every record held, pending first then list by list: ids, vectors (full or decoded),
@@ -449,7 +220,7 @@ class IVFIndex:
             codes = np.concatenate(code_parts)
         return ids, vecs, codes, metas, ts
 
-    def _decode(self, lst: _List, number: int, rows: slice | None = None) -> np.ndarray:
+    def _decode(self, lst: IVFList, number: int, rows: slice | None = None) -> np.ndarray:
         """Approximate vectors of a code-only list (adds the centroid back for residual codes)."""
         codes = lst.codes if rows is None else lst.codes[rows]
         out = self.codec.decode(codes)
@@ -461,7 +232,7 @@ class IVFIndex:
         """Retrain centroids (and the codec, when full vectors are stored) on the current data,
         then reassign every record. Without full vectors the decoded codes are clustered and
         the existing codes are kept."""
-        self._require_mutable("retrain")
+        self._require_resident("retrain")
         n = len(self)
         if n < self.nlist:
             raise InvalidArgumentError(f"retraining needs at least nlist={self.nlist} records, held {n}")
@@ -476,7 +247,7 @@ class IVFIndex:
         """Retrain and reassign if the list sizes are uneven (see :meth:`needs_rebalance`).
 
         Returns whether a retrain happened."""
-        self._require_mutable("rebalance")
+        self._require_resident("rebalance")
         if not force and not self.needs_rebalance(max_ratio, max_cv):
             return False
         self.retrain()
@@ -493,8 +264,8 @@ class IVFIndex:
         progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         """Insert or replace (upsert) records. Validates everything before changing anything."""
-        self._require_mutable("add to")
-        ids, x, metas, ts = self._validate_batch(ids, vectors, metadata, timestamps)
+        self._require_resident("add to")
+        ids, x, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
         if not ids:
             return
         x = kernels.prepare(x, self.metric)
@@ -520,7 +291,7 @@ class IVFIndex:
             return
         self._insert_trained(ids, x, metas, ts, progress=progress)
 
-    def _register(self, number: int, lst: _List, start: int) -> None:
+    def _register(self, number: int, lst: IVFList, start: int) -> None:
         loc = self._loc
         assert loc is not None
         for r in range(start, len(lst.ids)):
@@ -592,7 +363,7 @@ class IVFIndex:
 
     def delete(self, ids: Iterable[str]) -> int:
         """Remove records; raises UnknownIdError (changing nothing) if any id is unknown."""
-        self._require_mutable("delete from")
+        self._require_resident("delete from")
         if isinstance(ids, str):
             ids = [ids]
         uniq = list(dict.fromkeys(ids))
@@ -602,14 +373,12 @@ class IVFIndex:
         if missing:
             raise UnknownIdError(f"unknown id {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         self._remove(uniq)
-        for i in uniq:
-            self._last.pop(i, None)
         return len(uniq)
 
     # ------------------------------------------------------------------ lookup
 
-    def _find(self, id: str) -> tuple[_List, int, int] | None:
-        """(list, row, list number) of a record, or None."""
+    def _find(self, id: str, chunks: Chunks = NO_CHUNKS) -> tuple[IVFList, int, int] | None:
+        """(list, row, list number) of a record among resident lists and ``chunks``, or None."""
         if self._loc is not None:
             hit = self._loc.get(id)
             if hit is None:
@@ -618,99 +387,63 @@ class IVFIndex:
             lst = self._pending if l == _PENDING else self._lists[l]
             assert lst is not None
             return lst, r, l
-        # lazy: pending, cached lists, then every other list through the reader
         r = self._pending.row_of(id)
         if r is not None:
             return self._pending, r, _PENDING
-        for _, (_, lists) in self._lru.items():
-            for l, lst in lists.items():
-                r = lst.row_of(id)
-                if r is not None:
-                    return lst, r, l
-        for c in range(self._nchunks):
-            if c in self._lru or not self._chunk_has_records(c):
-                continue
-            for l, lst in self._decode_chunk(c).items():
-                r = lst.row_of(id)
-                if r is not None:
-                    return lst, r, l
+        for c, cid in enumerate(self._chunk_cids):
+            if cid in chunks:
+                for l, lst in self._chunk_lists(c, chunks).items():
+                    r = lst.row_of(id)
+                    if r is not None:
+                        return lst, r, l
         return None
 
-    def __contains__(self, id: object) -> bool:
-        if not isinstance(id, str):
-            return False
-        if self._loc is not None:
-            return id in self._loc
-        return id in self._last or self._find(id) is not None
-
-    def metadata(self, id: str) -> dict[str, Any]:
-        """Metadata of a record (a copy)."""
-        if self._loc is None and id in self._last:
-            return dict(self._last[id][0])
+    def _resident_find(self, id: Any) -> tuple[IVFList, int, int]:
+        self._require_resident("look up records of")
         hit = self._find(id) if isinstance(id, str) else None
         if hit is None:
             raise UnknownIdError(f"unknown id {id!r}")
-        return dict(hit[0].metadata[hit[1]])
+        return hit
+
+    def get(self, id: str, chunks: Chunks = NO_CHUNKS) -> Record | None:
+        hit = self._find(id, chunks)
+        if hit is None:
+            return None
+        lst, r, _ = hit
+        return Record(id, dict(lst.metadata[r]), lst.timestamp(r))
+
+    def __contains__(self, id: object) -> bool:
+        self._require_resident("look up records of")
+        return isinstance(id, str) and id in self._loc  # type: ignore[operator]
+
+    def metadata(self, id: str) -> dict[str, Any]:
+        """Metadata of a record (a copy); a lazy index answers through ``get`` (plan_get first)."""
+        lst, r, _ = self._resident_find(id)
+        return dict(lst.metadata[r])
 
     def timestamp(self, id: str) -> float | None:
-        """Timestamp of a record (None if it has none)."""
-        if self._loc is None and id in self._last:
-            t = self._last[id][1]
-        else:
-            hit = self._find(id) if isinstance(id, str) else None
-            if hit is None:
-                raise UnknownIdError(f"unknown id {id!r}")
-            t = float(hit[0].timestamps[hit[1]])
-        return None if math.isnan(t) else t
+        """Timestamp of a record (None only for records saved before every record had one)."""
+        lst, r, _ = self._resident_find(id)
+        return lst.timestamp(r)
 
     def vector(self, id: str) -> np.ndarray:
         """The stored (prepared) vector of a record: exact when full vectors are kept, else decoded."""
-        hit = self._find(id) if isinstance(id, str) else None
-        if hit is None:
-            raise UnknownIdError(f"unknown id {id!r}")
-        lst, r, l = hit
+        lst, r, l = self._resident_find(id)
         if lst.vectors is not None:
             return lst.vectors[r].copy()
         return self._decode(lst, l, slice(r, r + 1))[0]
 
     def items(self) -> Iterator[tuple[str, np.ndarray, dict[str, Any], float | None]]:
         """Every record as ``(id, vector, metadata, timestamp)``; vectors are the stored
-        (prepared) vectors, decoded from codes when full vectors are not kept. On a lazy
-        index the lists are fetched one chunk at a time."""
-        def emit(lst: _List, number: int) -> Iterator[tuple[str, np.ndarray, dict[str, Any], float | None]]:
+        (prepared) vectors, decoded from codes when full vectors are not kept."""
+        self._require_resident("list the records of")
+        parts = [(_PENDING, self._pending)] + [(l, x) for l, x in enumerate(self._lists) if x is not None]
+        for number, lst in parts:
             vecs = lst.vectors if lst.vectors is not None else self._decode(lst, number)
             for r, i in enumerate(lst.ids):
-                t = float(lst.timestamps[r])
-                yield i, vecs[r].copy(), dict(lst.metadata[r]), (None if math.isnan(t) else t)
+                yield i, vecs[r].copy(), dict(lst.metadata[r]), lst.timestamp(r)
 
-        yield from emit(self._pending, _PENDING)
-        if not self.trained:
-            return
-        if not self._lazy:
-            for l, lst in enumerate(self._lists):
-                if lst is not None:
-                    yield from emit(lst, l)
-            return
-        for c in range(self._nchunks):
-            if not self._chunk_has_records(c):
-                continue
-            hit = self._lru.get(c)
-            lists = hit[1] if hit is not None else self._decode_chunk(c)
-            for l in sorted(lists):
-                yield from emit(lists[l], l)
-
-    # ------------------------------------------------------------------ search
-
-    def _prepare_query(self, query: Any) -> np.ndarray:
-        q = kernels.as_vector(query, self.dim)
-        return kernels.prepare(q[None, :], self.metric)[0]
-
-    def _check_nprobe(self, nprobe: Any) -> int:
-        if nprobe is None:
-            return min(self.nprobe, self.nlist)
-        if not _is_int(nprobe) or nprobe < 1:
-            raise InvalidArgumentError(f"nprobe must be a positive integer, got {nprobe!r}")
-        return min(int(nprobe), self.nlist)
+    # ------------------------------------------------------------------ search: the probe
 
     def _probe_dist(self, q: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """Probed list numbers (nearest first) and the query's distances to every centroid."""
@@ -718,9 +451,6 @@ class IVFIndex:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         d = kernels.distances(q, self.centroids, self.metric, self._csq)
         return kernels.top_k(d, nprobe), d
-
-    def _probe(self, q: np.ndarray, nprobe: int) -> np.ndarray:
-        return self._probe_dist(q, nprobe)[0]
 
     def _summary(self, l: int) -> dict[str, Any] | None:
         """The list's metadata summary: loaded with the centroids, or computed from a resident list."""
@@ -758,84 +488,36 @@ class IVFIndex:
                 break
         return np.asarray(out, dtype=np.int64), d
 
-    def probed_lists(self, query: Any, nprobe: int | None = None) -> list[int]:
-        """Numbers of the lists a search would probe, nearest centroid first."""
-        q = self._prepare_query(query)
-        return [int(l) for l in self._probe(q, self._check_nprobe(nprobe))]
+    def _nprobe(self, query: Query) -> int:
+        return min(query.params.nprobe or self.nprobe, self.nlist)
 
-    def _chunk_has_records(self, c: int) -> bool:
-        g = self.lists_per_chunk
-        return bool(self._counts[c * g : (c + 1) * g].sum() > 0)
+    def _probe_for(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        """The probe of ``query``, computed once for its plan and its search (one-entry memo)."""
+        memo = self._planned
+        if memo is not None and memo[0] is query:
+            return memo[1], memo[2]
+        probe, cdist = self._probe_filtered(query.vector, self._nprobe(query), query.filter, query.k)
+        self._planned = (query, probe, cdist)
+        return probe, cdist
 
-    def chunks_for(
-        self, query: Any, k: int = 10, nprobe: int | None = None, filter: Any = None, **params: Any
-    ) -> list[str]:
-        """CIDs of list chunks the search would probe that are not in memory yet (probe order)."""
+    def probed_lists(self, query: Query) -> list[int]:
+        """Numbers of the lists a search of ``query`` probes, nearest centroid first."""
+        return [int(l) for l in self._probe_for(query)[0]]
+
+    def plan(self, query: Query) -> list[str]:
+        """CIDs of the list chunks the probe of ``query`` reads that are not resident (probe order)."""
         if not self._lazy:
             return []
-        q = self._prepare_query(query)
-        flt = filter if filter is None or isinstance(filter, Filter) else parse(filter)
-        out: list[str] = []
-        seen: set[int] = set()
-        for l in self._probe_filtered(q, self._check_nprobe(nprobe), flt, kernels.check_k(k))[0]:
-            if self._counts[l] == 0:
-                continue
-            c = int(l) // self.lists_per_chunk
-            if c in seen or c in self._lru:
-                continue
-            seen.add(c)
-            cid = self._chunk_cids[c]
-            assert cid is not None
-            out.append(cid)
-        return out
+        probe, _ = self._probe_for(query)
+        return self._chunks_of_lists(probe)
 
-    def _decode_chunk(self, c: int) -> dict[int, _List]:
-        assert self._reader is not None
-        cid = self._chunk_cids[c]
-        assert cid is not None
-        body = self._reader.get(cid, LIST_KIND)
-        return self._lists_from_body(body, c)
+    def plan_get(self, id: str) -> list[str]:
+        """A lazy index does not know which list holds ``id``: every list chunk, in order."""
+        if not self._lazy or self._pending.row_of(id) is not None:
+            return []
+        return self._chunks_of_lists(range(self.nlist))
 
-    def _lists_from_body(self, body: Mapping[str, Any], c: int) -> dict[int, _List]:
-        g = self.lists_per_chunk
-        out: dict[int, _List] = {}
-        try:
-            entries = body["lists"]
-        except (KeyError, TypeError):
-            raise FormatError("IVF list chunk without lists") from None
-        for entry in entries:
-            l = int(entry["list"])
-            if not c * g <= l < min((c + 1) * g, self.nlist):
-                raise FormatError(f"IVF list chunk {c} holds list {l}")
-            lst = _List.from_body(
-                entry, self.dim, self.codec.code_size, None if self._shared else self.codec.code_dtype, self._shared
-            )
-            if len(lst) != self._counts[l]:
-                raise FormatError(f"IVF list {l} has {len(lst)} records, descriptor says {int(self._counts[l])}")
-            out[l] = lst
-        for l in range(c * g, min((c + 1) * g, self.nlist)):
-            out.setdefault(l, self._new_list())
-        return out
-
-    def _get_list(self, l: int) -> _List:
-        """A list for searching: resident, from the LRU, or fetched through the reader."""
-        lst = self._lists[l]
-        if lst is not None:
-            return lst
-        c = l // self.lists_per_chunk
-        hit = self._lru.get(c)
-        if hit is not None:
-            self._lru.move_to_end(c)
-            return hit[1][l]
-        lists = self._decode_chunk(c)
-        size = sum(x.nbytes() for x in lists.values())
-        if size <= self.cache_bytes:
-            self._lru[c] = (size, lists)
-            self._lru_bytes += size
-            while self._lru_bytes > self.cache_bytes:
-                _, (old, _) = self._lru.popitem(last=False)
-                self._lru_bytes -= old
-        return lists[l]
+    # ------------------------------------------------------------------ search: scoring
 
     def _default_rerank(self, k: int) -> int:
         if self._shared or not self.store_full:
@@ -844,57 +526,18 @@ class IVFIndex:
             return self.rerank
         return 10 * k if self.codec_name == "pq" else 4 * k
 
-    def search(
-        self,
-        query: Any,
-        k: int = 10,
-        filter: Filter | Mapping[str, Any] | None = None,
-        nprobe: int | None = None,
-        rerank: int | None = None,
-        **params: Any,
-    ) -> list[tuple[str, float]]:
-        """Best ``k`` (id, distance) pairs, best first. ``nprobe`` lists are scanned; with a
-        quantized codec and full vectors, the best ``rerank`` candidates are re-scored exactly
-        (``rerank=0`` disables; default 4k for sq8, 10k for pq)."""
-        k = kernels.check_k(k)
-        nprobe_n = self._check_nprobe(nprobe)
-        if rerank is not None and (not _is_int(rerank) or rerank < 0):
-            raise InvalidArgumentError(f"rerank must be an integer >= 0, got {rerank!r}")
-        flt = filter if filter is None or isinstance(filter, Filter) else parse(filter)
-        q = self._prepare_query(query)
-        n_rerank = (self._default_rerank(k) if rerank is None else int(rerank)) if (self.store_full and not self._shared) else 0
+    def search(self, query: Query, chunks: Chunks = NO_CHUNKS) -> Outcome:
+        """Best ``k`` hits of the probed lists (``chunks`` supplies the ones not resident).
 
-        sources: list[_List] = []
-        dists: list[np.ndarray] = []
-        exact: list[bool] = []
-        if len(self._pending):
-            p = self._pending
-            sources.append(p)
-            dists.append(kernels.distances(q, p.vectors, self.metric, p.sq if self.metric == "l2" else None))
-            exact.append(True)
-        if self.trained and self._counts.sum() > 0:
-            probe, cdist = self._probe_filtered(q, nprobe_n, flt, k)
-            per_list_table = self.residual and self.metric == "l2"
-            table = None if per_list_table else self.codec.distance_table(q)
-            for l in probe:
-                if self._counts[l] == 0:
-                    continue
-                lst = self._get_list(int(l))
-                if self._shared:
-                    d = kernels.distances(q, lst.vectors, self.metric, lst.sq if self.metric == "l2" else None)
-                elif per_list_table:  # ||q - c - r||^2: table from the query's residual q - c
-                    qr = q - self.centroids[l]
-                    d = self.codec.distances(qr, lst.codes, self.codec.distance_table(qr))
-                elif self.residual:  # ip/cosine: dist(q, c) - q.r
-                    d = self.codec.distances(q, lst.codes, table)
-                    d += cdist[l]
-                else:
-                    d = self.codec.distances(q, lst.codes, table)
-                sources.append(lst)
-                dists.append(d)
-                exact.append(self._shared)
+        With a quantized codec and full vectors the best ``rerank`` candidates are re-scored
+        exactly (``rerank=0`` disables; default 4k for sq8, 10k for pq). A filtered search that
+        found fewer than ``k`` matches asks for another round with twice the ``nprobe``."""
+        k, flt = query.k, query.filter
+        rerank = query.params.rerank
+        n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
+        sources, dists, exact = self._score(query, chunks)
         if not sources:
-            return []
+            return Outcome()
         # intp, not int64: np.repeat casts its counts to intp 'safely', which int64 -> int32 is not on wasm32 (Pyodide)
         sizes = np.fromiter((d.shape[0] for d in dists), dtype=np.intp, count=len(dists))
         all_d = np.concatenate(dists) if len(dists) > 1 else dists[0]
@@ -902,40 +545,75 @@ class IVFIndex:
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         rows = np.arange(all_d.shape[0]) - np.repeat(offsets, sizes)
         need = max(k, n_rerank)
-
         if flt is None:
             cand = kernels.top_k(all_d, need)
         else:
             cand = self._filtered_candidates(all_d, src, rows, sources, flt, need)
-            if cand.size < k and self.trained and nprobe_n < self.nlist:
-                # the summaries' bounds were optimistic: widen the probe (bounded by nlist)
-                return self.search(query, k, flt, nprobe=min(self.nlist, nprobe_n * 2), rerank=rerank)
+            nprobe = self._nprobe(query)
+            if cand.size < k and self.trained and nprobe < self.nlist:
+                # the summaries' bounds were optimistic: another round, probing wider
+                return Outcome(widen=query.with_params(nprobe=min(self.nlist, nprobe * 2)))
         if cand.size == 0:
-            return []
-
+            return Outcome()
         cd = all_d[cand]
         if n_rerank > 0:
-            cs, cr = src[cand], rows[cand]
-            approx = ~np.asarray(exact)[cs]
-            if approx.any():
-                vecs = np.stack([sources[s].vectors[r] for s, r in zip(cs[approx], cr[approx])])
-                cd = cd.copy()
-                cd[approx] = kernels.distances(q, vecs, self.metric)
-        best = kernels.top_k(cd, k)
-        out: list[tuple[str, float]] = []
-        self._last = {}
-        for b in best:
+            cd = self._rerank(query.vector, cd, src[cand], rows[cand], sources, exact)
+        hits = []
+        for b in kernels.top_k(cd, k):
             i = cand[b]
             lst, r = sources[src[i]], int(rows[i])
-            rid = lst.ids[r]
-            out.append((rid, float(cd[b])))
-            if self._lazy:
-                self._last[rid] = (lst.metadata[r], float(lst.timestamps[r]))
-        return out
+            hits.append(Hit(lst.ids[r], float(cd[b]), lst.metadata[r]))
+        return Outcome(hits)
+
+    def _score(self, query: Query, chunks: Chunks) -> tuple[list[IVFList], list[np.ndarray], list[bool]]:
+        """Distances from the query to every record of the pending buffer and the probed lists."""
+        q = query.vector
+        sources: list[IVFList] = []
+        dists: list[np.ndarray] = []
+        exact: list[bool] = []
+        if len(self._pending):
+            p = self._pending
+            sources.append(p)
+            dists.append(kernels.distances(q, p.vectors, self.metric, p.sq if self.metric == "l2" else None))
+            exact.append(True)
+        if not self.trained or self._counts.sum() == 0:
+            return sources, dists, exact
+        probe, cdist = self._probe_for(query)
+        per_list_table = self.residual and self.metric == "l2"
+        table = None if per_list_table else self.codec.distance_table(q)
+        for l in probe.tolist():
+            if self._counts[l] == 0:
+                continue
+            lst = self._list(l, chunks)
+            if self._shared:
+                d = kernels.distances(q, lst.vectors, self.metric, lst.sq if self.metric == "l2" else None)
+            elif per_list_table:  # ||q - c - r||^2: table from the query's residual q - c
+                qr = q - self.centroids[l]
+                d = self.codec.distances(qr, lst.codes, self.codec.distance_table(qr))
+            elif self.residual:  # ip/cosine: dist(q, c) - q.r
+                d = self.codec.distances(q, lst.codes, table)
+                d += cdist[l]
+            else:
+                d = self.codec.distances(q, lst.codes, table)
+            sources.append(lst)
+            dists.append(d)
+            exact.append(self._shared)
+        return sources, dists, exact
+
+    def _rerank(self, q: np.ndarray, cd: np.ndarray, cs: np.ndarray, cr: np.ndarray,
+                sources: list[IVFList], exact: list[bool]) -> np.ndarray:
+        """Exact distances for the candidates whose distance came from quantized codes."""
+        approx = ~np.asarray(exact)[cs]
+        if not approx.any():
+            return cd
+        vecs = np.stack([sources[s].vectors[r] for s, r in zip(cs[approx], cr[approx])])
+        cd = cd.copy()
+        cd[approx] = kernels.distances(q, vecs, self.metric)
+        return cd
 
     @staticmethod
     def _filtered_candidates(
-        all_d: np.ndarray, src: np.ndarray, rows: np.ndarray, sources: list[_List], flt: Filter, need: int
+        all_d: np.ndarray, src: np.ndarray, rows: np.ndarray, sources: list[IVFList], flt: Filter, need: int
     ) -> np.ndarray:
         """Indices of the ``need`` best candidates that pass the filter (checked lazily, in
         distance order, in growing blocks, so a selective filter costs what it must)."""
@@ -950,179 +628,9 @@ class IVFIndex:
             for i in chunk.tolist():
                 lst = sources[src[i]]
                 r = rows[i]
-                t = lst.timestamps[r]
-                if flt.matches(fields_of(lst.metadata[r], None if t != t else float(t))):
+                if flt.matches(fields_of(lst.metadata[r], lst.timestamp(r))):
                     keep.append(i)
                     if len(keep) >= need:
                         break
             block *= 2
         return np.asarray(keep, dtype=np.int64)
-
-    # ------------------------------------------------------------------ persistence
-
-    def _centroids_body(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "metric": self.metric,
-            "params": self.params(),
-            "trained": self.trained,
-            "centroids": self.centroids if self.centroids is not None else np.empty((0, self.dim), np.float32),
-            "codec": self.codec.state() if self.trained else None,
-        }
-
-    def _chunk_body(self, c: int) -> dict[str, Any]:
-        g = self.lists_per_chunk
-        entries = []
-        for l in range(c * g, min((c + 1) * g, self.nlist)):
-            lst = self._lists[l]
-            assert lst is not None
-            entries.append(lst.body(l, self._shared, self.vectors_dtype))
-        return {"lists": entries}
-
-    def save(self, writer: ChunkWriter, *, reuse_clean: bool = False) -> dict[str, Any]:
-        """Write the index as chunks; returns the descriptor.
-
-        Every resident list chunk is written (identical content gives the identical CID, so a
-        store that knows the CID skips the upload). Chunks of a lazy index that were never
-        loaded are not rewritten: their CIDs are reused. With ``reuse_clean`` the chunks not
-        modified since the last save/load are not rewritten either (saves encoding work; the
-        descriptor's ``chunks`` still names every chunk the index uses).
-        """
-        cid = self._centroids_cid
-        if cid is None or not reuse_clean:
-            cid = writer.put(CENTROIDS_KIND, self._centroids_body())
-        self._centroids_cid = cid
-        pending_cid = None
-        if len(self._pending):
-            pending_cid = self._pending_cid
-            if pending_cid is None or not reuse_clean:
-                pending_cid = writer.put(LIST_KIND, {"lists": [self._pending.body(_PENDING, False)]})
-            self._pending_cid = pending_cid
-        else:
-            self._pending_cid = None
-        list_cids: list[str] = []
-        if self.trained:
-            for c in range(self._nchunks):
-                resident = self._lists[c * self.lists_per_chunk] is not None
-                old = self._chunk_cids[c]
-                if resident and (old is None or not reuse_clean):
-                    old = writer.put(LIST_KIND, self._chunk_body(c))
-                    self._chunk_cids[c] = old
-                assert old is not None
-                list_cids.append(old)
-        summaries_cid = None
-        if self.trained:
-            # its own chunk, so an edit re-uploads these few KB and not the centroids
-            summaries_cid = writer.put(SUMMARIES_KIND, {"lists": [self._summary(l) or {} for l in range(self.nlist)]})
-        chunks = [cid] + ([summaries_cid] if summaries_cid else []) + ([pending_cid] if pending_cid else []) + list_cids
-        return {
-            "kind": self.kind,
-            "version": DESC_VERSION,
-            "dim": self.dim,
-            "metric": self.metric,
-            "params": self.params(),
-            "trained": self.trained,
-            "count": len(self),
-            "centroids": cid,
-            "summaries": summaries_cid,
-            "pending": pending_cid,
-            "lists_per_chunk": self.lists_per_chunk,
-            "counts": [int(c) for c in self._counts],
-            "lists": list_cids,
-            "chunks": list(dict.fromkeys(chunks)),
-        }
-
-    @classmethod
-    def load(
-        cls, desc: Mapping[str, Any], reader: ChunkReader, lazy: bool = True, cache_bytes: int | None = None
-    ) -> "IVFIndex":
-        """Rebuild from a descriptor. Reads the centroids chunk (and the pending buffer of an
-        untrained index); with ``lazy`` the lists are fetched when a search probes them,
-        otherwise all at once (and the index is writable)."""
-        try:
-            if desc.get("kind") != cls.kind or desc.get("version") != DESC_VERSION:
-                raise FormatError(f"not an IVF descriptor (kind={desc.get('kind')!r}, version={desc.get('version')!r})")
-            body = reader.get(desc["centroids"], CENTROIDS_KIND)
-            p = dict(body["params"])
-            idx = cls(
-                int(body["dim"]),
-                str(body["metric"]),
-                nlist=int(p["nlist"]),
-                nprobe=int(p["nprobe"]),
-                codec=str(p["codec"]),
-                pq_m=p["pq_m"],
-                rerank=p["rerank"],
-                store_full=bool(p["store_full"]),
-                seed=int(p["seed"]),
-                pq_nbits=int(p["pq_nbits"]),
-                lists_per_chunk=int(p["lists_per_chunk"]),
-                cache_bytes=int(cache_bytes if cache_bytes is not None else getattr(reader, "cache_bytes", 64 * 2**20)),
-                train_min=int(p["train_min"]),
-                kmeans_iters=int(p["kmeans_iters"]),
-                residual=bool(p["residual"]),
-                vectors_dtype=str(p.get("vectors_dtype", "float32")),
-            )
-            counts = np.asarray([int(c) for c in desc["counts"]], dtype=np.int64)
-            if counts.shape != (idx.nlist,):
-                raise FormatError(f"IVF descriptor has {counts.shape[0]} list counts, expected {idx.nlist}")
-            idx._counts = counts
-            idx._reader = reader
-            idx._centroids_cid = desc["centroids"]
-            if body["trained"]:
-                idx.centroids = np.ascontiguousarray(
-                    np.asarray(body["centroids"], dtype=np.float32).reshape(idx.nlist, idx.dim)
-                )
-                idx._csq = kernels.sq_norms(idx.centroids)
-                idx.codec = qz.codec_from_state(body["codec"])
-                cids = [str(c) for c in desc["lists"]]
-                if len(cids) != idx._nchunks:
-                    raise FormatError(f"IVF descriptor has {len(cids)} list chunks, expected {idx._nchunks}")
-                idx._chunk_cids = list(cids)
-                if desc.get("summaries"):
-                    sums = reader.get(desc["summaries"], SUMMARIES_KIND)["lists"]
-                    if len(sums) != idx.nlist:
-                        raise FormatError(f"IVF summaries chunk has {len(sums)} lists, expected {idx.nlist}")
-                    idx._summaries = [s if isinstance(s, dict) and "n" in s else None for s in sums]
-                idx._lists = [None] * idx.nlist
-                idx._lazy = True
-                idx._loc = None
-            elif counts.any() or desc["lists"]:
-                raise FormatError("untrained IVF descriptor with list chunks")
-            if desc.get("pending"):
-                pb = reader.get(desc["pending"], LIST_KIND)
-                entry = pb["lists"][0]
-                idx._pending = _List.from_body(entry, idx.dim, 0, None, False)
-                idx._pending_cid = desc["pending"]
-            if not idx.trained:
-                idx._reader = None
-                idx._loc = {}
-                idx._register(_PENDING, idx._pending, 0)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            raise FormatError(f"malformed IVF descriptor or chunk: {exc!r}") from None
-        if not lazy:
-            idx.load_all()
-        return idx
-
-    def load_all(self) -> None:
-        """Fetch every list not in memory and make the index fully resident (and writable)."""
-        if not self._lazy:
-            return
-        for c in range(self._nchunks):
-            hit = self._lru.get(c)
-            lists = hit[1] if hit is not None else self._decode_chunk(c)
-            for l, lst in lists.items():
-                self._lists[l] = lst
-        self._lru.clear()
-        self._lru_bytes = 0
-        self._lazy = False
-        self._reader = None
-        self._last = {}
-        self._loc = {}
-        self._register(_PENDING, self._pending, 0)
-        for l, lst in enumerate(self._lists):
-            assert lst is not None
-            self._register(l, lst, 0)
-
-    def cached_bytes(self) -> int:
-        """Approximate bytes of lazily loaded lists held in the LRU."""
-        return self._lru_bytes

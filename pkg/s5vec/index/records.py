@@ -2,11 +2,16 @@
 
 Everything is checked before an index changes anything: ids (non-empty strings, no duplicates in
 the batch), vectors (dimension, finite), metadata (maps with string keys, one per id) and
-timestamps (finite Unix seconds, one per id; ``None`` entries mean "no timestamp").
+timestamps (finite Unix seconds, one per id).
+
+The one rule for a missing timestamp (:func:`stamp`): a record added without one (no
+``timestamps`` at all, or a ``None`` entry) is stamped with the time it is added,
+``time.time()``. :mod:`s5vec.api` applies it when it turns user records into columns, so every
+index receives numbers; an index used directly applies the same function here.
 """
 from __future__ import annotations
 
-import math
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,14 +26,8 @@ def check_batch(
     vectors: Any,
     metadata: Sequence[Mapping[str, Any] | None] | None,
     timestamps: Sequence[float | None] | None,
-    *,
-    missing_timestamp: float = math.nan,
 ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]:
-    """Return (ids, float32 matrix, metadata dicts, float64 timestamps) or raise before anything changes.
-
-    ``missing_timestamp`` fills the timestamps when none are given (and stands for ``None``
-    entries): NaN ("none") by default; HNSW passes the current time.
-    """
+    """Return (ids, float32 matrix, metadata dicts, float64 timestamps) or raise before anything changes."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise InvalidArgumentError("ids must be a sequence of strings, not a single string")
     ids = list(ids)
@@ -47,7 +46,7 @@ def check_batch(
     mat = kernels.as_matrix(vectors, dim)
     if mat.shape[0] != n:
         raise InvalidArgumentError(f"{n} ids but {mat.shape[0]} vectors")
-    return ids, mat, _metadata(metadata, n), _timestamps(timestamps, n, missing_timestamp)
+    return ids, mat, _metadata(metadata, n), stamp(timestamps, n)
 
 
 def _metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
@@ -68,19 +67,21 @@ def _metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
     return metas
 
 
-def _timestamps(timestamps: Any, n: int, missing: float) -> np.ndarray:
-    if timestamps is None:
-        return np.full(n, missing, dtype=np.float64)
-    tl = list(timestamps)
+def stamp(timestamps: Any, n: int, now: float | None = None) -> np.ndarray:
+    """Float64 Unix seconds, one per record; missing ones (``None``) become ``now`` (default
+    ``time.time()``, read once per batch). NaN, infinity and non-numbers are rejected."""
+    if timestamps is not None and (isinstance(timestamps, (str, bytes)) or not isinstance(timestamps, Iterable)):
+        raise InvalidArgumentError("timestamps must be a sequence of numbers (Unix seconds), one per id")
+    tl = [None] * n if timestamps is None else list(timestamps)
     if len(tl) != n:
         raise InvalidArgumentError(f"{n} ids but {len(tl)} timestamps")
     if any(isinstance(t, bool) for t in tl):
         raise InvalidArgumentError("timestamps must be numbers (Unix seconds), not booleans")
+    missing = time.time() if now is None else float(now)
     try:
         ts = np.array([missing if t is None else float(t) for t in tl], dtype=np.float64)
     except (TypeError, ValueError):
         raise InvalidArgumentError("timestamps must be numbers (Unix seconds) or None") from None
-    given = np.array([t is not None for t in tl], dtype=bool)
-    if not np.isfinite(ts[given]).all():
-        raise InvalidArgumentError("timestamps must be finite numbers (Unix seconds) or None")
+    if not np.isfinite(ts).all():
+        raise InvalidArgumentError("timestamps must be finite numbers (Unix seconds), not NaN or infinity")
     return ts

@@ -1,0 +1,201 @@
+"""IVF inverted lists: the in-memory list, its chunk-body form, the parameters and the codec glue.
+
+A list holds its records' ids, codes (float32 vectors for the flat codec, uint8 codes for
+sq8/pq), optionally the full float32 vectors (re-ranking), metadata dicts and timestamps.
+Chunk bodies use plain lists and arrays; :mod:`s5vec.layout` packs ids and metadata into
+columns (schema ``ivf_list``) and hands them back lazily.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .. import kernels
+from .. import quantizers as qz
+from ..errors import FormatError, InvalidArgumentError
+
+PENDING = -1  # list number of the pending (untrained) buffer
+
+
+def is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+@dataclass(frozen=True)
+class IVFParams:
+    """Construction parameters of an IVF index (also what its centroids chunk records).
+
+    ``rerank`` None = the default depth (4k for sq8, 10k for pq); ``train_min`` None =
+    ``max(1000, 30 * nlist)``; ``residual`` None = on for PQ; ``vectors_dtype`` float16 halves
+    the bytes of stored full vectors (rounded on insert, so results match after save/load)."""
+
+    nlist: int = 128
+    nprobe: int = 16
+    codec: str = "flat"
+    pq_m: int | None = None
+    rerank: int | None = None
+    store_full: bool = True
+    seed: int = 0
+    pq_nbits: int = 8
+    lists_per_chunk: int = 1
+    train_min: int | None = None
+    kmeans_iters: int = 20
+    residual: bool | None = None
+    vectors_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("nlist", "nprobe", "lists_per_chunk", "kmeans_iters"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
+        if self.codec not in ("flat", "sq8", "pq"):
+            raise InvalidArgumentError(f"codec must be 'flat', 'sq8' or 'pq', got {self.codec!r}")
+        if self.rerank is not None and (not is_int(self.rerank) or self.rerank < 0):
+            raise InvalidArgumentError(f"rerank must be None or an integer >= 0, got {self.rerank!r}")
+        if self.train_min is not None and (not is_int(self.train_min) or self.train_min < self.nlist):
+            raise InvalidArgumentError(f"train_min must be an integer >= nlist, got {self.train_min!r}")
+        if self.vectors_dtype not in ("float32", "float16"):
+            raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {self.vectors_dtype!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "IVFParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class IVFList:
+    """One inverted list (or the pending buffer)."""
+
+    __slots__ = ("ids", "codes", "vectors", "metadata", "timestamps", "_sq", "_rows")
+
+    def __init__(
+        self,
+        ids: list[str],
+        codes: np.ndarray | None,
+        vectors: np.ndarray | None,
+        metadata: Sequence[dict[str, Any]],
+        timestamps: np.ndarray,
+    ) -> None:
+        self.ids = ids
+        self.codes = codes
+        self.vectors = vectors
+        self.metadata = metadata
+        self.timestamps = timestamps
+        self._sq: np.ndarray | None = None
+        self._rows: dict[str, int] | None = None
+
+    @classmethod
+    def empty(cls, code_size: int, code_dtype: np.dtype | None, dim: int | None) -> "IVFList":
+        codes = None if code_dtype is None else np.empty((0, code_size), dtype=code_dtype)
+        vectors = None if dim is None else np.empty((0, dim), dtype=np.float32)
+        return cls([], codes, vectors, [], np.empty(0, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def copy(self) -> "IVFList":
+        """A list of its own (edits replace attributes, never mutate the arrays or lists in
+        place, so sharing them with a cached chunk's decoded lists is safe)."""
+        return IVFList(self.ids, self.codes, self.vectors, self.metadata, self.timestamps)
+
+    @property
+    def sq(self) -> np.ndarray:
+        """Squared norms of the full vectors (for L2 distances), computed once per version."""
+        if self._sq is None:
+            self._sq = kernels.sq_norms(self.vectors)
+        return self._sq
+
+    def row_of(self, id: str) -> int | None:
+        if self._rows is None:
+            self._rows = {i: r for r, i in enumerate(self.ids)}
+        return self._rows.get(id)
+
+    def timestamp(self, r: int) -> float | None:
+        """Timestamp of row ``r``; None only for records written before every record had one (NaN)."""
+        t = float(self.timestamps[r])
+        return None if t != t else t
+
+    def append(self, ids: list[str], codes: np.ndarray | None, vectors: np.ndarray | None,
+               metadata: list[dict[str, Any]], timestamps: np.ndarray, shared: bool) -> None:
+        self.ids = self.ids + ids
+        self.metadata = list(self.metadata) + metadata
+        self.timestamps = np.concatenate((self.timestamps, timestamps))
+        if self.vectors is not None and vectors is not None:
+            self.vectors = np.concatenate((self.vectors, vectors))
+        if shared:
+            self.codes = self.vectors
+        elif self.codes is not None and codes is not None:
+            self.codes = np.concatenate((self.codes, codes))
+        self._sq = None
+        self._rows = None
+
+    def remove_rows(self, rows: np.ndarray, shared: bool) -> None:
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[rows] = False
+        self.ids = [i for i, k in zip(self.ids, keep) if k]
+        self.metadata = [m for m, k in zip(self.metadata, keep) if k]
+        self.timestamps = self.timestamps[keep]
+        if self.vectors is not None:
+            self.vectors = self.vectors[keep]
+        if shared:
+            self.codes = self.vectors
+        elif self.codes is not None:
+            self.codes = self.codes[keep]
+        self._sq = None
+        self._rows = None
+
+    def body(self, number: int, shared: bool, vectors_dtype: str = "float32") -> dict[str, Any]:
+        """The list as one entry of an ``ivf_list`` chunk (plain lists and arrays)."""
+        out: dict[str, Any] = {
+            "list": number,
+            "ids": list(self.ids),
+            "metadata": [dict(m) for m in self.metadata],
+            "timestamps": np.ascontiguousarray(self.timestamps, dtype=np.float64),
+        }
+        if self.vectors is not None:
+            out["vectors"] = np.ascontiguousarray(self.vectors, dtype=np.dtype(vectors_dtype))
+        if not shared and self.codes is not None:
+            out["codes"] = np.ascontiguousarray(self.codes)
+        return out
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], dim: int, code_size: int, code_dtype: np.dtype | None,
+                  shared: bool) -> "IVFList":
+        """Inverse of :meth:`body` on what :mod:`s5vec.layout` decoded (arrays are views, not copies)."""
+        try:
+            ids = body["ids"]
+            n = len(ids)
+            metadata = body["metadata"]
+            ts = np.asarray(body["timestamps"], dtype=np.float64).reshape(n)
+            vectors = body.get("vectors")
+            if vectors is not None:
+                vectors = np.asarray(vectors, dtype=np.float32).reshape(n, dim)
+            if shared:
+                codes = vectors
+                if vectors is None:
+                    raise FormatError("flat IVF list without vectors")
+            elif code_dtype is None:
+                codes = None
+            else:
+                codes = np.asarray(body["codes"], dtype=code_dtype).reshape(n, code_size)
+            if len(metadata) != n:
+                raise FormatError("IVF list has mismatched metadata")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"malformed IVF list chunk: {exc}") from None
+        return cls(list(ids), codes, vectors, metadata, ts)
+
+
+def make_codec(codec: str, dim: int, metric: str, residual: bool, pq_m: int | None, pq_nbits: int,
+               seed: int) -> qz.Codec:
+    """A fresh (untrained) codec for an IVF index's parameters."""
+    if codec == "pq":
+        # residual PQ: the table holds l2 sub-distances to (q - c) or inner products with q;
+        # the centroid term is added per list at search time
+        m = ("l2" if metric == "l2" else "ip") if residual else metric
+        return qz.PQCodec(dim, pq_m, pq_nbits, m, seed=seed)
+    if codec == "sq8":
+        return qz.SQ8Codec(dim, metric)
+    return qz.Float32Codec(dim, metric)
