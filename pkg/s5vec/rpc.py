@@ -12,7 +12,7 @@ import platform
 import sys
 from typing import Any, Awaitable, Callable
 
-from .errors import InvalidArgumentError, S5VecError
+from .errors import IntegrityError, InvalidArgumentError, S5VecError
 
 _dbs: dict[int, Any] = {}
 _stores: dict[Any, Any] = {}  # portal list -> ChunkStore shared by every database opened on it
@@ -67,7 +67,13 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     if store is None:
         store = make_store(portals, cache_bytes=cache, timeout=float(timeout))
         _stores[key] = store
-    db = await Database.open_async(cid, store=store, cache_bytes=cache)
+    try:
+        db = await Database.open_async(cid, store=store, cache_bytes=cache)
+    except IntegrityError:
+        # the store's client remembers which portal served bad bytes for which blob; forget it so
+        # that a later open, after the portal is repaired, starts clean (verified bytes are refetched)
+        _stores.pop(key, None)
+        raise
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
