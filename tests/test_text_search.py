@@ -98,6 +98,9 @@ def test_edits_reach_the_keyword_index_at_commit(films):
     db.delete([gone])
     db.upsert([{"id": "new1", "vector": [0.1] * 16, "text": "Zyzzyva Returns (2005), Comedy",
                 "metadata": {"title": "Zyzzyva Returns", "year": 2005, "genres": ["Comedy"]}, "timestamp": 1.1e9}])
+    assert db.get("new1")["metadata"]["title"] == "Zyzzyva Returns"  # edits show before the commit
+    with pytest.raises(UnknownIdError):
+        db.get(gone)
     new_cid, _ = db.commit()
     db2 = api.Database.open(new_cid, store=store)
     assert db2.search_text("zyzzyva returns", mode="keyword")[0]["id"] == "new1"

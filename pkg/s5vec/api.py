@@ -371,6 +371,11 @@ class Database:
         are fetched, in parallel batches, until the id is found."""
         rounds = self._get_rounds(id)  # validates first
         first = next(rounds)
+        if self.keyword is not None and id in self._kw_edits:  # edited in this session, not committed yet
+            edit = self._kw_edits[id]
+            if edit is None:
+                raise UnknownIdError(f"unknown id {id!r}")
+            return {"id": id, "metadata": dict(edit[1]), "timestamp": float(edit[2])}
         if self.keyword is not None:
             need = self.keyword.get_plan(id)
             if need:
