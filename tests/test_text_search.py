@@ -182,3 +182,12 @@ def test_hybrid_modes_filters_and_odd_text(embedded_films):
         db.search_text("\u16a0\u16a2\u16a6", 5, mode="vector")  # runes: no known token, probably
     except NoKnownTokensError:
         assert db.search_text("\u16a0\u16a2\u16a6", 5) == []  # hybrid: the keyword side alone
+
+
+def test_uncommitted_delete_leaves_keyword_results(films):
+    recs, store, cid = films
+    db = api.Database.open(cid, store=store)
+    title = next(r["metadata"]["title"] for r in recs[200:] if len(tokenize(r["metadata"]["title"])) >= 2)
+    first = db.search_text(title, 5, mode="keyword")[0]["id"]
+    db.delete([first])
+    assert first not in [h["id"] for h in db.search_text(title, 5, mode="keyword")]

@@ -458,6 +458,9 @@ class Database:
                 branches.append(_counted(self._vector_steps(tokens, n, flt, params), counts))
         results = yield from _together(branches)
         kw_hits = results[0] if mode != "vector" else []
+        if self._kw_edits:  # uncommitted edits: deleted ids leave the keyword side, edited ones show their new metadata
+            kw_hits = [(i, sc, ex, m if i not in self._kw_edits else dict(self._kw_edits[i][1]))
+                       for i, sc, ex, m in kw_hits if self._kw_edits.get(i, ()) is not None]
         vec_hits = results[-1] if mode != "keyword" and vec_only_failed is None else []
         if mode == "vector":
             hits = [{"id": i, "score": s, "metadata": m} for i, s, m in vec_hits]
