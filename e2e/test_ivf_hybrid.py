@@ -97,19 +97,17 @@ class _GetLog:
 
 @pytest.fixture(scope="module")
 def counting_portal(tmp_path_factory):
-    """A local portal (the product's server, unchanged) whose handler also records every GET."""
+    """A local portal (the product's server, unchanged) whose request hook also records every GET."""
     from s5vec.s5 import portal as portal_mod
 
     log = _GetLog()
 
-    class CountingHandler(portal_mod._Handler):
-        def do_GET(self) -> None:  # noqa: N802
+    def record(method: str, path: str) -> None:
+        if method == "GET":
             with log.lock:
-                log.paths.append(self.path)
-            super().do_GET()
+                log.paths.append(path)
 
-    server, _ = portal_mod.serve(tmp_path_factory.mktemp("ivf-portal"))
-    server.RequestHandlerClass = CountingHandler  # socketserver instantiates it per request
+    server, _ = portal_mod.serve(tmp_path_factory.mktemp("ivf-portal"), on_request=record)
     server.get_log = log
     yield server
     server.stop()

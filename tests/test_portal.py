@@ -130,13 +130,14 @@ def test_range_requests(portal):
 
 
 def test_cors(portal):
+    """Reads are open to every origin; writes only to configured origins (issue 10 item 3)."""
     st, h, body = _req(portal.url + "/s5/blob/" + blob_cid(b"x"), method="OPTIONS",
                        headers={"Origin": "http://example.org",
                                 "Access-Control-Request-Method": "GET",
                                 "Access-Control-Request-Headers": "range"})
     assert st == 204
     assert h["Access-Control-Allow-Origin"] == "*"
-    for m in ("GET", "HEAD", "POST", "OPTIONS"):
+    for m in ("GET", "HEAD", "OPTIONS"):
         assert m in h["Access-Control-Allow-Methods"]
     for hdr in ("Range", "Content-Type", "Authorization"):
         assert hdr in h["Access-Control-Allow-Headers"]
@@ -145,8 +146,13 @@ def test_cors(portal):
     # errors carry CORS too
     st, h, _ = _req(portal.url + "/s5/blob/" + blob_cid(b"absent"))
     assert st == 404 and h["Access-Control-Allow-Origin"] == "*"
+    # a write from a non-browser client (no Origin) is not a CORS request: no ACAO needed
     st, h, _ = _req(portal.url + "/s5/upload", method="POST", data=b"x")
-    assert st == 200 and h["Access-Control-Allow-Origin"] == "*"
+    assert st == 200 and "Access-Control-Allow-Origin" not in h
+    # a write preflight from an unlisted origin is refused, without ACAO
+    st, h, _ = _req(portal.url + "/s5/upload", method="OPTIONS",
+                    headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert st == 403 and "Access-Control-Allow-Origin" not in h
 
 
 def test_malformed_cid_is_400(portal):
@@ -438,26 +444,18 @@ def test_download_many_parallel(portal):
     assert c.blobs_downloaded == 20
 
 
-def test_download_many_is_concurrent(tmp_path):
+def test_download_many_is_concurrent(portal):
     """A slow portal: 8 parallel downloads take ~1 delay, not 8."""
-    d = tmp_path / "slow"
-    server, _ = serve(d)
-    orig = server.RequestHandlerClass._get_blob
+    from s5vec.s5.faults import FaultPortal
 
-    def slow(self):
-        time.sleep(0.3)
-        orig(self)
-
-    server.RequestHandlerClass = type("Slow", (server.RequestHandlerClass,), {"_get_blob": slow})
-    try:
-        c = PortalClient([server.url])
-        cids = [c.upload(os.urandom(100)) for _ in range(8)]
+    c = PortalClient([portal.url])
+    cids = [c.upload(os.urandom(100)) for _ in range(8)]
+    with FaultPortal(portal.url, mode="delay", delay=0.3) as slow:
         t0 = time.monotonic()
-        got = asyncio.run(c.download_many(cids))
-        assert len(got) == 8
-        assert time.monotonic() - t0 < 1.5
-    finally:
-        server.stop()
+        got = asyncio.run(PortalClient([slow.url]).download_many(cids))
+        took = time.monotonic() - t0
+        assert len(got) == 8 and len(slow.requests) == 8
+    assert 0.3 <= took < 1.5
 
 
 def test_download_many_fallback_and_errors(portal, portal2):

@@ -51,9 +51,47 @@ def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def cmd_portal(args: argparse.Namespace) -> int:
-    from .s5.portal import run_portal
+    from .s5.portal import load_tokens, run_portal
 
-    run_portal(args.dir, args.host, args.port)
+    tokens = load_tokens(args.token_file)
+    run_portal(args.dir, args.host, args.port, max_body=args.max_body, verbose=args.verbose, tokens=tokens,
+               require_token=args.require_token, cors_origins=args.cors_origin or ())
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .s5.registry import SigningKey
+
+    key = SigningKey.generate()
+    try:
+        key.save(args.out)
+    except FileExistsError:
+        raise InvalidArgumentError(f"{args.out} exists; a key file is never overwritten") from None
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write key file {args.out}: {exc.strerror}") from None
+    print(f"wrote the ed25519 seed to {args.out} (keep it secret); its public key (the pointer) is:",
+          file=sys.stderr)
+    print(key.pointer)
+    return 0
+
+
+def cmd_pointer(args: argparse.Namespace) -> int:
+    import os
+
+    from .s5.registry import SigningKey, publish_pointer
+
+    key = SigningKey.load(args.key)
+    token = args.auth_token or os.environ.get("S5VEC_AUTH_TOKEN") or None
+    entry = publish_pointer(args.portal, key, args.cid, auth_token=token, timeout=args.timeout)
+    print(f"pointer {key.pointer} -> {args.cid} (revision {entry.revision})", file=sys.stderr)
+    print(key.pointer)
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from .s5.registry import resolve_pointer
+
+    print(resolve_pointer(args.portal, args.pointer, timeout=args.timeout))
     return 0
 
 
@@ -154,7 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", required=True)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5050)
+    sp.add_argument("--require-token", action=argparse.BooleanOptionalAction, default=None,
+                    help="writes need Authorization: Bearer <token> (default: on when a token is configured "
+                         "or when bound beyond 127.0.0.1/localhost)")
+    sp.add_argument("--token-file", default=None,
+                    help="file of upload tokens, one per line (env S5VEC_PORTAL_TOKEN adds one)")
+    sp.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="browser origin allowed to write (upload, registry); repeatable; '*' = any")
+    sp.add_argument("--max-body", type=int, default=256 * 2**20, help="largest upload in bytes")
+    sp.add_argument("--verbose", action="store_true", help="log every request")
     sp.set_defaults(fn=cmd_portal)
+
+    sp = sub.add_parser("keygen", help="create an ed25519 key file for a signed pointer (registry entry)")
+    sp.add_argument("--out", required=True, help="key file to create (mode 0600; never overwritten)")
+    sp.set_defaults(fn=cmd_keygen)
+
+    sp = sub.add_parser("pointer", help="point a signed registry entry (KEYFILE's public key) at a manifest CID")
+    sp.add_argument("key", help="key file from s5vec keygen")
+    sp.add_argument("cid", help="manifest CID")
+    sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat: stored on each)")
+    sp.add_argument("--auth-token", default=None, help="portal write token (default: env S5VEC_AUTH_TOKEN)")
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_pointer)
+
+    sp = sub.add_parser("resolve", help="print the manifest CID a pointer (public key) names, signature checked")
+    sp.add_argument("pointer", help="public key (base64url), as printed by keygen")
+    sp.add_argument("--portal", action="append", required=True)
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(fn=cmd_resolve)
 
     sp = sub.add_parser("publish", help="build an index from JSON lines and upload it; prints the manifest CID")
     sp.add_argument("file", help='JSON lines: {"id", "vector", "metadata", "timestamp"} ("-" for stdin)')
