@@ -79,6 +79,8 @@ trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm"
 cp -r web/demo/. "$TMP/"
 cp web/s5vec.js web/s5vec.d.ts web/protocol.js "$TMP/"
+# the one op table, read by s5vec.rpc in the wheel and imported by protocol.js (bridge + worker)
+cp pkg/s5vec/protocol.json "$TMP/protocol.json"
 cp worker.js "$TMP/worker.js"
 for f in pyodide.mjs pyodide.asm.js pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
   cp "$PYODIDE_SRC/$f" "$TMP/pyodide/$f"

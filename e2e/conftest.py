@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "web" / "dist"
 sys.path.insert(0, str(ROOT / "pkg"))
+sys.path.insert(0, str(ROOT / "tests"))  # the shared test kit (tests/kit.py)
 
 from s5vec.webserver import serve_web  # noqa: E402
 

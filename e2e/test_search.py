@@ -6,12 +6,12 @@ The index is published once per module from CPython to portal 1 and copied to po
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kit import assert_same_hits
 
 N, DIM, CLUSTERS, CHUNK_ROWS = 5000, 64, 40, 1024
 CHANNELS = ["news", "music", "gaming", "science", "travel"]
@@ -78,19 +78,6 @@ def other_index(portals):
         if not f.name.startswith(".") and not (p1.blobs_dir / f.name).exists():
             shutil.copy(f, p1.blobs_dir / f.name)
     return {"cid": cid, "records": records, "ref": Database.open(cid, [p2.url])}
-
-
-def assert_same_hits(got: list[dict], want: list[dict]) -> None:
-    """Same ids in the same order, except where scores tie (then scores must agree within 1e-5)."""
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert math.isclose(g["score"], w["score"], abs_tol=1e-5), (g, w)
-        if g["id"] != w["id"]:
-            # a tie: the browser's hit must score the same as CPython's hit at this rank
-            assert math.isclose(g["score"], w["score"], abs_tol=1e-5)
-    same = [g["id"] for g in got] == [w["id"] for w in want]
-    if same:
-        assert [g["metadata"] for g in got] == [w["metadata"] for w in want]
 
 
 @contextlib.contextmanager
@@ -244,14 +231,15 @@ def test_bad_requests_reject_with_python_error_names(shared_harness, published, 
 
 
 def test_closed_database(shared_harness, published):
+    """Closing twice is fine; later calls reach the worker and Python answers ClosedError."""
     key = shared_harness.open(published["cid"], published["urls"])
-    shared_harness.js("await window.dbs[arg].close(); await window.dbs[arg].close();", key)
+    handle = shared_harness.js("await window.dbs[arg].close(); await window.dbs[arg].close(); return window.dbs[arg].handle;", key)
+    assert shared_harness.js("return window.dbs[arg].closed;", key) is True
     res = shared_harness.search(key, published["records"][0]["vector"])
-    assert not res["ok"] and res["name"] == "ClosedError"
-    # the handle is released in the worker too
-    res = shared_harness.run(
-        "return await window.s5vec.S5Vec.prototype.stats.call({ _closed: false, handle: window.dbs[arg].handle });", key)
-    assert not res["ok"] and res["name"] == "InvalidArgumentError"
+    assert not res["ok"] and res["isS5VecError"], res
+    assert (res["name"], res["message"]) == ("ClosedError", f"database {handle} is closed")  # rpc's words
+    res = shared_harness.run("return await window.dbs[arg].stats();", key)
+    assert not res["ok"] and res["name"] == "ClosedError", res
 
 
 def test_recovers_after_tampered_blob_is_repaired(harness, published, portals):

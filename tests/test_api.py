@@ -144,7 +144,7 @@ def test_rpc_never_raises(published, monkeypatch):
         out = call(op, args)
         assert not out["ok"] and out["error"]["name"] == name, out
     assert call("close", {"handle": h})["ok"]
-    assert call("search", {"handle": h, "vector": x[0].tolist()})["error"]["name"] == "InvalidArgumentError"
+    assert call("search", {"handle": h, "vector": x[0].tolist()})["error"]["name"] == "ClosedError"
 
 
 def test_cache_bytes_is_the_one_budget_for_ivf_lists():

@@ -1,34 +1,29 @@
-// Messages between the bridge (s5vec.js, page side) and worker.js. The single definition of the protocol.
+// Messages between the bridge (s5vec.js, page side) and worker.js, and the ops s5vec.rpc serves.
+//
+// Everything named here comes from protocol.json, the one table both sides use: it is
+// pkg/s5vec/protocol.json (read by s5vec.rpc in Python), copied next to this file into web/dist
+// by build_wheel.sh. Add an op there (and its handler in rpc.py), never here.
 //
 // page -> worker
-//   { type: MSG.INIT, pyodideIndexUrl: string|null }                 start the runtime (once)
+//   { type: MSG.INIT, pyodideIndexUrl: string }                      start the runtime (once)
 //   { type: MSG.CALL, id: number, op: string, args: object }          one rpc call; args.vector may be a
 //                                                                    Float32Array (its buffer is transferred)
 // worker -> page
 //   { type: MSG.PROGRESS, step: STEP, phase: "start"|"done", ms: number }   start-up progress
-//   { type: MSG.READY, runtime: {numpy, s5vec, python, platform, pyodide, startupMs, steps} }
+//   { type: MSG.READY, runtime: {numpy, s5vec, python, platform, ops, pyodide, indexURL, startupMs, steps} }
 //   { type: MSG.STARTUP_FAILED, step: STEP, error: {name, message} }
 //   { type: MSG.REPLY, id: number, ok: true, result: any }
 //   { type: MSG.REPLY, id: number, ok: false, error: {name, message} }
-export const MSG = Object.freeze({
-  INIT: "init",
-  CALL: "call",
-  PROGRESS: "progress",
-  READY: "ready",
-  STARTUP_FAILED: "startup-failed",
-  REPLY: "reply",
-});
+//
+// The worker forwards every CALL to s5vec.rpc.handle unchecked; rpc answers an op it does not
+// serve with InvalidArgumentError naming the ones it does.
+import protocol from "./protocol.json" with { type: "json" };
 
-// Start-up steps, in order.
-export const STEPS = Object.freeze(["load-pyodide", "load-numpy", "load-wheels", "import-s5vec"]);
+/** Message types. */
+export const MSG = Object.freeze({ ...protocol.messages });
 
-// rpc operations understood by s5vec.rpc.handle
-export const OPS = Object.freeze({
-  VERSION: "version",
-  OPEN: "open",
-  SEARCH: "search",
-  CLOSE: "close",
-  STATS: "stats",
-  SEARCH_TEXT: "searchText",
-  GET: "get",
-});
+/** Start-up steps, in order. */
+export const STEPS = Object.freeze([...protocol.steps]);
+
+/** rpc op names, keyed by themselves: OPS.search === "search". */
+export const OPS = Object.freeze(Object.fromEntries(Object.keys(protocol.ops).map((name) => [name, name])));

@@ -66,6 +66,8 @@ export interface RuntimeInfo {
   platform: string;
   pyodideVersion: string;
   indexURL: string;
+  /** The rpc ops the worker serves (the table in protocol.json). */
+  ops: string[];
   /** Page-side time from creating the worker until it was ready. */
   startupMs: number;
   /** Worker-side time of the whole start-up. */
@@ -118,6 +120,8 @@ export interface TextSearchOptions extends SearchOptions {
 export interface GetResult<M = Record<string, unknown>> {
   id: string;
   metadata: M;
+  /** Unix seconds (negative before 1970). */
+  timestamp: number;
 }
 
 export declare class S5Vec {
@@ -133,9 +137,11 @@ export declare class S5Vec {
   /** Text in, hits out (the query is embedded in the worker). Rejects with EmptyQueryError for text
    * without letters or digits; text with no known token is answered by the keyword index alone. */
   searchText<M = Record<string, unknown>>(text: string, options?: TextSearchOptions): Promise<Hit<M>[]>;
-  /** A record's metadata by id, without a search (UnknownIdError if there is none). */
+  /** A record by id, without a search (UnknownIdError if there is none; one chunk when the index
+   * has a text field). */
   get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
   stats(): Promise<Record<string, unknown>>;
+  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
 }
 

@@ -8,6 +8,9 @@
 // All databases on a page share one module web worker running Pyodide + numpy + the s5vec package.
 // The worker starts on the first call (open/runtime); its options (workerUrl, pyodideIndexUrl,
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
+//
+// The bridge checks nothing about a request's content: the query (vector, k, filter, params) and
+// "is this database closed" are checked once, in Python, which rejects with a typed error.
 import { MSG, OPS, STEPS } from "./protocol.js";
 
 export { STEPS };
@@ -16,7 +19,7 @@ const DEFAULT_START_TIMEOUT_MS = 60000;
 const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
 
 /** Every error the bridge rejects with. `name` is the Python error class name (DimensionError,
- * IntegrityError, ...) or a bridge name (StartupTimeoutError, StartupError, WorkerError, ClosedError). */
+ * IntegrityError, ...) or a bridge name (StartupTimeoutError, StartupError, WorkerError). */
 export class S5VecError extends Error {
   constructor(name, message, extra) {
     super(message);
@@ -25,154 +28,176 @@ export class S5VecError extends Error {
   }
 }
 
-// ------------------------------------------------------------------ the shared worker
+// ------------------------------------------------------------------ the worker runtime
 
-let rt = null; // { worker, ready, pending, nextId, step, info, listeners }
-
-function failRuntime(state, error) {
-  if (rt === state) rt = null; // the next call starts a fresh worker
-  for (const { reject } of state.pending.values()) reject(error);
-  state.pending.clear();
-  state.rejectReady(error);
-  try {
-    state.worker.terminate();
-  } catch {
-    /* already gone */
+/** One worker: start-up (INIT -> PROGRESS* -> READY | STARTUP_FAILED), then calls matched to
+ * replies by id. Every call awaits `ready`; once the worker failed, calls reject with that
+ * failure without posting to it. */
+class WorkerRuntime {
+  constructor(opts) {
+    this.workerUrl = new URL(opts.workerUrl ?? "./worker.js", opts.workerUrl ? pageBase() : import.meta.url).href;
+    this.indexUrl = new URL(opts.pyodideIndexUrl ?? "./pyodide/", opts.pyodideIndexUrl ? pageBase() : import.meta.url).href;
+    this.timeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    this.pending = new Map(); // call id -> {resolve, reject}
+    this.nextId = 1;
+    this.step = null;         // start-up step in progress
+    this.failure = null;      // the S5VecError the worker died with
+    this.listeners = new Set();
+    this.addProgressListener(opts.onProgress);
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // observed by callers; avoid unhandled-rejection noise
   }
-}
 
-function startRuntime(opts = {}) {
-  const workerUrl = new URL(opts.workerUrl ?? "./worker.js", opts.workerUrl ? pageBase() : import.meta.url).href;
-  const indexUrl = new URL(opts.pyodideIndexUrl ?? "./pyodide/", opts.pyodideIndexUrl ? pageBase() : import.meta.url).href;
-  const timeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  addProgressListener(fn) {
+    if (typeof fn === "function") this.listeners.add(fn);
+  }
 
-  const state = { pending: new Map(), nextId: 1, step: null, info: null, listeners: new Set() };
-  if (typeof opts.onProgress === "function") state.listeners.add(opts.onProgress);
-  state.ready = new Promise((resolve, reject) => {
-    state.resolveReady = resolve;
-    state.rejectReady = reject;
-  });
-  state.ready.catch(() => {}); // observed by callers; avoid unhandled-rejection noise
+  start() {
+    this.t0 = performance.now();
+    this.worker = new Worker(this.workerUrl, { type: "module", name: "s5vec" });
+    this.worker.addEventListener("message", (ev) => this.onMessage(ev.data));
+    this.worker.addEventListener("error", (ev) => this.onWorkerError(ev));
+    this.worker.addEventListener("messageerror", () =>
+      this.fail(new S5VecError("WorkerError", "s5vec worker sent a message that could not be deserialized")));
+    this.timer = setTimeout(() => this.onStartTimeout(), this.timeoutMs);
+    this.worker.postMessage({ type: MSG.INIT, pyodideIndexUrl: this.indexUrl });
+    return this;
+  }
 
-  const worker = new Worker(workerUrl, { type: "module", name: "s5vec" });
-  state.worker = worker;
-  const t0 = performance.now();
+  /** Post one rpc call; resolves to its result, rejects with an S5VecError. */
+  async call(op, args, transfer = []) {
+    await this.ready;
+    if (this.failure) throw this.failure;
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve, reject });
+      try {
+        this.worker.postMessage({ type: MSG.CALL, id, op, args }, transfer);
+      } catch (err) {
+        this.pending.delete(id);
+        reject(new S5VecError("InvalidArgumentError", `cannot send ${op} request: ${err.message}`));
+      }
+    });
+  }
 
-  const timer = setTimeout(() => {
-    const where = state.step ?? "loading worker.js";
-    failRuntime(state, new S5VecError(
+  // -- messages from the worker
+
+  onMessage(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === MSG.PROGRESS) this.onProgress(msg);
+    else if (msg.type === MSG.READY) this.onReady(msg.runtime);
+    else if (msg.type === MSG.STARTUP_FAILED) this.onStartupFailed(msg);
+    else if (msg.type === MSG.REPLY) this.onReply(msg);
+  }
+
+  onProgress({ step, phase, ms }) {
+    if (phase === "start") this.step = step;
+    for (const fn of this.listeners) {
+      try {
+        fn({ step, phase, ms });
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+
+  onReady(runtime) {
+    clearTimeout(this.timer);
+    this.step = null;
+    this.resolveReady({
+      numpyVersion: runtime.numpy,
+      s5vecVersion: runtime.s5vec,
+      pythonVersion: runtime.python,
+      platform: runtime.platform,
+      pyodideVersion: runtime.pyodide,
+      indexURL: runtime.indexURL,
+      ops: runtime.ops,
+      workerStartupMs: runtime.startupMs,
+      startupMs: performance.now() - this.t0,
+      steps: runtime.steps,
+    });
+  }
+
+  onStartupFailed({ step, error }) {
+    this.fail(new S5VecError(
+      error?.name === "IntegrityError" ? "IntegrityError" : "StartupError",
+      `s5vec worker start-up failed in step "${step}": ${error?.name}: ${error?.message}`,
+      { step },
+    ));
+  }
+
+  onReply({ id, ok, result, error }) {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (ok) p.resolve(result);
+    else p.reject(new S5VecError(error?.name || "InternalError", error?.message || "unknown error"));
+  }
+
+  // -- failures
+
+  onStartTimeout() {
+    const where = this.step ?? "loading worker.js";
+    this.fail(new S5VecError(
       "StartupTimeoutError",
-      `s5vec worker start-up timed out after ${timeoutMs} ms in step "${where}" (Pyodide from ${indexUrl}). ` +
+      `s5vec worker start-up timed out after ${this.timeoutMs} ms in step "${where}" (Pyodide from ${this.indexUrl}). ` +
         `If it hangs in load-pyodide, check that the server sends .wasm files as "application/wasm" ` +
         `and .mjs/.js files as "text/javascript" (a wrong wasm MIME type makes loadPyodide hang forever).`,
       { step: where },
     ));
-  }, timeoutMs);
-
-  worker.addEventListener("message", (ev) => {
-    const msg = ev.data;
-    if (!msg || typeof msg !== "object") return;
-    switch (msg.type) {
-      case MSG.PROGRESS:
-        if (msg.phase === "start") state.step = msg.step;
-        for (const fn of state.listeners) {
-          try {
-            fn({ step: msg.step, phase: msg.phase, ms: msg.ms });
-          } catch (e) {
-            console.error(e);
-          }
-        }
-        break;
-      case MSG.READY:
-        clearTimeout(timer);
-        state.step = null;
-        state.info = {
-          numpyVersion: msg.runtime.numpy,
-          s5vecVersion: msg.runtime.s5vec,
-          pythonVersion: msg.runtime.python,
-          platform: msg.runtime.platform,
-          pyodideVersion: msg.runtime.pyodide,
-          indexURL: msg.runtime.indexURL,
-          workerStartupMs: msg.runtime.startupMs,
-          startupMs: performance.now() - t0,
-          steps: msg.runtime.steps,
-        };
-        state.resolveReady(state.info);
-        break;
-      case MSG.STARTUP_FAILED:
-        clearTimeout(timer);
-        failRuntime(state, new S5VecError(
-          msg.error?.name === "IntegrityError" ? "IntegrityError" : "StartupError",
-          `s5vec worker start-up failed in step "${msg.step}": ${msg.error?.name}: ${msg.error?.message}`,
-          { step: msg.step },
-        ));
-        break;
-      case MSG.REPLY: {
-        const p = state.pending.get(msg.id);
-        if (!p) return;
-        state.pending.delete(msg.id);
-        if (msg.ok) p.resolve(msg.result);
-        else p.reject(new S5VecError(msg.error?.name || "InternalError", msg.error?.message || "unknown error"));
-        break;
-      }
-      default:
-        break;
-    }
-  });
-  worker.addEventListener("error", (ev) => {
-    ev.preventDefault?.();
-    clearTimeout(timer);
-    const where = state.step ? ` (during start-up step "${state.step}")` : "";
-    failRuntime(state, new S5VecError("WorkerError", `s5vec worker error${where}: ${ev.message || "failed to load " + workerUrl}`));
-  });
-  worker.addEventListener("messageerror", () => {
-    failRuntime(state, new S5VecError("WorkerError", "s5vec worker sent a message that could not be deserialized"));
-  });
-
-  worker.postMessage({ type: MSG.INIT, pyodideIndexUrl: indexUrl });
-  return state;
-}
-
-function runtimeState(opts) {
-  if (!rt) rt = startRuntime(opts);
-  else if (opts && typeof opts.onProgress === "function") rt.listeners.add(opts.onProgress);
-  return rt;
-}
-
-async function call(op, args, transfer = [], opts) {
-  const state = runtimeState(opts);
-  await state.ready;
-  return new Promise((resolve, reject) => {
-    const id = state.nextId++;
-    state.pending.set(id, { resolve, reject });
-    try {
-      state.worker.postMessage({ type: MSG.CALL, id, op, args }, transfer);
-    } catch (err) {
-      state.pending.delete(id);
-      reject(new S5VecError("InvalidArgumentError", `cannot send ${op} request: ${err.message}`));
-    }
-  });
-}
-
-function toFloat32(vector) {
-  // Always a private copy: its buffer is transferred to the worker (zero-copy hand-off, caller's array untouched).
-  if (vector instanceof Float32Array) return new Float32Array(vector);
-  if (Array.isArray(vector) || ArrayBuffer.isView(vector)) {
-    const out = new Float32Array(vector.length);
-    for (let i = 0; i < vector.length; i++) {
-      const x = vector[i];
-      out[i] = typeof x === "number" || typeof x === "bigint" ? Number(x) : NaN;
-    }
-    return out;
   }
-  throw new S5VecError("InvalidVectorError", "vector must be a Float32Array or an array of numbers");
+
+  onWorkerError(ev) {
+    ev.preventDefault?.();
+    const where = this.step ? ` (during start-up step "${this.step}")` : "";
+    this.fail(new S5VecError("WorkerError", `s5vec worker error${where}: ${ev.message || "failed to load " + this.workerUrl}`));
+  }
+
+  /** Reject everything waiting and stop the worker; the next S5Vec.open starts a fresh one. */
+  fail(error) {
+    if (this.failure) return;
+    this.failure = error;
+    clearTimeout(this.timer);
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+    this.rejectReady(error);
+    try {
+      this.worker.terminate();
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+let shared = null; // the page's WorkerRuntime
+
+function sharedRuntime(opts = {}) {
+  if (!shared || shared.failure) shared = new WorkerRuntime(opts).start();
+  else shared.addProgressListener(opts.onProgress);
+  return shared;
+}
+
+/** A number[] (or other array-like) as a private Float32Array whose buffer can be transferred
+ * (the caller's array is untouched); anything else is passed on for Python to reject. */
+function toTransferable(vector) {
+  if (!(Array.isArray(vector) || ArrayBuffer.isView(vector))) return { value: vector, transfer: [] };
+  const out = new Float32Array(vector.length);
+  for (let i = 0; i < vector.length; i++) {
+    const x = vector[i];
+    out[i] = typeof x === "number" || typeof x === "bigint" ? Number(x) : NaN;
+  }
+  return { value: out, transfer: [out.buffer] };
 }
 
 // ------------------------------------------------------------------ public API
 
 export class S5Vec {
   /** @private use S5Vec.open */
-  constructor(handle, info) {
+  constructor(runtime, handle, info) {
+    this._runtime = runtime; // the worker that holds this database
     this.handle = handle;
     this.info = info;
     this.lastStats = null;
@@ -183,28 +208,28 @@ export class S5Vec {
 
   /** Start (or reuse) the shared worker and return runtime information. */
   static async runtime(opts = {}) {
-    return runtimeState(opts).ready;
+    return sharedRuntime(opts).ready;
   }
 
   /** Open the index whose manifest CID is `opts.manifest`, fetched from `opts.portals`. */
   static async open(opts) {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
+    const runtime = sharedRuntime(opts);
     const args = { manifest: opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
-    const res = await call(OPS.OPEN, args, [], opts);
-    return new S5Vec(res.handle, res.info);
+    const res = await runtime.call(OPS.open, args);
+    return new S5Vec(runtime, res.handle, res.info);
   }
 
   /** k nearest neighbours of `vector`: [{id, score, metadata}], best first. */
   async search(vector, options = {}) {
-    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
-    const vec = toFloat32(vector);
-    const args = { handle: this.handle, vector: vec };
+    const { value, transfer } = toTransferable(vector);
+    const args = { handle: this.handle, vector: value };
     if (options.k !== undefined) args.k = options.k;
     if (options.filter !== undefined) args.filter = options.filter;
     if (options.params !== undefined) args.params = options.params;
     const n = ++this._searchSeq;
-    const res = await call(OPS.SEARCH, args, [vec.buffer]);
+    const res = await this._runtime.call(OPS.search, args, transfer);
     if (n > this._statsSeq) {
       // with overlapping searches, stats of the most recently started one win
       this._statsSeq = n;
@@ -216,11 +241,10 @@ export class S5Vec {
   /** Text search: [{id, score, metadata}], best first. `options.mode`: "hybrid" (default: embedding +
    * keyword, fused), "vector" or "keyword". Empty or word-less text rejects with EmptyQueryError. */
   async searchText(text, options = {}) {
-    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
     const args = { handle: this.handle, text };
     for (const key of ["k", "filter", "mode", "params"]) if (options[key] !== undefined) args[key] = options[key];
     const n = ++this._searchSeq;
-    const res = await call(OPS.SEARCH_TEXT, args);
+    const res = await this._runtime.call(OPS.searchText, args);
     if (n > this._statsSeq) {
       this._statsSeq = n;
       this.lastStats = res.stats;
@@ -228,23 +252,22 @@ export class S5Vec {
     return res.hits;
   }
 
-  /** A record's metadata without a search: {id, metadata}; UnknownIdError if the index does not hold it. */
+  /** A record without a search: {id, metadata, timestamp}; UnknownIdError if the index does not hold it. */
   async get(id) {
-    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
-    return call(OPS.GET, { handle: this.handle, id });
+    return this._runtime.call(OPS.get, { handle: this.handle, id });
   }
 
   /** Cumulative statistics of this database (fetches, cache). */
   async stats() {
-    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
-    return call(OPS.STATS, { handle: this.handle });
+    return this._runtime.call(OPS.stats, { handle: this.handle });
   }
 
   /** Release the database in the worker. Idempotent. */
   async close() {
     if (this._closed) return;
     this._closed = true;
-    await call(OPS.CLOSE, { handle: this.handle });
+    if (this._runtime.failure) return; // the worker, and the database with it, is gone
+    await this._runtime.call(OPS.close, { handle: this.handle });
   }
 
   get closed() {

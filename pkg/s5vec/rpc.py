@@ -4,19 +4,43 @@ It never raises: every outcome is a JSON string, ``{"ok": true, "result": ...}``
 ``{"ok": false, "error": {"name", "message"}}``, so a bad request can never kill the worker.
 Errors raised on purpose keep their class name (``DimensionError``, ``IntegrityError``...);
 anything else is reported as ``InternalError`` with its type and message.
+
+The op names come from ``protocol.json`` (shipped in this package and copied into the browser
+bundle, where the bridge and the worker read the same file); :data:`OPS` must serve exactly
+those, which is checked when this module is imported. Only the *shape* of a request is checked
+here (args is an object, handle is an int); the query itself (vector, k, filter, params) is
+validated once, by :mod:`s5vec.api`.
 """
 from __future__ import annotations
 
 import json
 import platform
 import sys
+from importlib import resources
 from typing import Any, Awaitable, Callable
 
-from .errors import IntegrityError, InvalidArgumentError, S5VecError
+from .errors import ClosedError, IntegrityError, InvalidArgumentError, S5VecError
+
+PROTOCOL: dict[str, Any] = json.loads(resources.files(__package__).joinpath("protocol.json").read_text("utf-8"))
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+OPS: dict[str, Handler] = {}
 
 _dbs: dict[int, Any] = {}
+_closed: set[int] = set()  # tombstones: a call on a closed handle gets ClosedError, not "no such handle"
 _stores: dict[Any, Any] = {}  # portal list -> ChunkStore shared by every database opened on it
 _next_handle = 1
+
+
+def op(name: str) -> Callable[[Handler], Handler]:
+    """Register the handler of op ``name`` (which must be listed in protocol.json)."""
+    if name not in PROTOCOL["ops"]:
+        raise RuntimeError(f"rpc op {name!r} is not in protocol.json")
+
+    def register(fn: Handler) -> Handler:
+        OPS[name] = fn
+        return fn
+    return register
 
 
 def _to_py(value: Any) -> Any:
@@ -25,33 +49,38 @@ def _to_py(value: Any) -> Any:
     return to_py() if callable(to_py) else value
 
 
-def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    if name not in args or args[name] is None:
+def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    """A protocol-level argument of the right JSON type (bool is not an int here)."""
+    if args.get(name) is None:
         if default is ...:
             raise InvalidArgumentError(f"missing argument {name!r}")
         return default
     value = args[name]
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidArgumentError(f"argument {name!r} has the wrong type ({type(value).__name__})")
     return value
 
 
 def _db(args: dict[str, Any]) -> Any:
     handle = _arg(args, "handle", int)
+    if handle in _closed:
+        raise ClosedError(f"database {handle} is closed")
     if handle not in _dbs:
         raise InvalidArgumentError(f"no open database with handle {handle}")
     return _dbs[handle]
 
 
+@op("version")
 async def _version(args: dict[str, Any]) -> dict[str, Any]:
     import numpy
 
     from . import __version__
 
     return {"s5vec": __version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "platform": sys.platform}
+            "platform": sys.platform, "ops": list(OPS)}
 
 
+@op("open")
 async def _open(args: dict[str, Any]) -> dict[str, Any]:
     global _next_handle
     from .api import Database, make_store
@@ -59,13 +88,12 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, 64 * 2**20)
-    timeout = _arg(args, "timeout", (int, float), 15.0)
     # one verified-chunk cache per portal list for the whole worker session: opening an index again
     # (or another index sharing chunks, e.g. the same model) downloads nothing already verified
     key = tuple(portals) if all(isinstance(p, str) for p in portals) else None
     store = _stores.get(key) if key is not None else None
     if store is None:
-        store = make_store(portals, cache_bytes=cache, timeout=float(timeout))
+        store = make_store(portals, cache_bytes=cache)
         _stores[key] = store
     try:
         db = await Database.open_async(cid, store=store, cache_bytes=cache)
@@ -79,26 +107,26 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     return {"handle": handle, "info": db.info()}
 
 
+@op("search")
 async def _search(args: dict[str, Any]) -> dict[str, Any]:
     db = _db(args)
     if "vector" not in args:
         raise InvalidArgumentError("missing argument 'vector'")
-    k = args.get("k", 10)
-    flt = args.get("filter")
-    params = _arg(args, "params", dict, {})
-    return await db.search_async(args["vector"], 10 if k is None else k, flt, params)
+    k = args.get("k")
+    return await db.search_async(args["vector"], 10 if k is None else k, args.get("filter"), args.get("params"))
 
 
+@op("searchText")
 async def _search_text(args: dict[str, Any]) -> dict[str, Any]:
     db = _db(args)
     if "text" not in args:
         raise InvalidArgumentError("missing argument 'text'")
-    k = args.get("k")
-    mode = args.get("mode")
+    k, mode = args.get("k"), args.get("mode")
     return await db.search_text_async(args["text"], 10 if k is None else k, args.get("filter"),
-                                      "hybrid" if mode is None else mode, _arg(args, "params", dict, {}))
+                                      "hybrid" if mode is None else mode, args.get("params"))
 
 
+@op("get")
 async def _get(args: dict[str, Any]) -> dict[str, Any]:
     db = _db(args)
     if "id" not in args:
@@ -106,21 +134,24 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
     return await db.get_async(args["id"])
 
 
-async def _close(args: dict[str, Any]) -> dict[str, Any]:
-    db = _db(args)
-    db.close()
-    del _dbs[args["handle"]]
-    return {}
-
-
+@op("stats")
 async def _stats(args: dict[str, Any]) -> dict[str, Any]:
     return _db(args).stats()
 
 
-OPS: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-    "version": _version, "open": _open, "search": _search, "close": _close, "stats": _stats,
-    "searchText": _search_text, "get": _get,
-}
+@op("close")
+async def _close(args: dict[str, Any]) -> dict[str, Any]:
+    handle = _arg(args, "handle", int)
+    if handle in _closed:
+        return {}  # closing twice is harmless
+    _db(args).close()
+    del _dbs[handle]
+    _closed.add(handle)
+    return {}
+
+
+if set(OPS) != set(PROTOCOL["ops"]):
+    raise RuntimeError(f"protocol.json lists ops {sorted(PROTOCOL['ops'])} but rpc serves {sorted(OPS)}")
 
 
 async def handle(op: Any, args: Any = None) -> str:
@@ -131,7 +162,7 @@ async def handle(op: Any, args: Any = None) -> str:
             raise InvalidArgumentError("request arguments must be an object")
         fn = OPS.get(op) if isinstance(op, str) else None
         if fn is None:
-            raise InvalidArgumentError(f"unknown request type {op!r}; expected one of {', '.join(OPS)}")
+            raise InvalidArgumentError(f"unknown op {op!r}; the accepted ops are {', '.join(OPS)}")
         result = await fn(args)
         return json.dumps({"ok": True, "result": result}, default=_json_default)
     except S5VecError as exc:
