@@ -191,3 +191,31 @@ def test_uncommitted_delete_leaves_keyword_results(films):
     first = db.search_text(title, 5, mode="keyword")[0]["id"]
     db.delete([first])
     assert first not in [h["id"] for h in db.search_text(title, 5, mode="keyword")]
+
+
+def test_rpc_search_text_and_get(films, monkeypatch):
+    import asyncio
+    import json
+
+    from s5vec import rpc
+
+    recs, store, cid = films
+    monkeypatch.setattr(api, "make_store", lambda portals, **kw: store)
+    monkeypatch.setattr(rpc, "_stores", {})
+
+    def call(op, args):
+        return json.loads(asyncio.run(rpc.handle(op, args)))
+
+    h = call("open", {"manifest": cid, "portals": ["http://unused"]})["result"]["handle"]
+    title = next(r["metadata"]["title"] for r in recs[300:] if len(tokenize(r["metadata"]["title"])) >= 2)
+    out = call("searchText", {"handle": h, "text": title, "k": 3, "mode": "keyword"})
+    assert out["ok"] and tokenize(out["result"]["hits"][0]["metadata"]["title"]) == tokenize(title)
+    assert out["result"]["stats"]["planned"]["postings"] >= 1
+    assert call("searchText", {"handle": h, "text": "  "})["error"]["name"] in ("EmptyQueryError", "InvalidArgumentError")
+    assert call("searchText", {"handle": h})["error"]["name"] == "InvalidArgumentError"
+    assert call("get", {"handle": h, "id": recs[5]["id"]})["result"]["metadata"] == recs[5]["metadata"]
+    assert call("get", {"handle": h, "id": "zz"})["error"]["name"] == "UnknownIdError"
+    # a second open on the same portals shares the verified chunks: nothing is fetched again
+    h2 = call("open", {"manifest": cid, "portals": ["http://unused"]})["result"]["handle"]
+    again = call("searchText", {"handle": h2, "text": title, "k": 3, "mode": "keyword"})["result"]
+    assert again["stats"]["chunksFetched"] == 0
