@@ -50,6 +50,10 @@ def test_bridge_worker_and_rpc_share_one_op_table(shared_harness, published):  #
         """const db = await S5Vec.open({ manifest: arg.cid, portals: arg.urls });
            const hits = await db.search(arg.q, { k: 3 });
            const stats = await db.stats();
+           const got = await db.get("doc00000");
+           // this index has no text field: searchText is answered (InvalidArgumentError), so the op was sent
+           const text = await db.searchText("anything").catch((e) => e.name);
+           if (got.id !== "doc00000" || text !== "InvalidArgumentError") throw new Error("unexpected text answers");
            await db.close();
            if (hits[0].id !== "doc00000" || typeof stats !== "object") throw new Error("unexpected answer");
            return window.sentOps.slice();""",
