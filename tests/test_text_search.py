@@ -219,3 +219,34 @@ def test_rpc_search_text_and_get(films, monkeypatch):
     h2 = call("open", {"manifest": cid, "portals": ["http://unused"]})["result"]["handle"]
     again = call("searchText", {"handle": h2, "text": title, "k": 3, "mode": "keyword"})["result"]
     assert again["stats"]["chunksFetched"] == 0
+
+
+def test_cli_search_text_prints_one_json_line_per_hit(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from s5vec.s5.portal import serve
+
+    from conftest import ROOT
+
+    portal = serve(tmp_path / "portal")[0]
+    try:
+        recs = list(movie_records(500))
+        for r in recs:
+            r["vector"] = [1.0, float(len(r["text"]) % 7), 0.5]
+        cid = api.publish(recs, api.make_store([portal.url]), kind="flat", text_field="text")
+        title = next(r["metadata"]["title"] for r in recs[100:] if len(tokenize(r["metadata"]["title"])) >= 2)
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "pkg"))
+        p = subprocess.run([sys.executable, "-m", "s5vec", "search", cid, "--portal", portal.url, "--text", title,
+                            "-k", "3", "--mode", "keyword"], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        lines = [json.loads(x) for x in p.stdout.splitlines()]
+        assert 1 <= len(lines) <= 3 and set(lines[0]) == {"id", "score", "metadata"}
+        assert tokenize(lines[0]["metadata"]["title"]) == tokenize(title)
+        p = subprocess.run([sys.executable, "-m", "s5vec", "search", cid, "--portal", portal.url, "--text", "?!"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 1 and "Error" in p.stderr and "Traceback" not in p.stderr
+    finally:
+        portal.stop()
