@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything s5vec needs on a fresh Debian machine, idempotently:
 # Debian chromium (for the browser tests), a Python venv with the package and test tools,
-# the pinned npm packages (pyodide, hash-wasm, typescript), then the wheel and web bundle.
+# the pinned npm packages (pyodide, hash-wasm, typescript), the text model (distilled once, cached
+# in .cache/model by build_model.sh), then the wheel and web bundle.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON_BOOTSTRAP:-python3}
@@ -27,4 +28,5 @@ if [ ! -d node_modules/pyodide ] || [ package-lock.json -nt node_modules/.packag
   echo "==> npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+bash build_model.sh
 bash build_wheel.sh

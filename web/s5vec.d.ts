@@ -19,6 +19,8 @@ export type S5VecErrorName =
   | "EmptyQueryError"
   | "NoKnownTokensError"
   | "ClosedError"
+  | "EmptyQueryError"
+  | "NoKnownTokensError"
   | "InternalError"
   | "StartupTimeoutError"
   | "StartupError"

@@ -23,7 +23,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import filters, kernels, layout
-from .errors import ClosedError, FormatError, InvalidArgumentError, NotFoundError, UnknownIdError
+from .errors import (ClosedError, EmptyQueryError, FormatError, InvalidArgumentError, NoKnownTokensError, NotFoundError,
+                     UnknownIdError)
 from .index.base import Index
 from .index.records import stamp
 from .query import Chunks, Hit, Query, build_params
@@ -195,6 +196,7 @@ def publish(
 ) -> str:
     """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
 
+    ``extra`` goes into the manifest as is (e.g. ``{"embed": {"model": cid, ...}}`` naming the text model).
     With ``text_field`` the records' text (``record[text_field]`` or ``record["metadata"][text_field]``)
     is also indexed for keyword search (BM25, :mod:`s5vec.keyword`), named in ``extra["keyword"]``.
     """
@@ -450,7 +452,7 @@ class Database:
         if mode != "keyword":
             try:
                 tokens = self.model.tokenize(text)
-            except _no_known_tokens() as exc:
+            except NoKnownTokensError as exc:
                 if mode == "vector":
                     raise
                 vec_only_failed = exc  # hybrid: no known token, the keyword side answers alone
@@ -504,7 +506,7 @@ class Database:
         if mode not in TEXT_MODES:
             raise InvalidArgumentError(f"mode must be one of {', '.join(TEXT_MODES)}, got {mode!r}")
         if not tokenize(text[:MAX_QUERY_CHARS]):
-            raise _empty_query_error()("the query has no words (letters or digits)")
+            raise EmptyQueryError("the query has no words (letters or digits)")
         text = text[:MAX_QUERY_CHARS]
         if mode in ("keyword", "hybrid") and self.keyword is None:
             if mode == "keyword" or self.model is None:
@@ -727,15 +729,3 @@ def _model_steps(manifest: Mapping[str, Any], store: ChunkStore, eager: list[str
     if need:
         yield list(need)
     return embed.ChunkedModel.load(model_cid, reader)
-
-
-def _no_known_tokens() -> type:
-    from . import errors
-
-    return getattr(errors, "NoKnownTokensError", ())
-
-
-def _empty_query_error() -> type:
-    from . import errors
-
-    return getattr(errors, "EmptyQueryError", InvalidArgumentError)

@@ -1,4 +1,4 @@
-"""The ``s5vec`` command line: portal, publish, search, migrate, web, demo-data.
+"""The ``s5vec`` command line: portal, publish, search, migrate, embed, web, demo-data.
 
 Bad input gets one line on stderr and exit status 2 (usage) or 1 (anything else), never a
 traceback; progress bars go to stderr so stdout stays machine-readable (the manifest CID is
@@ -14,12 +14,33 @@ from typing import Any, Iterator, Sequence
 from .errors import InvalidArgumentError, S5VecError
 
 
-def _progress(total: int | None, desc: str):
+def _progress(total: int | None, desc: str, unit: str = "vec"):
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional; progress is a nicety
         return None
-    return tqdm(total=total, desc=desc, unit="vec", file=sys.stderr, disable=None)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None)
+
+
+def _bar_callback(bar):
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+    return progress
+
+
+def _embed_missing(records: list, text_field: str, model_dir: str | None):
+    """Embed the records that have no vector (progress bar on stderr); returns the local model."""
+    from . import embed
+
+    model = embed.load_local(model_dir)
+    todo = sum(1 for r in records if r.get("vector") is None)
+    bar = _progress(todo, "embedding", unit="text") if todo else None
+    embed.embed_records(records, model, text_field, progress=_bar_callback(bar))
+    if bar is not None:
+        bar.close()
+    return model
 
 
 def _read_jsonl(path: str, what: str) -> Iterator[tuple[int, Any]]:
@@ -111,15 +132,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"{args.file}:{n}: each line must be an object with id and vector")
         records.append(rec)
     store = api.make_store(args.portal, timeout=args.timeout)
+    extra = None
+    if args.text_field:
+        from . import embed
+
+        model = _embed_missing(records, args.text_field, args.model)
+        model_cid = embed.publish_model(model, store)
+        print(f"text model {model_cid}", file=sys.stderr)
+        extra = embed.manifest_extra(model_cid, args.text_field, model.dim)
     bar = _progress(len(records), "indexing")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.n = done
-            bar.refresh()
-
     cid = api.publish(records, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
-                      progress=progress)
+                      progress=_bar_callback(bar), extra=extra, text_field=args.text_field)
     if bar is not None:
         bar.close()
     st = store.stats()
@@ -160,6 +183,26 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print(f"moved {moved} aged records from HNSW to IVF; uploaded {writer.uploaded} of "
           f"{len(writer.chunks)} chunks", file=sys.stderr)
     print(cid)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    records = []
+    for n, rec in _read_jsonl(args.file, "records"):
+        if not isinstance(rec, dict):
+            raise InvalidArgumentError(f"{args.file}:{n}: each line must be an object with a {args.text_field!r} text")
+        records.append(rec)
+    _embed_missing(records, args.text_field, args.model)
+    try:
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {args.out}: {exc.strerror}") from None
+    with out:
+        for rec in records:
+            vec = rec["vector"]
+            rec["vector"] = vec.tolist() if hasattr(vec, "tolist") else vec
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(f"embedded {len(records)} records", file=sys.stderr)
     return 0
 
 
@@ -227,8 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--index", default=None, help="flat | hnsw | ivf | hybrid")
     sp.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="index parameter (repeatable)")
+    sp.add_argument("--text-field", default=None, metavar="FIELD",
+                    help="embed records without a vector from this text field (top level or in metadata) and "
+                         "publish the text model with the index")
+    sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
     sp.add_argument("--timeout", type=float, default=30.0)
     sp.set_defaults(fn=cmd_publish)
+
+    sp = sub.add_parser("embed", help="add text-embedding vectors to JSON-line records")
+    sp.add_argument("file", help='JSON lines with a text field ("-" for stdin)')
+    sp.add_argument("--out", required=True, help='output JSON lines ("-" for stdout)')
+    sp.add_argument("--text-field", default="text", metavar="FIELD")
+    sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
+    sp.set_defaults(fn=cmd_embed)
 
     sp = sub.add_parser("search", help="search a published index: --text prints one JSON line per hit "
                                        "(id, score, metadata); --queries one JSON line of hits per query vector")

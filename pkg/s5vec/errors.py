@@ -60,3 +60,11 @@ class NotFoundError(PortalError):
 
 class ClosedError(S5VecError):
     """The database was closed."""
+
+
+class EmptyQueryError(InvalidArgumentError):
+    """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
+
+
+class NoKnownTokensError(InvalidArgumentError):
+    """A text whose words are all unknown to the text model's vocabulary (e.g. only emoji)."""
