@@ -7,7 +7,7 @@
 // one `ready` promise; calls are forwarded to s5vec.rpc.handle, which checks op names and args
 // (the worker checks nothing of a request's content); the message listener at the end is the
 // only transport code.
-import { MSG, STEPS } from "./protocol.js";
+import { MSG, STEPS, checkRequest } from "./protocol.js";
 import { createBLAKE3 } from "./vendor/hash-wasm/index.esm.min.js";
 
 const BASE = new URL("./", self.location.href);
@@ -196,7 +196,9 @@ async function onCall(msg) {
   try {
     if (!ready) throw new Error("worker not initialised (send init first)");
     await ready;
-    reply = await callRpc(msg.op, msg.args);
+    // the one check before Python: a request too deep would overflow the stack inside toPy
+    const tooBig = checkRequest(msg.args);
+    reply = tooBig ? { ok: false, error: tooBig } : await callRpc(msg.op, msg.args);
   } catch (err) {
     reply = { ok: false, error: errorObject(err) };
   }

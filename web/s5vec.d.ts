@@ -59,6 +59,9 @@ export interface OpenOptions extends RuntimeOptions {
   portals: string[];
   /** Size of the in-worker chunk cache. */
   cacheBytes?: number;
+  /** Deadline for fetching one blob, every portal and retry included (default 15000 ms). A slow or
+   * hanging portal is also worked around sooner: the next portal is asked after a short delay. */
+  timeoutMs?: number;
 }
 
 export interface RuntimeInfo {

@@ -10,8 +10,10 @@
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
 //
 // The bridge checks nothing about a request's content: the query (vector, k, filter, params) and
-// "is this database closed" are checked once, in Python, which rejects with a typed error.
-import { MSG, OPS, STEPS } from "./protocol.js";
+// "is this database closed" are checked once, in Python, which rejects with a typed error. The one
+// exception is the shape limit of protocol.js's checkRequest (depth, size): a request that deep
+// could not even be received by the worker, so it is rejected before postMessage.
+import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
 
 export { STEPS };
 
@@ -69,6 +71,8 @@ class WorkerRuntime {
 
   /** Post one rpc call; resolves to its result, rejects with an S5VecError. */
   async call(op, args, transfer = []) {
+    const bad = checkRequest(args);
+    if (bad) throw new S5VecError(bad.name, bad.message);
     await this.ready;
     if (this.failure) throw this.failure;
     return new Promise((resolve, reject) => {
@@ -217,6 +221,7 @@ export class S5Vec {
     const runtime = sharedRuntime(opts);
     const args = { manifest: opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
+    if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
     const res = await runtime.call(OPS.open, args);
     return new S5Vec(runtime, res.handle, res.info);
   }

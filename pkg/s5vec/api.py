@@ -545,6 +545,10 @@ class Database:
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
+        """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
+                                       f"(write delete([{ids!r:.40}]))")
         ids = list(ids)
         n = self._writable().delete(ids)
         for i in ids if self.keyword else ():
@@ -623,7 +627,11 @@ def _as_array(vector: Any) -> Any:
     return vector
 
 
-def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0) -> ChunkStore:
+def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, timeout: float = 10.0,
+               auth_token: str | None = None, retries: int = 1, hedge: bool = True) -> ChunkStore:
+    """A chunk store over ``portals``: ``timeout`` is the deadline for one blob (all portals and
+    retries included); ``auth_token`` is sent on uploads; ``hedge`` asks the next portal too when
+    the first is slow (see :mod:`s5vec.s5.client`)."""
     from .s5.client import PortalClient
 
     if not portals or isinstance(portals, str) or not all(isinstance(p, str) and p for p in portals):
@@ -631,7 +639,8 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
     for p in portals:
         if not p.startswith(("http://", "https://")):
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
-    return ChunkStore(PortalClient(list(portals), timeout=timeout), cache_bytes=cache_bytes)
+    client = PortalClient(list(portals), timeout=timeout, retries=retries, auth_token=auth_token, hedge=hedge)
+    return ChunkStore(client, cache_bytes=cache_bytes)
 
 
 # -- text queries: modes, fusion, and the plan-fetch rounds -------------------------------------

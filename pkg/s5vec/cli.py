@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Iterator, Sequence
 
@@ -43,19 +44,47 @@ def _embed_missing(records: list, text_field: str, model_dir: str | None):
     return model
 
 
+class InputError(InvalidArgumentError):
+    """Input the CLI cannot read at all (not UTF-8, not JSON, nested too deep): exit status 2."""
+
+    exit_code = 2
+
+    @property
+    def name(self) -> str:
+        return "InvalidArgumentError"
+
+
 def _read_jsonl(path: str, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) per non-blank line; bytes are decoded per line so an error names its line."""
     try:
-        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as exc:
         raise InvalidArgumentError(f"cannot read {what} file {path}: {exc.strerror}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                                 ) from None
             if not line.strip():
                 continue
             try:
                 yield n, json.loads(line)
             except ValueError as exc:
-                raise InvalidArgumentError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                raise InputError(f"{path}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{n}: JSON nested too deeply") from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _parse_params(items: Sequence[str] | None) -> dict[str, Any]:
@@ -131,7 +160,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if not isinstance(rec, dict):
             raise InvalidArgumentError(f"{args.file}:{n}: each line must be an object with id and vector")
         records.append(rec)
-    store = api.make_store(args.portal, timeout=args.timeout)
+    store = api.make_store(args.portal, timeout=args.timeout, auth_token=args.auth_token)
     extra = None
     if args.text_field:
         from . import embed
@@ -177,7 +206,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from . import api
 
-    db = api.Database.open(args.cid, args.portal, timeout=args.timeout)
+    store = api.make_store(args.portal, timeout=args.timeout, auth_token=args.auth_token)
+    db = api.Database.open(args.cid, store=store)
     moved = db.migrate()
     cid, writer = db.commit()
     print(f"moved {moved} aged records from HNSW to IVF; uploaded {writer.uploaded} of "
@@ -227,6 +257,10 @@ def cmd_demo_config(args: argparse.Namespace) -> int:
     return 0
 
 
+_TIMEOUT_HELP = "seconds allowed for one blob, all portals and retries included (default 30)"
+_TOKEN_HELP = "bearer token for uploads (default: $S5VEC_AUTH_TOKEN)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s5vec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -255,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("cid", help="manifest CID")
     sp.add_argument("--portal", action="append", required=True, help="portal URL (repeat: stored on each)")
     sp.add_argument("--auth-token", default=None, help="portal write token (default: env S5VEC_AUTH_TOKEN)")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_pointer)
 
     sp = sub.add_parser("resolve", help="print the manifest CID a pointer (public key) names, signature checked")
     sp.add_argument("pointer", help="public key (base64url), as printed by keygen")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_resolve)
 
     sp = sub.add_parser("publish", help="build an index from JSON lines and upload it; prints the manifest CID")
@@ -274,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embed records without a vector from this text field (top level or in metadata) and "
                          "publish the text model with the index")
     sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.add_argument("--auth-token", default=os.environ.get("S5VEC_AUTH_TOKEN") or None, help=_TOKEN_HELP)
     sp.set_defaults(fn=cmd_publish)
 
     sp = sub.add_parser("embed", help="add text-embedding vectors to JSON-line records")
@@ -294,13 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--filter", default=None, help="metadata filter as JSON")
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter, e.g. ef=128, nprobe=32")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
     sp.set_defaults(fn=cmd_search)
 
     sp = sub.add_parser("migrate", help="hybrid: move aged records from HNSW to IVF; prints the new manifest CID")
     sp.add_argument("cid", help="manifest CID of a hybrid index")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=_positive_seconds, default=30.0, help=_TIMEOUT_HELP)
+    sp.add_argument("--auth-token", default=os.environ.get("S5VEC_AUTH_TOKEN") or None, help=_TOKEN_HELP)
     sp.set_defaults(fn=cmd_migrate)
 
     sp = sub.add_parser("web", help="serve the built web bundle (web/dist) with correct MIME types")
@@ -340,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except S5VecError as exc:
         print(f"s5vec: error: {exc.name}: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

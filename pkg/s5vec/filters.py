@@ -10,6 +10,7 @@ Syntax (a subset of MongoDB's, which web developers already know)::
     {"_timestamp": {"$gte": ...}}               the record's own timestamp (Unix seconds)
 
 A record missing the field never matches a comparison (but matches ``$ne`` / ``$nin``).
+A filter nests at most 32 levels and has at most 1,000 nodes (:mod:`s5vec.limits`).
 An unknown operator, a non-list operand for ``$in``, a range bound that is neither a number
 nor a string, or a nested object used as a value all raise :class:`FilterError` at parse time,
 so a bad filter never reaches an index.
@@ -25,6 +26,7 @@ import json
 import operator
 from typing import Any, Callable, Iterable, Mapping
 
+from . import limits
 from .errors import FilterError
 
 Summary = Mapping[str, Any]  # {"n": records, "fields": {name: FieldSummary}}
@@ -232,10 +234,13 @@ def parse(doc: Any) -> Filter | None:
             doc = json.loads(doc)
         except ValueError as exc:
             raise FilterError(f"filter is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise FilterError(f"filter nested too deeply (more than {limits.MAX_FILTER_DEPTH} levels)") from None
     if not isinstance(doc, Mapping):
         raise FilterError(f"filter must be an object, got {type(doc).__name__}")
     if not doc:
         return None
+    limits.check_filter_shape(doc)  # iterative: bounds the recursive parse below
     return Filter(doc, _parse_doc(doc))
 
 

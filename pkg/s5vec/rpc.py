@@ -9,7 +9,8 @@ The op names come from ``protocol.json`` (shipped in this package and copied int
 bundle, where the bridge and the worker read the same file); :data:`OPS` must serve exactly
 those, which is checked when this module is imported. Only the *shape* of a request is checked
 here (args is an object, handle is an int); the query itself (vector, k, filter, params) is
-validated once, by :mod:`s5vec.api`.
+validated once, by :mod:`s5vec.api`. Before any op sees them, args are checked against
+:func:`s5vec.limits.check_request` (depth and size; web/protocol.js applies the same rule page-side).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 from importlib import resources
 from typing import Any, Awaitable, Callable
 
+from . import limits
 from .errors import ClosedError, IntegrityError, InvalidArgumentError, S5VecError
 
 PROTOCOL: dict[str, Any] = json.loads(resources.files(__package__).joinpath("protocol.json").read_text("utf-8"))
@@ -93,7 +95,7 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     key = tuple(portals) if all(isinstance(p, str) for p in portals) else None
     store = _stores.get(key) if key is not None else None
     if store is None:
-        store = make_store(portals, cache_bytes=cache)
+        store = make_store(portals, cache_bytes=cache, timeout=_timeout(args))
         _stores[key] = store
     try:
         db = await Database.open_async(cid, store=store, cache_bytes=cache)
@@ -105,6 +107,15 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
+
+
+def _timeout(args: dict[str, Any]) -> float:
+    """The per-blob deadline in seconds: ``timeoutMs`` (as the bridge sends it) or ``timeout`` (s)."""
+    ms = _arg(args, "timeoutMs", (int, float), None)
+    sec = float(ms) / 1000 if ms is not None else float(_arg(args, "timeout", (int, float), 15.0))
+    if not 0 < sec <= 3600:  # also rejects NaN
+        raise InvalidArgumentError(f"timeout must be between 1 ms and 1 hour, got {ms if ms is not None else sec!r}")
+    return sec
 
 
 @op("search")
@@ -160,11 +171,15 @@ async def handle(op: Any, args: Any = None) -> str:
         args = _to_py(args) if args is not None else {}
         if not isinstance(args, dict):
             raise InvalidArgumentError("request arguments must be an object")
+        limits.check_request(args)
         fn = OPS.get(op) if isinstance(op, str) else None
         if fn is None:
             raise InvalidArgumentError(f"unknown op {op!r}; the accepted ops are {', '.join(OPS)}")
         result = await fn(args)
-        return json.dumps({"ok": True, "result": result}, default=_json_default)
+        try:
+            return json.dumps({"ok": True, "result": result}, default=_json_default, allow_nan=False)
+        except ValueError:  # NaN/Infinity (metadata published before they were rejected): JSON null
+            return json.dumps({"ok": True, "result": _finite(result)}, default=_json_default, allow_nan=False)
     except S5VecError as exc:
         return _error(exc.name, str(exc))
     except Exception as exc:  # the worker must survive anything
@@ -173,6 +188,17 @@ async def handle(op: Any, args: Any = None) -> str:
 
 def _error(name: str, message: str) -> str:
     return json.dumps({"ok": False, "error": {"name": name, "message": message}})
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -7,6 +7,8 @@
   table and the next ``get`` still returns it without a second download.
 * ``get_decoded(cid, tag, decode)`` -- ``get`` plus the decoded form, kept beside the bytes.
 * ``put(data)``           -- upload unless this store already uploaded or fetched it.
+* single-flight: concurrent requests for one CID (threads, coroutines, or both) share one
+  download (see :class:`_Flights`); the waiters get the same bytes or the same error.
 * ``stats()`` / ``snapshot()`` / ``diff()`` -- totals, and the change over a window (one search).
 
 This is the process's one cache and ``cache_bytes`` its one byte budget: decoded chunk bodies
@@ -21,11 +23,11 @@ import asyncio
 import sys
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from .errors import IntegrityError, InvalidArgumentError
+from .errors import IntegrityError, InvalidArgumentError, PortalError
 from .s5.cid import BlobId, blob_cid
 from .s5.client import BlobClient
 
@@ -54,6 +56,48 @@ def _key_of_str(cid: str) -> str:
     return BlobId.parse(cid).to_string()
 
 
+class _Flights:
+    """Single-flight of downloads: the first asker of a CID downloads it, later askers wait.
+
+    A flight is a :class:`concurrent.futures.Future`, so it can be waited on from any thread
+    (blocking) or from any event loop (``asyncio.wrap_future``).  In Pyodide there is one thread:
+    a blocking wait there could never end, so blocking callers download on their own instead;
+    the same holds on CPython for a blocking call on the thread whose event loop leads the flight.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._f: dict[str, Future] = {}
+
+    def claim(self, keys: Iterable[str]) -> tuple[dict[str, Future], dict[str, Future]]:
+        """(flights this caller now leads, flights others lead) for ``keys``."""
+        mine: dict[str, Future] = {}
+        theirs: dict[str, Future] = {}
+        with self._lock:
+            for k in keys:
+                f = self._f.get(k)
+                if f is None:
+                    f = self._f[k] = Future()
+                    f.leader = threading.get_ident()  # type: ignore[attr-defined]
+                    mine[k] = f
+                else:
+                    theirs[k] = f
+        return mine, theirs
+
+    def land(self, key: str, data: bytes | None = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            f = self._f.pop(key, None)
+        if f is None or f.done():
+            return
+        if error is not None:
+            f.set_exception(error)
+        else:
+            f.set_result(data)
+
+
+_EMSCRIPTEN = sys.platform == "emscripten"
+
+
 class ChunkStore:
     """Fetch-verify-cache of raw chunk bytes, bounded in bytes (LRU)."""
 
@@ -71,6 +115,7 @@ class ChunkStore:
         self._known: set[str] = set()  # cids the portal(s) hold: uploaded or fetched by us
         self._decoded: dict[str, tuple[Any, Any]] = {}  # key -> (tag, decoded), only for keys in _cache
         self._c = dict.fromkeys(_COUNTED, 0)
+        self._flights = _Flights()
 
     # ------------------------------------------------------------------ cache internals
     def _insert(self, key: str, data: bytes, *, unread: bool) -> None:
@@ -136,9 +181,25 @@ class ChunkStore:
             if data is not None:
                 return data
             self._c["cache_misses"] += 1
-        data = self.client.download(cid if isinstance(cid, str) else key)
+        mine, theirs = ({}, {}) if _EMSCRIPTEN else self._flights.claim([key])
+        if theirs:
+            fut = theirs[key]
+            if getattr(fut, "leader", None) != threading.get_ident():
+                return fut.result()
+            # led by a coroutine on this very thread: waiting would block its loop forever
+        if not mine:
+            data = self.client.download(cid if isinstance(cid, str) else key)
+            with self._lock:
+                self._record_fetch(key, data, unread=False)
+            return data
+        try:
+            data = self.client.download(cid if isinstance(cid, str) else key)
+        except BaseException as exc:
+            self._flights.land(key, error=exc)
+            raise
         with self._lock:
             self._record_fetch(key, data, unread=False)
+        self._flights.land(key, data)
         return data
 
     def get_decoded(self, cid: "str | BlobId", tag: Any, decode: Callable[[bytes], Any]) -> Any:
@@ -172,15 +233,38 @@ class ChunkStore:
                 wanted[key] = c if isinstance(c, str) else key
         if not wanted:
             return
-        got = await self.client.download_many(list(wanted.values()))
+        mine, theirs = self._flights.claim(wanted)
+        try:
+            got = await self.client.download_many([wanted[k] for k in mine]) if mine else {}
+        except BaseException as exc:
+            err = exc if isinstance(exc, Exception) else PortalError("download abandoned")
+            for key in mine:
+                self._flights.land(key, error=err)
+            raise
         with self._lock:
-            for key, orig in wanted.items():
-                data = got.get(orig)
+            for key in mine:
+                data = got.get(wanted[key])
                 if data is None:
                     data = got.get(key)
                 if data is None:  # a client that silently skipped one: get() will fetch it
                     continue
                 self._record_fetch(key, data, unread=True)
+        for key in mine:
+            data = got.get(wanted[key], got.get(key))
+            if data is None:
+                self._flights.land(key, error=PortalError(f"the client did not return {key}"))
+            else:
+                self._flights.land(key, data)
+        for key, fut in theirs.items():
+            # another caller's download of the same chunk: wait for it, and like any
+            # prefetch make sure the bytes stay held until this caller's get() reads them
+            data = await asyncio.wrap_future(fut)
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                elif key not in self._pinned:
+                    self._pinned[key] = data
+                self._held.add(key)
 
     def prefetch_sync(self, cids: Iterable["str | BlobId"]) -> None:
         """Blocking :meth:`prefetch` for synchronous callers."""

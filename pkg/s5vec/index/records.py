@@ -1,7 +1,8 @@
 """Validation of a batch of records, shared by every index kind so each rejects bad input the same way.
 
-Everything is checked before an index changes anything: ids (non-empty strings, no duplicates in
-the batch), vectors (dimension, finite), metadata (maps with string keys, one per id) and
+Everything is checked before an index changes anything: ids (non-empty strings of at most 512 bytes,
+no duplicates in the batch), vectors (dimension, finite), metadata (maps with string keys, one per id,
+bounded in depth and size, numbers finite: :mod:`s5vec.limits`) and
 timestamps (finite Unix seconds, one per id).
 
 The one rule for a missing timestamp (:func:`stamp`): a record added without one (no
@@ -16,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, limits
 from ..errors import InvalidArgumentError
 
 
@@ -32,8 +33,7 @@ def check_batch(
         raise InvalidArgumentError("ids must be a sequence of strings, not a single string")
     ids = list(ids)
     for i in ids:
-        if not isinstance(i, str) or not i:
-            raise InvalidArgumentError(f"ids must be non-empty strings, got {i!r}")
+        limits.check_id(i)
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
@@ -46,10 +46,10 @@ def check_batch(
     mat = kernels.as_matrix(vectors, dim)
     if mat.shape[0] != n:
         raise InvalidArgumentError(f"{n} ids but {mat.shape[0]} vectors")
-    return ids, mat, _metadata(metadata, n), stamp(timestamps, n)
+    return ids, mat, _metadata(metadata, n, ids), stamp(timestamps, n)
 
 
-def _metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
+def _metadata(metadata: Any, n: int, ids: Sequence[str]) -> list[dict[str, Any]]:
     if metadata is None:
         return [{} for _ in range(n)]
     if isinstance(metadata, Mapping) or not isinstance(metadata, Iterable):
@@ -61,9 +61,11 @@ def _metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
         elif isinstance(m, Mapping) and all(isinstance(k, str) for k in m):
             metas.append(dict(m))
         else:
-            raise InvalidArgumentError(f"metadata must be dicts with string keys, got {m!r:.60}")
+            raise InvalidArgumentError(f"metadata must be dicts with string keys, got {type(m).__name__}")
     if len(metas) != n:
         raise InvalidArgumentError(f"{n} ids but {len(metas)} metadata entries")
+    for i, m in zip(ids, metas):
+        limits.check_metadata(m, i)
     return metas
 
 

@@ -15,6 +15,8 @@ without padding, ``f`` lower-case hex (``B``/``F`` upper-case variants are read 
 Notes on interop:
 * a size of 0 is *written* as one ``0x00`` byte (as lib5 and s5.js do); a CID with no
   size byte at all (as s5-rs writes for size 0) is *read* as size 0 as well;
+* any other size field with a trailing zero byte is rejected (:class:`CIDError`): it would be a
+  second string for the same blob;
 * legacy S5 ``CID`` strings of raw type (``0x26`` + multihash ``0x1f`` blake3 +
   32-byte hash + little-endian size) are read into the same (hash, size) pair.
 """
@@ -133,8 +135,12 @@ def _multibase_decode(s: str) -> bytes:
 
 
 def _decode_size(size_bytes: bytes, what: str) -> int:
+    """Little-endian size, trimmed: a trailing zero byte (other than size 0's single 0x00) would give
+    a second spelling of the same blob, so it is rejected (one blob, one CID)."""
     if len(size_bytes) > 8:
         raise CIDError(f"{what}: size field has {len(size_bytes)} bytes (max 8)")
+    if len(size_bytes) > 1 and size_bytes[-1] == 0:
+        raise CIDError(f"{what}: non-canonical size field {size_bytes.hex()} (trailing zero byte)")
     return int.from_bytes(size_bytes, "little")
 
 
