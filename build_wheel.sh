@@ -21,6 +21,7 @@ CACHE="$ROOT/.cache/wheels"
 DIST="$ROOT/web/dist"
 PYODIDE_SRC="$ROOT/node_modules/pyodide"
 HASHWASM_SRC="$ROOT/node_modules/hash-wasm"
+WORKBOX_MODULES="workbox-core workbox-precaching workbox-routing workbox-strategies"
 
 die() { echo "build_wheel.sh: error: $*" >&2; exit 1; }
 sha256() { "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; }
@@ -28,6 +29,10 @@ sha256() { "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[
 [ -x "$PYTHON" ] || command -v "$PYTHON" >/dev/null 2>&1 || die "python not found: $PYTHON (set PYTHON=...)"
 [ -f "$PYODIDE_SRC/pyodide-lock.json" ] || die "node_modules/pyodide missing: run 'npm ci' first"
 [ -f "$HASHWASM_SRC/dist/index.esm.min.js" ] || die "node_modules/hash-wasm missing: run 'npm ci' first"
+[ -f "$ROOT/node_modules/workbox-sw/build/workbox-sw.js" ] || die "node_modules/workbox-sw missing: run 'npm ci' first"
+for m in $WORKBOX_MODULES; do
+  [ -f "$ROOT/node_modules/$m/build/$m.prod.js" ] || die "node_modules/$m missing: run 'npm ci' first"
+done
 mkdir -p "$CACHE"
 
 # 1. the s5vec wheel (pure Python)
@@ -76,9 +81,9 @@ fi
 # 4. assemble web/dist/ (fresh every time, into a temp dir, then swapped in)
 TMP="$(mktemp -d "$ROOT/web/.dist-tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm"
+mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm" "$TMP/vendor/workbox"
 cp -r web/demo/. "$TMP/"
-cp web/s5vec.js web/s5vec.d.ts web/protocol.js "$TMP/"
+cp web/s5vec.js web/s5vec.d.ts web/protocol.js web/offline.js web/edits.js web/pointer.js "$TMP/"
 # the one op table, read by s5vec.rpc in the wheel and imported by protocol.js (bridge + worker)
 cp pkg/s5vec/protocol.json "$TMP/protocol.json"
 cp worker.js "$TMP/worker.js"
@@ -88,6 +93,12 @@ done
 cp "$CACHE/$NUMPY_WHEEL" "$TMP/pyodide/$NUMPY_WHEEL"
 # hash-wasm: one self-contained ESM file (the wasm binaries are embedded as base64), used by worker.js
 cp "$HASHWASM_SRC/dist/index.esm.min.js" "$HASHWASM_SRC/package.json" "$HASHWASM_SRC/LICENSE" "$TMP/vendor/hash-wasm/"
+# the service worker (classic script): its chunk cache, hash-wasm's BLAKE3 alone (UMD), and the Workbox
+# loader with the production builds of the modules it uses (loaded from ./vendor/workbox, never a CDN)
+cp web/chunk-cache.js "$TMP/"
+cp "$HASHWASM_SRC/dist/blake3.umd.min.js" "$TMP/vendor/hash-wasm/"
+cp "$ROOT/node_modules/workbox-sw/build/workbox-sw.js" "$ROOT/node_modules/workbox-sw/LICENSE" "$TMP/vendor/workbox/"
+for m in $WORKBOX_MODULES; do cp "$ROOT/node_modules/$m/build/$m.prod.js" "$TMP/vendor/workbox/"; done
 cp "$S5VEC_WHL" "$CACHE/$CBOR2_WHL" "$CACHE/$HTTP_WHL" "$TMP/wheels/"
 "$PYTHON" - "$TMP/wheels" "$(basename "$S5VEC_WHL")" "$CBOR2_WHL" "$HTTP_WHL" <<'EOF'
 import hashlib, json, sys
@@ -96,6 +107,8 @@ entries = [{"file": n, "sha256": hashlib.sha256(open(f"{d}/{n}", "rb").read()).h
 with open(f"{d}/manifest.json", "w") as f:
     json.dump({"wheels": entries}, f, indent=2)
 EOF
+# 5. the service worker: precache manifest (every runtime file with its sha256 revision + SRI integrity)
+"$PYTHON" web/precache.py "$TMP" --template web/sw.js >/dev/null || die "web/precache.py failed"
 rm -rf "$DIST"
 mv "$TMP" "$DIST"
 trap - EXIT

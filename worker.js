@@ -7,7 +7,7 @@
 // one `ready` promise; calls are forwarded to s5vec.rpc.handle, which checks op names and args
 // (the worker checks nothing of a request's content); the message listener at the end is the
 // only transport code.
-import { MSG, STEPS, checkRequest } from "./protocol.js";
+import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
 import { createBLAKE3 } from "./vendor/hash-wasm/index.esm.min.js";
 
 const BASE = new URL("./", self.location.href);
@@ -19,6 +19,7 @@ const py = {
   handle: null,       // s5vec.rpc.handle (a PyProxy of an async function)
   toMemoryview: null, // Python: JS typed array -> memoryview
   version: null,      // the reply of the version op
+  release: null,      // the bundle's release id (wheels/manifest.json, written by web/precache.py)
 };
 let ready = null;       // Promise of the runtime info; rejected when start-up failed
 let currentStep = null; // the start-up step running now (reported with a failure)
@@ -118,6 +119,7 @@ async function loadWheels() {
   if (!manifest || !Array.isArray(manifest.wheels) || manifest.wheels.length === 0) {
     throw new Error(`${manifestUrl} lists no wheels`);
   }
+  py.release = typeof manifest.release === "string" ? manifest.release : null;
   const wheels = await Promise.all(manifest.wheels.map((w) => fetchVerifiedWheel(w, manifestUrl)));
   // install exactly the verified bytes (pure-Python wheels: unpacking into site-packages is installing)
   const sitePackages = py.pyodide.runPython("import site; site.getsitepackages()[0]");
@@ -160,13 +162,18 @@ async function start(init) {
   const steps = {};
   for (const name of STEPS) steps[name] = await runStep(name, cfg);
   currentStep = null;
-  return { ...py.version, pyodide: py.pyodide.version, indexURL, startupMs: performance.now() - t0, steps };
+  return { ...py.version, pyodide: py.pyodide.version, release: py.release, indexURL,
+    startupMs: performance.now() - t0, steps };
 }
 
 // ---------------------------------------------------------------- rpc
 
+// ops whose handler reports progress: the worker hands Python a callback that posts
+// { type: MSG.PROGRESS, id, progress } for the call `id`
+const PROGRESS_OPS = new Set([OPS.commit]);
+
 /** Hand one call to s5vec.rpc.handle; resolves to its reply object (never rejects). */
-async function callRpc(op, args) {
+async function callRpc(op, args, id) {
   let pyArgs = null;
   try {
     if (args && typeof args === "object" && ArrayBuffer.isView(args.vector)) {
@@ -181,6 +188,9 @@ async function callRpc(op, args) {
       }
     } else {
       pyArgs = py.pyodide.toPy(args);
+    }
+    if (id !== undefined && PROGRESS_OPS.has(op) && pyArgs && typeof pyArgs.set === "function") {
+      pyArgs.set("progress", (json) => post({ type: MSG.PROGRESS, id, progress: JSON.parse(json) }));
     }
     return JSON.parse(await py.handle(op, pyArgs));
   } catch (err) {
@@ -198,7 +208,7 @@ async function onCall(msg) {
     await ready;
     // the one check before Python: a request too deep would overflow the stack inside toPy
     const tooBig = checkRequest(msg.args);
-    reply = tooBig ? { ok: false, error: tooBig } : await callRpc(msg.op, msg.args);
+    reply = tooBig ? { ok: false, error: tooBig } : await callRpc(msg.op, msg.args, msg.id);
   } catch (err) {
     reply = { ok: false, error: errorObject(err) };
   }

@@ -54,6 +54,13 @@ def test_bridge_worker_and_rpc_share_one_op_table(shared_harness, published):  #
            // this index has no text field: searchText is answered (InvalidArgumentError), so the op was sent
            const text = await db.searchText("anything").catch((e) => e.name);
            if (got.id !== "doc00000" || text !== "InvalidArgumentError") throw new Error("unexpected text answers");
+           // the write and offline ops, each refused by Python before it changes anything
+           const refused = async (p, name) => { try { await p; } catch (e) { if (e.name === name) return; throw e; }
+                                                throw new Error("expected " + name); };
+           await refused(db.upsert([{ id: "x", vector: [1] }]), "DimensionError");
+           await refused(db.delete(["no-such-id"]), "UnknownIdError");
+           await refused(db.commit(), "NothingToCommitError");
+           await refused(db.pin(), "OfflineUnavailableError");   // chunks op answered; no service worker here
            await db.close();
            if (hits[0].id !== "doc00000" || typeof stats !== "object") throw new Error("unexpected answer");
            return window.sentOps.slice();""",

@@ -79,3 +79,12 @@ def test_packed_columns_reject_bad_offsets():
     junk = {"cbor": b"\xff\xfe", "offsets": np.array([0, 2], np.uint32)}
     with pytest.raises(FormatError):
         layout.unpack_records(junk)[0]
+
+
+@pytest.mark.parametrize("entry", [{"cid": "x"}, {"kind": "flat_rows"}, {"cid": 1, "kind": "k"}, "x"])
+def test_manifest_chunk_entries_need_cid_and_kind(entry):
+    """Found by tests/test_fuzz.py: a chunk entry without a kind gave a KeyError from Database.open."""
+    good = {"cid": "y", "kind": "flat_rows"}
+    data = layout.encode_manifest(kind="flat", dim=4, metric="cosine", count=0, index={}, chunks=[good, entry])
+    with pytest.raises(FormatError, match="chunk entry 1"):
+        layout.decode_manifest(data)

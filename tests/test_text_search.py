@@ -1,10 +1,12 @@
 """Text queries through the request layer: keyword index published with the vectors, fusion, get, edits."""
+import asyncio
+
 import numpy as np
 import pytest
 
 from s5vec import api
 from s5vec.demo import movie_records
-from s5vec.errors import ClosedError, FilterError, InvalidArgumentError, UnknownIdError
+from s5vec.errors import ClosedError, FilterError, InvalidArgumentError, NothingToCommitError, UnknownIdError
 from s5vec.keyword import tokenize
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
@@ -250,3 +252,65 @@ def test_cli_search_text_prints_one_json_line_per_hit(tmp_path):
         assert p.returncode == 1 and "Error" in p.stderr and "Traceback" not in p.stderr
     finally:
         portal.stop()
+
+
+class TabClient(MemoryClient):
+    """A portal as the tab sees it: no blocking download (Pyodide cannot block on a fetch, so every
+    chunk must come through the parallel ``download_many``), and uploads that take a while."""
+
+    def download(self, cid):
+        raise AssertionError(f"blocking download of {cid} in the tab")
+
+    async def download_many(self, cids):
+        return {c: MemoryClient.download(self, c) for c in dict.fromkeys(cids)}
+
+    async def upload_async(self, data):
+        await asyncio.sleep(0.01)
+        return self.upload(data)
+
+
+def test_tab_commit_rebuilds_the_keyword_index_and_keeps_later_edits_pending(films):
+    """upsert_async/delete_async/commit_async (the worker's writes) keep the keyword index in step:
+    the rebuild's document chunks are fetched in parallel, and a text edit made while the commit
+    uploads is not in that snapshot but in the next one."""
+    recs, store, cid = films
+    tab = TabClient()
+    tab.blobs = store.client.blobs
+    gone = recs[10]["id"]
+
+    def film(i, title):
+        return {"id": i, "vector": [0.1] * 16, "text": f"{title} (2005), Comedy",
+                "metadata": {"title": title, "year": 2005, "genres": ["Comedy"]}, "timestamp": 1.1e9}
+
+    def reader(manifest):
+        return api.Database.open(manifest, store=ChunkStore(store.client))
+
+    async def run():
+        db = await api.Database.open_async(cid, store=ChunkStore(tab))
+        with pytest.raises(InvalidArgumentError):
+            await db.upsert_async([{"id": "x", "vector": [0.0] * 16}])  # no text for the keyword index
+        assert db.edits == 0 and not db._kw_edits
+        await db.delete_async([gone])
+        await db.upsert_async([film("new1", "Zyzzyva Returns")])
+        commit = asyncio.create_task(db.commit_async())
+        await asyncio.sleep(0.005)  # the snapshot is taken, uploads are running
+        await db.upsert_async([film("new2", "Quixotic Llamas")])
+        first = await commit
+        assert db.edits == 1 and list(db._kw_edits) == ["new2"], "the edit made during the uploads is pending"
+        a = reader(first["manifest"])
+        assert a.search_text("zyzzyva returns", mode="keyword")[0]["id"] == "new1"
+        assert "new2" not in [h["id"] for h in a.search_text("quixotic llamas", mode="keyword")]
+        with pytest.raises(UnknownIdError):
+            a.get(gone)
+        hits = (await db.search_text_async("zyzzyva returns", mode="keyword"))["hits"]
+        assert hits[0]["id"] == "new1"  # the tab's own database searches its new keyword index
+        second = await db.commit_async()
+        assert second["parent"] == first["manifest"] and db.edits == 0 and not db._kw_edits
+        b = reader(second["manifest"])
+        assert b.search_text("quixotic llamas", mode="keyword")[0]["id"] == "new2"
+        assert b.search_text("zyzzyva returns", mode="keyword")[0]["id"] == "new1"
+        assert len(b.keyword) == len(recs) + 1
+        with pytest.raises(NothingToCommitError):
+            await db.commit_async()
+
+    asyncio.run(run())

@@ -62,3 +62,30 @@ export async function findFilms(db: S5Vec, text: string): Promise<Hit<FilmMeta>[
     throw err;
   }
 }
+
+/** Offline-first: register the service worker before opening, then keep the whole index offline. */
+export async function openForOffline(manifest: string, portals: string[]): Promise<S5Vec> {
+  const status = await S5Vec.offline.register();
+  const db = await S5Vec.open({ manifest, portals });
+  if (status.controlled) {
+    const pinned = await db.pin({ onProgress: (p) => console.log(`offline copy: ${p.done}/${p.total} chunks`) });
+    const usage = await S5Vec.cache.usage();
+    console.log(`kept ${pinned.bytes} bytes offline; cache holds ${usage.bytes} of ${usage.quota ?? "?"} bytes`);
+  }
+  return db;
+}
+
+/** Edit in the tab and publish under the page's signing key; readers follow the pointer. */
+export async function addVideos(pointer: string, portals: string[], token: string,
+                                videos: { id: string; embedding: Float32Array; title: string }[]): Promise<string> {
+  const db = await S5Vec.open({ pointer, portals, authToken: token });
+  await db.upsert(videos.map((v) => ({ id: v.id, vector: v.embedding, metadata: { title: v.title } })));
+  try {
+    const res = await db.commit({ key: "editor", onProgress: (p) => console.log(`${p.done}/${p.total} chunks`) });
+    console.log(`uploaded ${res.uploaded} chunks, reused ${res.skipped}; pointer revision ${res.pointer?.revision}`);
+    return res.manifest;
+  } catch (e) {
+    if (e instanceof S5VecError && e.name === "PortalError") return (await db.commitWhenOnline({ key: "editor" })).manifest;
+    throw e;
+  }
+}

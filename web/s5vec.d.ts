@@ -24,7 +24,12 @@ export type S5VecErrorName =
   | "InternalError"
   | "StartupTimeoutError"
   | "StartupError"
-  | "WorkerError";
+  | "WorkerError"
+  | "OfflineUnavailableError"
+  | "ServiceWorkerError"
+  | "AuthError"
+  | "QuotaError"
+  | "NothingToCommitError";
 
 export declare class S5VecError extends Error {
   constructor(name: string, message: string, extra?: Record<string, unknown>);
@@ -53,8 +58,12 @@ export interface RuntimeOptions {
 }
 
 export interface OpenOptions extends RuntimeOptions {
-  /** CID of the index manifest blob. */
-  manifest: string;
+  /** CID of the index manifest blob (or give `pointer`). */
+  manifest?: string;
+  /** A signed pointer (base64url of 0xed + ed25519 public key): the newest verified revision is opened. */
+  pointer?: string;
+  /** Account token for writes (uploads, pointer updates): sent as Authorization: Bearer. Reads stay anonymous. */
+  authToken?: string;
   /** S5 portal base URLs, tried in order. */
   portals: string[];
   /** Size of the in-worker chunk cache. */
@@ -70,6 +79,9 @@ export interface RuntimeInfo {
   pythonVersion: string;
   platform: string;
   pyodideVersion: string;
+  /** Release id of the bundle the worker loaded (wheels/manifest.json); equals OfflineStatus.release
+   * when a service worker serves the page. Null for bundles built without web/precache.py. */
+  release: string | null;
   indexURL: string;
   /** The rpc ops the worker serves (the table in protocol.json). */
   ops: string[];
@@ -146,8 +158,168 @@ export declare class S5Vec {
    * has a text field). */
   get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
   stats(): Promise<Record<string, unknown>>;
+  /** Set when opened by pointer (or after commit({ key })). */
+  readonly pointer: PointerState | null;
+  /** Edits since the last commit (kept in IndexedDB, replayed by open() after a reload). */
+  readonly pendingEdits: PendingEdits;
+  /** Insert or replace records; resolves how many. Validated in full first (DimensionError,
+   * InvalidVectorError, InvalidArgumentError): a refused batch changes nothing. */
+  upsert(records: NewRecord[]): Promise<number>;
+  /** Delete by id; UnknownIdError (and nothing deleted) if any id is absent. */
+  delete(ids: string[]): Promise<number>;
+  /** Upload the edits as a new snapshot (changed chunks only, in parallel, manifest last).
+   * With `key` (a signing-key name or S5Vec.signingKey() result) the pointer is moved to it. */
+  commit(options?: CommitOptions): Promise<CommitResult>;
+  /** commit(), retried after each "online" event while the network is down. */
+  commitWhenOnline(options?: CommitOptions): Promise<CommitResult>;
+  /** Opened by pointer: move to its newest verified revision; resolves whether it moved. */
+  refresh(): Promise<boolean>;
+  /** Keep every chunk of this index in the service worker's cache, exempt from eviction (offline use).
+   * Rejects with OfflineUnavailableError without a service worker, PortalError/NotFoundError/
+   * IntegrityError when a chunk cannot be downloaded. */
+  pin(options?: { onProgress?: (p: PinProgress) => void }): Promise<PinResult>;
   /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
   close(): Promise<void>;
+  /** Service worker registration and releases. */
+  static readonly offline: Offline;
+  /** The service worker's persistent chunk cache. */
+  static readonly cache: ChunkCache;
+  /** A named Ed25519 signing key (made once; private key non-extractable, kept in IndexedDB). */
+  static signingKey(name?: string): Promise<SigningKey>;
+  /** Resolve and verify a pointer: its newest revision and the manifest it names. */
+  static resolvePointer(pointer: string, portals: string[]): Promise<{ pointer: string; revision: number; manifest: string }>;
 }
+
+export interface NewRecord<M = Record<string, unknown>> {
+  id: string;
+  vector: Float32Array | ArrayLike<number>;
+  metadata?: M;
+  /** Unix seconds; default: the time of the upsert. */
+  timestamp?: number;
+}
+
+export interface PendingEdits {
+  ops: number;
+  upserted: number;
+  deleted: number;
+}
+
+export interface CommitProgress {
+  done: number;
+  total: number;
+  bytes: number;
+  totalBytes: number;
+  uploaded: number;
+  skipped: number;
+}
+
+export interface SigningKey {
+  name: string;
+  pointer: string;
+  privateKey: CryptoKey;
+  publicKey: CryptoKey;
+}
+
+export interface PointerState {
+  pointer: string;
+  revision: number;
+}
+
+export interface CommitOptions {
+  onProgress?: (p: CommitProgress) => void;
+  /** Overrides the token given to open(). */
+  authToken?: string;
+  /** Sign and publish the new manifest under this key. */
+  key?: string | SigningKey;
+}
+
+export interface CommitResult {
+  manifest: string;
+  parent: string;
+  /** Chunks uploaded by this call (the changed ones still missing on the portal). */
+  uploaded: number;
+  /** Chunks reused unchanged. */
+  skipped: number;
+  bytesUploaded: number;
+  /** With options.key: the pointer's new revision. */
+  pointer?: PointerState;
+}
+
+export interface PinProgress {
+  /** Chunks handled so far / in all (the manifest counts as one). */
+  done: number;
+  total: number;
+  bytes: number;
+  totalBytes: number;
+  /** Of those, downloaded now (the rest were cached already). */
+  downloaded: number;
+  downloadedBytes: number;
+}
+
+export interface PinResult {
+  chunks: number;
+  bytes: number;
+  downloaded: number;
+  downloadedBytes: number;
+}
+
+export interface OfflineOptions {
+  /** URL of sw.js. Default: ./sw.js next to s5vec.js. */
+  url?: string | URL;
+  scope?: string;
+  /** Give up waiting for the service worker to control the page after this long. Default 120000. */
+  controlTimeoutMs?: number;
+  /** How long to look for a new release before starting. Default 3000. */
+  updateCheckMs?: number;
+  /** Called when a new release is installed while the runtime runs (default: it activates on the next
+   * visit). Call S5Vec.offline.applyUpdate() to switch now (reloads the page). */
+  onUpdate?: (registration: ServiceWorkerRegistration) => void;
+}
+
+export interface OfflineStatus {
+  supported: boolean;
+  /** A service worker controls the page: the runtime and the chunks read are kept for offline use. */
+  controlled: boolean;
+  release: string | null;
+  /** navigator.storage.persist() was granted. */
+  persisted: boolean;
+}
+
+export interface Offline {
+  /** Register the service worker and wait until it controls the page; call before open()/runtime().
+   * Switches to a newly installed release (one reload) when the runtime has not started yet. */
+  register(opts?: OfflineOptions): Promise<OfflineStatus>;
+  /** Activate a waiting release and reload; false when none is waiting. */
+  applyUpdate(): Promise<boolean>;
+  release(): Promise<string | null>;
+  /** The release register() found, without asking the service worker again. */
+  current(): string | null;
+}
+
+export interface CacheUsage {
+  chunks: number;
+  bytes: number;
+  pinnedChunks: number;
+  pinnedBytes: number;
+  /** Byte budget for unpinned chunks (LRU-evicted beyond it). */
+  budget: number;
+  quota: number | null;
+  originUsage: number | null;
+  persisted: boolean;
+  /** Since the service worker started. */
+  counters: { hits: number; misses: number; stored: number; rejected: number; evicted: number };
+  release?: string;
+}
+
+export interface ChunkCache {
+  usage(): Promise<CacheUsage>;
+  /** Drop every cached chunk, pinned ones too. */
+  clear(): Promise<CacheUsage>;
+  setBudget(bytes: number): Promise<CacheUsage>;
+}
+
+export declare const offline: Offline;
+export declare const cache: ChunkCache;
+
 
 export default S5Vec;

@@ -14,8 +14,11 @@
 // exception is the shape limit of protocol.js's checkRequest (depth, size): a request that deep
 // could not even be received by the worker, so it is rejected before postMessage.
 import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
+import { cache, offline, setRuntimeProbe } from "./offline.js";
+import * as journal from "./edits.js";
+import * as registry from "./pointer.js";
 
-export { STEPS };
+export { STEPS, cache, offline };
 
 const DEFAULT_START_TIMEOUT_MS = 60000;
 const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
@@ -40,7 +43,7 @@ class WorkerRuntime {
     this.workerUrl = new URL(opts.workerUrl ?? "./worker.js", opts.workerUrl ? pageBase() : import.meta.url).href;
     this.indexUrl = new URL(opts.pyodideIndexUrl ?? "./pyodide/", opts.pyodideIndexUrl ? pageBase() : import.meta.url).href;
     this.timeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
-    this.pending = new Map(); // call id -> {resolve, reject}
+    this.pending = new Map(); // call id -> {resolve, reject, onProgress}
     this.nextId = 1;
     this.step = null;         // start-up step in progress
     this.failure = null;      // the S5VecError the worker died with
@@ -70,14 +73,14 @@ class WorkerRuntime {
   }
 
   /** Post one rpc call; resolves to its result, rejects with an S5VecError. */
-  async call(op, args, transfer = []) {
+  async call(op, args, transfer = [], onProgress = undefined) {
     const bad = checkRequest(args);
     if (bad) throw new S5VecError(bad.name, bad.message);
     await this.ready;
     if (this.failure) throw this.failure;
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onProgress });
       try {
         this.worker.postMessage({ type: MSG.CALL, id, op, args }, transfer);
       } catch (err) {
@@ -97,7 +100,19 @@ class WorkerRuntime {
     else if (msg.type === MSG.REPLY) this.onReply(msg);
   }
 
-  onProgress({ step, phase, ms }) {
+  onProgress({ id, progress, step, phase, ms }) {
+    if (id !== undefined) {
+      // progress of one call (a commit's uploads)
+      const p = this.pending.get(id);
+      if (p && typeof p.onProgress === "function") {
+        try {
+          p.onProgress(progress);
+        } catch (e) {
+          console.error(e);
+        }
+      }
+      return;
+    }
     if (phase === "start") this.step = step;
     for (const fn of this.listeners) {
       try {
@@ -111,12 +126,17 @@ class WorkerRuntime {
   onReady(runtime) {
     clearTimeout(this.timer);
     this.step = null;
+    const swRelease = offline.current();
+    if (swRelease && runtime.release && swRelease !== runtime.release) {
+      console.warn(`s5vec: the worker runs release ${runtime.release} but the service worker serves ${swRelease}`);
+    }
     this.resolveReady({
       numpyVersion: runtime.numpy,
       s5vecVersion: runtime.s5vec,
       pythonVersion: runtime.python,
       platform: runtime.platform,
       pyodideVersion: runtime.pyodide,
+      release: runtime.release ?? null,
       indexURL: runtime.indexURL,
       ops: runtime.ops,
       workerStartupMs: runtime.startupMs,
@@ -177,6 +197,7 @@ class WorkerRuntime {
 }
 
 let shared = null; // the page's WorkerRuntime
+setRuntimeProbe(() => shared !== null && !shared.failure);
 
 function sharedRuntime(opts = {}) {
   if (!shared || shared.failure) shared = new WorkerRuntime(opts).start();
@@ -186,6 +207,10 @@ function sharedRuntime(opts = {}) {
 
 /** A number[] (or other array-like) as a private Float32Array whose buffer can be transferred
  * (the caller's array is untouched); anything else is passed on for Python to reject. */
+function onlineEvent() {
+  return new Promise((resolve) => globalThis.addEventListener("online", () => resolve(), { once: true }));
+}
+
 function toTransferable(vector) {
   if (!(Array.isArray(vector) || ArrayBuffer.isView(vector))) return { value: vector, transfer: [] };
   const out = new Float32Array(vector.length);
@@ -215,15 +240,178 @@ export class S5Vec {
     return sharedRuntime(opts).ready;
   }
 
-  /** Open the index whose manifest CID is `opts.manifest`, fetched from `opts.portals`. */
+  /** Open the index whose manifest CID is `opts.manifest` (or that the signed `opts.pointer` names),
+   * fetched from `opts.portals`; edits journaled for it and not committed are applied again. */
   static async open(opts) {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
     const runtime = sharedRuntime(opts);
-    const args = { manifest: opts.manifest, portals: opts.portals };
+    let resolved = null;
+    if (opts.pointer !== undefined) {
+      if (opts.manifest !== undefined) throw new S5VecError("InvalidArgumentError", "give manifest or pointer, not both");
+      resolved = await registry.resolve(opts.pointer, opts.portals);
+    }
+    const args = { manifest: resolved ? resolved.manifest : opts.manifest, portals: opts.portals };
     if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
     if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
+    if (opts.authToken !== undefined) args.authToken = opts.authToken;
     const res = await runtime.call(OPS.open, args);
-    return new S5Vec(runtime, res.handle, res.info);
+    const db = new S5Vec(runtime, res.handle, res.info);
+    db._portals = [...opts.portals];
+    db._openArgs = { cacheBytes: opts.cacheBytes, timeoutMs: opts.timeoutMs, authToken: opts.authToken };
+    db.pointer = resolved ? { pointer: resolved.pointer, revision: resolved.revision } : null;
+    await db._restorePending();
+    return db;
+  }
+
+  // ---------------------------------------------------------------- the signed pointer
+
+  /** Opened by pointer: move to the newest verified revision. Resolves true when it moved. Rejects
+   * InvalidArgumentError with pending edits (commit them first) or when not opened by pointer. */
+  async refresh() {
+    if (this._closed) throw new S5VecError("ClosedError", "database is closed");
+    if (!this.pointer) throw new S5VecError("InvalidArgumentError", "refresh() needs a database opened with { pointer }");
+    const r = await registry.resolve(this.pointer.pointer, this._portals);
+    if (r.revision <= this.pointer.revision && r.manifest === this.info.manifest) return false;
+    if (this._pending.ops) {
+      throw new S5VecError("InvalidArgumentError",
+        `pointer moved to revision ${r.revision}, but this database has ${this._pending.ops} uncommitted edits: commit them first`);
+    }
+    const args = { manifest: r.manifest, portals: this._portals };
+    for (const [k, v] of Object.entries(this._openArgs)) if (v !== undefined) args[k] = v;
+    const res = await this._runtime.call(OPS.open, args);
+    const old = this.handle;
+    this.handle = res.handle;
+    this.info = res.info;
+    this.pointer = { pointer: r.pointer, revision: r.revision };
+    await this._runtime.call(OPS.close, { handle: old }).catch(() => {});
+    await this._restorePending();
+    return true;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Replay the edits journaled for this manifest (made before a reload or a crash, not committed). */
+  async _restorePending() {
+    this._pending = { ops: 0, upserted: 0, deleted: 0 };
+    let ops = [];
+    try {
+      ops = await journal.load(this.info.manifest);
+    } catch (e) {
+      console.warn("s5vec: pending edits could not be read from IndexedDB:", e);
+      return;
+    }
+    const kept = [];
+    for (const op of ops) {
+      try {
+        const r = op.op === "upsert"
+          ? await this._runtime.call(OPS.upsert, { handle: this.handle, records: op.records })
+          : await this._runtime.call(OPS.delete, { handle: this.handle, ids: op.ids });
+        this.info = r.info;
+        kept.push(op);
+      } catch (e) {
+        console.warn(`s5vec: a pending ${op.op} no longer applies and is dropped: ${e.name}: ${e.message}`);
+      }
+    }
+    this._pending = journal.summarize(kept);
+  }
+
+  /** Edits applied since the last commit (kept in IndexedDB until committed): { ops, upserted, deleted }. */
+  get pendingEdits() {
+    return { ...this._pending };
+  }
+
+  async _edit(op, args, entry) {
+    const base = this.info.manifest;
+    const res = await this._runtime.call(op, { handle: this.handle, ...args });
+    this.info = res.info;
+    try {
+      await journal.append(base, entry);
+      this._pending = journal.summarize(await journal.load(base));
+    } catch (e) {
+      console.warn("s5vec: the edit is applied but could not be saved in IndexedDB:", e);
+      const s = journal.summarize([entry]);
+      this._pending = { ops: this._pending.ops + 1, upserted: this._pending.upserted + s.upserted,
+        deleted: this._pending.deleted + s.deleted };
+    }
+    return res.count;
+  }
+
+  /** Insert or replace records [{ id, vector, metadata?, timestamp? }]; resolves the number of records.
+   * Checked in full before anything changes (DimensionError, InvalidVectorError, InvalidArgumentError). */
+  async upsert(records) {
+    const plain = Array.isArray(records)
+      ? records.map((r) => (r && typeof r === "object" && r.vector && typeof r.vector.length === "number"
+        ? { ...r, vector: Array.from(r.vector, Number) } : r))
+      : records;
+    return this._edit(OPS.upsert, { records: plain }, { op: "upsert", records: plain });
+  }
+
+  /** Delete records by id; every id must exist (UnknownIdError, and nothing is deleted). */
+  async delete(ids) {
+    return this._edit(OPS.delete, { ids }, { op: "delete", ids: Array.isArray(ids) ? [...ids] : ids });
+  }
+
+  /** Upload the edits as a new snapshot naming this one as its parent: only changed chunks are
+   * uploaded (in parallel), the manifest last. Resolves { manifest, parent, uploaded, skipped,
+   * bytesUploaded }; onProgress gets { done, total, bytes, totalBytes, uploaded, skipped }.
+   * Rejects NothingToCommitError, AuthError (no/refused token: pass authToken to open or here),
+   * QuotaError, PortalError (then this database and its pending edits are unchanged: retry later,
+   * or use commitWhenOnline). */
+  async commit(options = {}) {
+    const base = this.info.manifest;
+    const args = { handle: this.handle };
+    if (options.authToken !== undefined) args.authToken = options.authToken;
+    const before = await journal.load(base).then((ops) => ops.length, () => 0);
+    const res = await this._runtime.call(OPS.commit, args, [], options.onProgress);
+    this.info = res.info;
+    let later = [];
+    try {
+      // edits journaled while the uploads ran are not in the new snapshot: they move to its journal
+      later = (await journal.load(base)).slice(before);
+      for (const op of later) await journal.append(res.manifest, op);
+      await journal.drop(base);
+    } catch (e) {
+      console.warn("s5vec: committed, but the journal could not be moved on:", e);
+    }
+    this._pending = journal.summarize(later);
+    const { info, ...result } = res;
+    if (options.key !== undefined) {
+      // sign the new manifest into the pointer (the chunks and manifest are on the portals already)
+      const key = typeof options.key === "string" ? await registry.signingKey(options.key) : options.key;
+      const authToken = options.authToken ?? this._openArgs?.authToken;
+      let published;
+      try {
+        published = await registry.publish(key, result.manifest, this._portals, { authToken });
+      } catch (e) {
+        e.commit = result; // committed (the new manifest is on the portals); only the pointer did not move
+        throw e;
+      }
+      result.pointer = { pointer: published.pointer, revision: published.revision };
+      if (!this.pointer || this.pointer.pointer === published.pointer) this.pointer = result.pointer;
+    }
+    return result;
+  }
+
+  /** commit(), waiting for the network when it is down: retries after each "online" event until the
+   * commit succeeds or fails for a reason the network cannot fix (auth, quota, nothing to commit). */
+  async commitWhenOnline(options = {}) {
+    for (;;) {
+      if (globalThis.navigator && navigator.onLine === false) await onlineEvent();
+      try {
+        return await this.commit(options);
+      } catch (e) {
+        if (e.name !== "PortalError") throw e;
+        await onlineEvent();
+      }
+    }
+  }
+
+  /** Keep every chunk of this index (and its manifest) in the service worker's persistent cache,
+   * pinned: exempt from LRU eviction until S5Vec.cache.clear(). Resolves { chunks, bytes, downloaded,
+   * downloadedBytes }; onProgress gets { done, total, bytes, totalBytes, downloaded, downloadedBytes }. */
+  async pin(options = {}) {
+    const { chunks } = await this._runtime.call(OPS.chunks, { handle: this.handle });
+    return cache.pin(chunks, this._portals, options.onProgress);
   }
 
   /** k nearest neighbours of `vector`: [{id, score, metadata}], best first. */
@@ -279,5 +467,17 @@ export class S5Vec {
     return this._closed;
   }
 }
+
+/** Signing keys for pointers: S5Vec.signingKey(name?) -> { name, pointer } (created once, kept in
+ * IndexedDB, private key non-extractable); S5Vec.resolvePointer(pointer, portals) -> { revision, manifest }. */
+S5Vec.signingKey = async (name) => {
+  const k = await registry.signingKey(name);
+  return k;
+};
+S5Vec.resolvePointer = (pointer, portals) => registry.resolve(pointer, portals);
+/** Offline support (service worker registration, releases): see offline.js. */
+S5Vec.offline = offline;
+/** The service worker's persistent chunk cache: usage(), clear(), setBudget(bytes). */
+S5Vec.cache = cache;
 
 export default S5Vec;

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import filters, kernels, layout
-from .errors import (ClosedError, EmptyQueryError, FormatError, InvalidArgumentError, NoKnownTokensError, NotFoundError,
-                     UnknownIdError)
+from .errors import (ClosedError, EmptyQueryError, FormatError, InvalidArgumentError, NoKnownTokensError,
+                     NothingToCommitError, NotFoundError, UnknownIdError)
 from .index.base import Index
 from .index.records import stamp
 from .query import Chunks, Hit, Query, build_params
@@ -178,15 +178,22 @@ def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: I
     index): named in the new manifest without being read or written again.
     """
     writer = layout.StoreWriter(store, known)
+    return store.put(_encode_snapshot(index, writer, parent, extra, keyword, carry)), writer
+
+
+def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | None,
+                     extra: Mapping[str, Any] | None = None, keyword: Any = None,
+                     carry: Sequence[Mapping[str, Any]] = ()) -> bytes:
+    """Write ``index``'s chunks (and ``keyword``'s) through ``writer``; returns the manifest bytes naming
+    them and the ``carry`` entries (see :func:`save`)."""
     desc = index.save(writer)
     if keyword is not None:
         extra = dict(extra or {}, keyword=keyword.save(writer))
     writer.chunks.extend(dict(c) for c in carry)
-    manifest = layout.encode_manifest(
+    return layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
         chunks=writer.chunks, parent=parent, spec=index.spec(), extra=extra,
     )
-    return store.put(manifest), writer
 
 
 def publish(
@@ -257,6 +264,7 @@ class Database:
         self.reader = reader
         self.closed = False
         self.searches = 0
+        self.edits = 0  # upserts/deletes/migrations since opened or last committed
         self._kinds = _chunk_kinds(manifest)
         extra = manifest.get("extra") or {}
         self.keyword = None
@@ -532,39 +540,73 @@ class Database:
                 self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
+    async def _writable_async(self) -> Index:
+        """:meth:`_writable` for the worker: the chunks edits need are fetched in parallel, never blocking."""
+        self._check_open()
+        plan_all = getattr(self.index, "plan_all", None)
+        if plan_all is not None:
+            need = plan_all()
+            if need:
+                await self.store.prefetch(need)
+                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        return self.index
+
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Insert or replace records; one without a timestamp is stamped with the time of this call.
 
         With a keyword index each record needs its text (in the index's text field)."""
         records = list(records)
         ids, mat, metas, ts = records_to_columns(records)
-        texts = [record_text(r, self.keyword.field, n) for n, r in enumerate(records)] if self.keyword else []
+        texts = self._record_texts(records)
         self._writable().add(ids, mat, metas, ts)
-        for n, i in enumerate(ids if self.keyword else ()):
-            self._kw_edits[i] = (texts[n], metas[n], ts[n])
+        self._note_upserts(ids, texts, metas, ts)
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
-            raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
-                                       f"(write delete([{ids!r:.40}]))")
-        ids = list(ids)
+        ids = _id_list(ids)
         n = self._writable().delete(ids)
-        for i in ids if self.keyword else ():
-            self._kw_edits[i] = None
+        self._note_deletes(ids)
         return n
 
-    def _rebuilt_keyword(self) -> Any:
-        """The keyword index with this session's edits applied (rebuilt from its documents), or None."""
-        if self.keyword is None:
-            return None
-        if not self._kw_edits:
-            return self.keyword
+    async def upsert_async(self, records: Iterable[Mapping[str, Any]]) -> int:
+        records = list(records)
+        ids, mat, metas, ts = records_to_columns(records)  # validated before anything is fetched
+        texts = self._record_texts(records)
+        (await self._writable_async()).add(ids, mat, metas, ts)
+        self._note_upserts(ids, texts, metas, ts)
+        return len(ids)
+
+    async def delete_async(self, ids: Iterable[str]) -> int:
+        ids = _id_list(ids)
+        n = (await self._writable_async()).delete(ids)
+        self._note_deletes(ids)
+        return n
+
+    def _record_texts(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """With a keyword index, each record's text (InvalidArgumentError if one lacks it); else []."""
+        return [record_text(r, self.keyword.field, n) for n, r in enumerate(records)] if self.keyword else []
+
+    def _note_upserts(self, ids: Sequence[str], texts: Sequence[str], metas: Sequence[Any], ts: Any) -> None:
+        """Count an applied upsert; with a keyword index remember each record's text for the commit."""
+        for n, i in enumerate(ids if self.keyword else ()):
+            self._kw_edits[i] = (texts[n], metas[n], float(ts[n]))
+        self.edits += 1
+
+    def _note_deletes(self, ids: Sequence[str]) -> None:
+        for i in ids if self.keyword else ():
+            self._kw_edits[i] = None
+        self.edits += 1
+
+    def _rebuilt_keyword(self, edits: Mapping[str, Any]) -> Any:
+        """The keyword index with ``edits`` applied (rebuilt from its documents).
+
+        Every document chunk must be readable: :meth:`commit` fetches them as it goes,
+        :meth:`commit_async` prefetches them (``KeywordIndex.plan_all``) first."""
         from .keyword import KeywordIndex
 
         docs = {i: (t, m, ts) for i, t, m, ts in self.keyword.documents()}
-        for i, doc in self._kw_edits.items():
+        for i, doc in edits.items():
             if doc is None:
                 docs.pop(i, None)
             else:
@@ -574,12 +616,35 @@ class Database:
         kw.build(ids, [docs[i][0] for i in ids], [docs[i][1] for i in ids], [docs[i][2] for i in ids])
         return kw
 
+    def _keyword_snapshot(self, edits: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+        """(manifest extra, rebuilt keyword index or None, parent chunk entries carried as they are).
+
+        Edited: the keyword index is rebuilt with ``edits`` and saved anew. Unedited: the new manifest
+        names the parent's keyword chunks, nothing is read or written."""
+        extra = dict(self.manifest.get("extra") or {})
+        if self.keyword is not None and edits:
+            extra.pop("keyword", None)
+            return extra, self._rebuilt_keyword(edits), []
+        carry = [dict(c) for c in self.manifest["chunks"] if str(c.get("kind")).startswith("kw_")] \
+            if self.keyword is not None else []
+        return extra, None, carry
+
+    def _committed_keyword(self, kw_new: Any, edits: Mapping[str, Any]) -> None:
+        """After a commit: the rebuilt index is current; keyword edits made since the snapshot stay pending."""
+        if kw_new is not None:
+            self.keyword = kw_new
+        for i, doc in edits.items():
+            if i in self._kw_edits and self._kw_edits[i] is doc:
+                del self._kw_edits[i]
+
     def migrate(self, now: float | None = None) -> int:
         """Hybrid only: move records older than the recent window from HNSW to IVF (then commit)."""
         index = self._writable()
         if not hasattr(index, "migrate"):
             raise InvalidArgumentError(f"a {index.kind} index has no recent/historical parts to migrate")
-        return index.migrate(now=now)
+        moved = index.migrate(now=now)
+        self.edits += 1
+        return moved
 
     def commit(self) -> tuple[str, layout.StoreWriter]:
         """Save the edited index as a new snapshot whose manifest names this one as parent.
@@ -587,21 +652,51 @@ class Database:
         Chunks whose content did not change keep their CID and are not uploaded again.
         """
         known = [c["cid"] for c in self.manifest["chunks"]]
-        extra = dict(self.manifest.get("extra") or {})
-        kw_new, carry = None, []
-        if self.keyword is not None and self._kw_edits:
-            kw_new = self._rebuilt_keyword()
-            extra.pop("keyword", None)
-        elif self.keyword is not None:  # unchanged: the new manifest names the same chunks, nothing is read
-            carry = [c for c in self.manifest["chunks"] if str(c.get("kind")).startswith("kw_")]
+        kw_edits = dict(self._kw_edits)
+        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
         cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=extra,
                            keyword=kw_new, carry=carry)
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
         self._kinds = _chunk_kinds(self.manifest)
-        if kw_new is not None:
-            self.keyword = kw_new
-        self._kw_edits = {}
+        self._committed_keyword(kw_new, kw_edits)
+        self.edits = 0
         return cid, writer
+
+    async def commit_async(self, progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+        """:meth:`commit` for the worker: the same snapshot, its new chunks uploaded in parallel and the
+        manifest last, so a commit interrupted part-way names nothing; this database (and its edits)
+        stay as they were, and a retry uploads only what is still missing.
+
+        Returns {"manifest", "parent", "uploaded", "skipped", "bytesUploaded"}: chunks uploaded by
+        this call, and chunks reused (unchanged since the parent, or uploaded by an earlier try).
+        Raises NothingToCommitError without edits, AuthError / QuotaError / PortalError when the
+        portals refuse or fail (see ``ChunkStore.put_many``).
+        """
+        self._check_open()
+        if not self.edits:
+            raise NothingToCommitError(f"nothing to commit: no edits since {self.cid}")
+        index = await self._writable_async()
+        kw_edits = dict(self._kw_edits)  # like ``edits`` below: later keyword edits stay pending
+        if self.keyword is not None and kw_edits:
+            need = self.keyword.plan_all()  # the rebuild reads every document chunk: fetched in parallel first
+            if need:
+                await self.store.prefetch(need)
+        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
+        writer = layout.StagingWriter([c["cid"] for c in self.manifest["chunks"]])
+        manifest = _encode_snapshot(index, writer, self.cid, extra, kw_new, carry)
+        edits = self.edits  # edits made while the uploads run are not in this snapshot: they stay pending
+        before = self.store.snapshot()
+        await self.store.put_many(list(writer.staged.values()), progress=progress)
+        cid = (await self.store.put_many([manifest]))[0]
+        done = self.store.diff(before)
+        parent = self.cid
+        self.cid, self.manifest = cid, layout.decode_manifest(manifest)
+        self._kinds = _chunk_kinds(self.manifest)
+        self._committed_keyword(kw_new, kw_edits)
+        self.edits -= edits
+        uploaded = max(0, done["chunks_uploaded"] - 1)  # the manifest is not a chunk
+        return {"manifest": cid, "parent": parent, "uploaded": uploaded,
+                "skipped": len(writer.chunks) - uploaded, "bytesUploaded": done["bytes_uploaded"]}
 
     # -- info -------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -618,6 +713,13 @@ class Database:
 
 def _chunk_kinds(manifest: Mapping[str, Any]) -> dict[str, str]:
     return {c["cid"]: c["kind"] for c in manifest.get("chunks", ()) if isinstance(c, Mapping) and "cid" in c}
+
+
+def _id_list(ids: Any) -> list[str]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InvalidArgumentError(f"delete takes a list of ids, not a single {type(ids).__name__} "
+                                   f"(write delete([{ids!r:.40}]))")
+    return list(ids)
 
 
 def _as_array(vector: Any) -> Any:

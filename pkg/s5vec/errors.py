@@ -62,6 +62,18 @@ class ClosedError(S5VecError):
     """The database was closed."""
 
 
+class AuthError(PortalError):
+    """Every portal refused a write for lack of a valid account token (HTTP 401/403); nothing stored."""
+
+
+class QuotaError(PortalError):
+    """A portal refused a write because the account's storage quota or the upload size limit is exceeded (413/507)."""
+
+
+class NothingToCommitError(InvalidArgumentError):
+    """``commit`` on a database with no edits since it was opened or last committed."""
+
+
 class EmptyQueryError(InvalidArgumentError):
     """A text with nothing to search for: empty, whitespace only, or without any letter or digit."""
 

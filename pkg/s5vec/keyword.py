@@ -278,6 +278,14 @@ class KeywordIndex:
     def head_cid(desc: Mapping[str, Any]) -> str:
         return str(desc["head"])
 
+    def plan_all(self) -> list[str]:
+        """CIDs :meth:`_load_everything` still has to read (fetch them in parallel, then edit or save)."""
+        if self._reader is None:
+            return []
+        need = [self._bucket_cids[b] for b in range(self.buckets) if b not in self._postings]
+        need += [self._doc_cids[i] for i in range(len(self._doc_cids)) if i not in self._docs]
+        return sorted(set(need))
+
     def _load_everything(self) -> None:
         """Read every chunk (editing and saving an opened index rebuild from the documents)."""
         if self._reader is None:

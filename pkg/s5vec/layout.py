@@ -263,6 +263,10 @@ def decode_manifest(data: bytes) -> dict[str, Any]:
         raise FormatError("manifest has a bad dim or count")
     if not isinstance(doc["chunks"], list) or not isinstance(doc["index"], dict):
         raise FormatError("manifest has bad chunks or index entries")
+    for n, c in enumerate(doc["chunks"]):
+        # every reader keys chunks by cid and kind: check both once, here, not at each use
+        if not isinstance(c, dict) or not isinstance(c.get("cid"), str) or not isinstance(c.get("kind"), str):
+            raise FormatError(f"manifest chunk entry {n} needs a string cid and kind")
     return doc
 
 
@@ -286,13 +290,29 @@ class StoreWriter:
         if cid in self.known:
             self.skipped += 1
         else:
-            got = self.store.put(data)
-            if got != cid:
-                raise FormatError(f"portal stored the chunk under {got}, expected {cid}")
+            self._write(cid, data)
             self.known.add(cid)
             self.uploaded += 1
         self.chunks.append({"cid": cid, "kind": kind, "size": len(data)})
         return cid
+
+    def _write(self, cid: str, data: bytes) -> None:
+        got = self.store.put(data)
+        if got != cid:
+            raise FormatError(f"portal stored the chunk under {got}, expected {cid}")
+
+
+class StagingWriter(StoreWriter):
+    """A StoreWriter that uploads nothing: the new chunks wait in ``staged`` (CID -> bytes), so the
+    caller can upload them together, in parallel, and the manifest only after all of them (an
+    interrupted commit then never names a chunk the portal lacks). ``uploaded`` counts staged chunks."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        super().__init__(None, known)
+        self.staged: dict[str, bytes] = {}
+
+    def _write(self, cid: str, data: bytes) -> None:
+        self.staged[cid] = data
 
 
 class StoreReader:

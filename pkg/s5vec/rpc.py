@@ -30,7 +30,7 @@ OPS: dict[str, Handler] = {}
 
 _dbs: dict[int, Any] = {}
 _closed: set[int] = set()  # tombstones: a call on a closed handle gets ClosedError, not "no such handle"
-_stores: dict[Any, Any] = {}  # portal list -> ChunkStore shared by every database opened on it
+_stores: dict[Any, Any] = {}  # (portal list, token) -> ChunkStore shared by every database opened on it
 _next_handle = 1
 
 
@@ -90,12 +90,13 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     cid = _arg(args, "manifest", str)
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, 64 * 2**20)
-    # one verified-chunk cache per portal list for the whole worker session: opening an index again
-    # (or another index sharing chunks, e.g. the same model) downloads nothing already verified
-    key = tuple(portals) if all(isinstance(p, str) for p in portals) else None
+    token = _arg(args, "authToken", str, None)
+    # one verified-chunk cache per portal list (and upload token) for the whole worker session: opening
+    # an index again (or another index sharing chunks, e.g. the same model) downloads nothing already verified
+    key = (tuple(portals), token) if all(isinstance(p, str) for p in portals) else None
     store = _stores.get(key) if key is not None else None
     if store is None:
-        store = make_store(portals, cache_bytes=cache, timeout=_timeout(args))
+        store = make_store(portals, cache_bytes=cache, timeout=_timeout(args), auth_token=token)
         _stores[key] = store
     try:
         db = await Database.open_async(cid, store=store, cache_bytes=cache)
@@ -159,6 +160,50 @@ async def _close(args: dict[str, Any]) -> dict[str, Any]:
     del _dbs[handle]
     _closed.add(handle)
     return {}
+
+
+@op("upsert")
+async def _upsert(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    records = _arg(args, "records", list)
+    count = await db.upsert_async(records)
+    return {"count": count, "info": db.info()}
+
+
+@op("delete")
+async def _delete(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    ids = _arg(args, "ids", list)
+    count = await db.delete_async(ids)
+    return {"count": count, "info": db.info()}
+
+
+@op("commit")
+async def _commit(args: dict[str, Any]) -> dict[str, Any]:
+    """Commit the edits as a new snapshot; ``progress`` (a JS function the worker adds) gets
+    upload progress as JSON; ``authToken`` replaces the token given at open."""
+    db = _db(args)
+    token = _arg(args, "authToken", str, None)
+    if token is not None:
+        db.store.client.auth_token = token
+    progress = args.get("progress")
+    report = (lambda ev: progress(json.dumps(ev))) if callable(progress) else None
+    result = await db.commit_async(progress=report)
+    return {**result, "info": db.info()}
+
+
+@op("chunks")
+async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
+    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline.
+
+    With a text model (named in the manifest's extra, not in its chunk list) its model, vocabulary
+    and row chunks are listed too: text search offline embeds with any of them."""
+    db = _db(args)
+    blobs = [db.cid] + [c["cid"] for c in db.manifest["chunks"]]
+    model = getattr(db, "model", None)
+    if model is not None:
+        blobs += [model.cid, str(model.head["vocab"])] + [model.row_cid(c) for c in range(model.row_count)]
+    return {"manifest": db.cid, "chunks": list(dict.fromkeys(blobs))}
 
 
 if set(OPS) != set(PROTOCOL["ops"]):

@@ -7,6 +7,7 @@
   table and the next ``get`` still returns it without a second download.
 * ``get_decoded(cid, tag, decode)`` -- ``get`` plus the decoded form, kept beside the bytes.
 * ``put(data)``           -- upload unless this store already uploaded or fetched it.
+* ``put_many(blobs)``     -- the same for many, in parallel (async; the tab's commit).
 * single-flight: concurrent requests for one CID (threads, coroutines, or both) share one
   download (see :class:`_Flights`); the waiters get the same bytes or the same error.
 * ``stats()`` / ``snapshot()`` / ``diff()`` -- totals, and the change over a window (one search).
@@ -25,9 +26,9 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-from .errors import IntegrityError, InvalidArgumentError, PortalError
+from .errors import AuthError, IntegrityError, InvalidArgumentError, PortalError, QuotaError, S5VecError
 from .s5.cid import BlobId, blob_cid
 from .s5.client import BlobClient
 
@@ -317,6 +318,58 @@ class ChunkStore:
             with self._lock:
                 self._insert(cid, data, unread=False)
         return cid
+
+    async def put_many(self, blobs: Sequence[bytes], *, parallel: int = 6,
+                       progress: Callable[[dict[str, int]], None] | None = None) -> list[str]:
+        """Upload the blobs not known yet, ``parallel`` at a time (``client.upload_async``); returns
+        their CIDs in order. Every upload is tried even when one fails; those that succeeded become
+        known (a retry skips them), then the most telling error is raised: AuthError (no or a
+        refused token), QuotaError, else PortalError. ``progress`` gets {done, total, bytes,
+        totalBytes, uploaded, skipped} after each blob."""
+        datas = [bytes(b) for b in blobs]
+        cids = [blob_cid(d) for d in datas]
+        todo: dict[str, bytes] = {}
+        with self._lock:
+            for c, d in zip(cids, datas):
+                if c in self._known or c in todo:
+                    self._c["chunks_skipped"] += 1
+                else:
+                    todo[c] = d
+        state = {"done": len(datas) - len(todo), "total": len(datas), "bytes": 0,
+                 "totalBytes": sum(len(d) for d in todo.values()), "uploaded": 0,
+                 "skipped": len(datas) - len(todo)}
+        if progress:
+            progress(dict(state))
+        sem = asyncio.Semaphore(max(1, parallel))
+        errors: list[BaseException] = []
+
+        async def one(cid: str, data: bytes) -> None:
+            async with sem:
+                try:
+                    got = await self.client.upload_async(data)
+                    if BlobId.parse(got) != BlobId.parse(cid):
+                        raise IntegrityError(f"upload returned {got}, expected {cid}")
+                except S5VecError as e:
+                    errors.append(e)
+                    return
+                with self._lock:
+                    self._known.add(cid)
+                    self._c["chunks_uploaded"] += 1
+                    self._c["bytes_uploaded"] += len(data)
+                state["done"] += 1
+                state["uploaded"] += 1
+                state["bytes"] += len(data)
+                if progress:
+                    progress(dict(state))
+
+        await asyncio.gather(*(one(c, d) for c, d in todo.items()))
+        if errors:
+            for kind in (AuthError, QuotaError, IntegrityError, PortalError):
+                first = next((e for e in errors if isinstance(e, kind)), None)
+                if first is not None:
+                    raise first
+            raise errors[0]
+        return cids
 
     # ------------------------------------------------------------------ housekeeping
     def clear(self) -> None:

@@ -23,6 +23,7 @@ MIME_TYPES = {
     ".whl": "application/octet-stream",
     ".zip": "application/zip",
     ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".ts": "text/plain; charset=utf-8",

@@ -225,10 +225,36 @@ function wire() {
   if (window.matchMedia("(max-width: 600px)").matches) $("filters").open = false;
 }
 
+/** "Keep this index offline": every chunk of the index and its text model pinned in the chunk cache. */
+function wirePin(offline) {
+  $("pin").hidden = !offline.controlled;
+  $("pin").addEventListener("click", async () => {
+    $("pin").disabled = true;
+    try {
+      const r = await state.db.pin({
+        onProgress: (p) => ($("pin-state").textContent = `${p.done}/${p.total} chunks (${fmtBytes(p.bytes)})`),
+      });
+      $("pin-state").textContent = `kept offline: ${r.chunks} chunks, ${fmtBytes(r.bytes)}`;
+    } catch (err) {
+      $("pin-state").textContent = `${err.name}: ${err.message}`;
+    } finally {
+      $("pin").disabled = false;
+    }
+  });
+}
+
 async function main() {
   wire();
   currentFilter();
   const t0 = performance.now();
+  // offline-first: the service worker serves the runtime and the chunks already seen (registered
+  // before the worker starts, so its fetches go through it); a page without one still works online
+  const offline = await S5Vec.offline.register().catch((err) => {
+    console.warn("s5vec: no offline support:", err);
+    return { controlled: false };
+  });
+  state.offline = offline;
+  document.body.dataset.offlineMs = String(Math.round(performance.now() - t0));
   const resp = await fetch("./demo-config.json");
   if (!resp.ok) throw new Error(`demo-config.json: HTTP ${resp.status} (run ./demo.sh first)`);
   const config = (state.config = await resp.json());
@@ -256,10 +282,14 @@ async function main() {
     ["runtime start-up", `${runtime.startupMs.toFixed(0)} ms (Pyodide ${runtime.pyodideVersion}, numpy ${runtime.numpyVersion})`],
     ["open index + model", `${(performance.now() - t1).toFixed(0)} ms`],
     ["page to ready", `${(performance.now() - t0).toFixed(0)} ms`],
+    ["offline", offline.controlled ? `ready (release ${offline.release})` : "not available"],
   ];
   $("dev-stats").replaceChildren(...state.startup.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
   $("boot").classList.add("done");
   document.body.dataset.ready = "1";
+  document.body.dataset.readyMs = String(Math.round(performance.now() - t0));
+  document.body.dataset.offlineReady = offline.controlled ? "1" : "0";
+  wirePin(offline);
   if ($("q").value.trim()) runSearch(); // typed while loading
 }
 

@@ -48,7 +48,7 @@ import urllib.request
 import uuid
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
-from ..errors import CIDError, IntegrityError, InvalidArgumentError, NotFoundError, PortalError
+from ..errors import AuthError, CIDError, IntegrityError, InvalidArgumentError, NotFoundError, PortalError, QuotaError
 from .cid import BlobId, blob_cid, verify
 
 __all__ = ["BlobClient", "PortalClient", "PortalHealth", "MemoryClient"]
@@ -93,6 +93,31 @@ class BlobClient(Protocol):
     def upload(self, data: bytes) -> str: ...
 
     async def download_many(self, cids: Iterable[str]) -> dict[str, bytes]: ...
+
+    async def upload_async(self, data: bytes) -> str: ...
+
+
+def _multipart(data: bytes) -> tuple[str, bytes]:
+    """(boundary, body) of a multipart/form-data upload with one ``file`` field."""
+    boundary = "s5vec-" + uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="blob"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode("ascii")
+    return boundary, head + data + f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
+def _upload_error(expected: str, statuses: list[int], failures: list[str]) -> PortalError:
+    """The typed error of an upload every portal refused: AuthError when each portal that answered
+    wanted a (valid) token, QuotaError when one was full / the blob too large, else PortalError."""
+    msg = f"upload of {expected} failed on every portal ({'; '.join(failures)})"
+    answered = [s for s in statuses if s]
+    if answered and all(s in (401, 403) for s in answered):
+        return AuthError(msg + ": the portal needs an account token (authToken / --auth-token)")
+    if any(s in (413, 507) for s in answered):
+        return QuotaError(msg)
+    return PortalError(msg)
 
 
 def _parse_cid(cid: "str | BlobId") -> tuple[str, BlobId]:
@@ -634,14 +659,9 @@ class PortalClient:
         _ensure_pyodide_http()
         data = bytes(data)
         expected = blob_cid(data)
-        boundary = "s5vec-" + uuid.uuid4().hex
-        head = (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="blob"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n"
-        ).encode("ascii")
-        body = head + data + f"\r\n--{boundary}--\r\n".encode("ascii")
+        boundary, body = _multipart(data)
         failures: list[str] = []
+        statuses: list[int] = []
         for portal in self.health.order():
             url = f"{portal}/s5/upload"
             delay = self.backoff
@@ -665,11 +685,62 @@ class PortalClient:
                         break
                     return expected
                 failures.append(f"{portal}: {self._describe(status, raw)}")
+                statuses.append(status)
                 if not (status == 0 or status >= 500) or attempt >= self.retries:
                     break
                 time.sleep(delay)
                 delay *= 2
-        raise PortalError(f"upload of {expected} failed on every portal ({'; '.join(failures)})")
+        raise _upload_error(expected, statuses, failures)
+
+    async def upload_async(self, data: bytes) -> str:
+        """:meth:`upload` without blocking the event loop: ``pyfetch`` in Pyodide (so the worker
+        uploads several chunks at once), a worker thread on CPython."""
+        if not IS_PYODIDE:
+            return await asyncio.get_running_loop().run_in_executor(None, self.upload, bytes(data))
+        return await self._upload_pyfetch(bytes(data))  # pragma: no cover - runs in Pyodide
+
+    async def _upload_pyfetch(self, data: bytes) -> str:  # pragma: no cover - runs in Pyodide
+        from js import Uint8Array  # type: ignore[import-not-found]
+        from pyodide.http import pyfetch  # type: ignore[import-not-found]
+
+        expected = blob_cid(data)
+        boundary, body = _multipart(data)
+        js_body = Uint8Array.new(len(body))
+        js_body.assign(body)  # a JS-owned copy: the wasm heap may move while fetch reads it
+        timeout = self.timeout + len(body) / 1e6  # and at least 1 MB/s for big chunks
+        failures: list[str] = []
+        statuses: list[int] = []
+        for portal in self.health.order():
+            url = f"{portal}/s5/upload"
+            delay = self.backoff
+            for attempt in range(self.retries + 1):
+                headers = {"Accept": "application/json", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+                if self.auth_token:
+                    headers["Authorization"] = f"Bearer {self.auth_token}"
+                try:
+                    resp = await asyncio.wait_for(pyfetch(url, method="POST", body=js_body, headers=headers), timeout)
+                    status = int(resp.status)
+                    raw = bytes(await asyncio.wait_for(resp.bytes(), timeout))
+                except Exception as e:  # network error, CORS refusal, timeout
+                    status, raw = 0, f"unreachable ({type(e).__name__}: {e})".encode()
+                if 200 <= status < 300:
+                    try:
+                        got = json.loads(raw.decode("utf-8", "replace"))["cid"]
+                        same = BlobId.parse(got) == BlobId.parse(expected)
+                    except (ValueError, KeyError, TypeError, CIDError):
+                        failures.append(f"{portal}: bad upload reply {raw[:100]!r}")
+                        break
+                    if not same:
+                        failures.append(f"{portal}: returned CID {got!r}, expected {expected}")
+                        break
+                    return expected  # counted by the store (ChunkStore.put_many)
+                failures.append(f"{portal}: {self._describe(status, raw)}")
+                statuses.append(status)
+                if not (status == 0 or status >= 500) or attempt >= self.retries:
+                    break
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise _upload_error(expected, statuses, failures)
 
 
 class MemoryClient:
@@ -712,3 +783,6 @@ class MemoryClient:
 
     async def download_many(self, cids: Iterable["str | BlobId"]) -> dict[str, bytes]:
         return {c: self.download(c) for c in _dedupe(cids)}
+
+    async def upload_async(self, data: bytes) -> str:
+        return self.upload(data)
