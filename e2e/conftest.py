@@ -90,6 +90,29 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+FILM_COUNT = 8000  # a spread subset of the 58,788 films: quick to embed, still full of shared title words
+
+
+@pytest.fixture(scope="session")
+def film_index(portals, tmp_path_factory):
+    """The film collection embedded by the model built at set-up, published once per session with
+    its keyword index and model to portal 1: {"cid", "records", "path", "urls", "ref" (CPython Database)}."""
+    from s5vec import api, embed
+    from s5vec.demo import movie_records, write_records
+
+    records = list(movie_records(FILM_COUNT))
+    model = embed.load_local()
+    embed.embed_records(records, model)
+    store = api.make_store([portals[0].url])
+    model_cid = embed.publish_model(model, store)
+    cid = api.publish(records, store, kind="hybrid", params={"codec": "sq8", "store_full": False}, text_field="text",
+                      extra=embed.manifest_extra(model_cid, "text"))
+    path = tmp_path_factory.mktemp("films") / "films.jsonl"
+    write_records(str(path), records)
+    urls = [portals[0].url]
+    return {"cid": cid, "records": records, "path": path, "urls": urls, "ref": api.Database.open(cid, urls)}
+
+
 # ---------------------------------------------------------------- pages
 
 def open_harness(page, web_url: str):

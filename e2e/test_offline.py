@@ -82,18 +82,54 @@ def collection(web_dist, tmp_path_factory):
     return {"cid": cid, "blobs": blobs, "records_path": path, "records": records}
 
 
-@pytest.fixture
-def servers(web_dist, collection, tmp_path):
+@pytest.fixture(scope="module")
+def films(web_dist, film_index, tmp_path_factory):
+    """3,000 of the session's embedded films published as the demo publishes them (hybrid, SQ8, keyword
+    index, text model) into a portal directory of this module's own, so its servers can be stopped."""
+    from s5vec import api, embed
+    from s5vec.demo import write_records
+    from s5vec.s5.portal import serve
+
+    blobs = tmp_path_factory.mktemp("offline-film-blobs")
+    records = film_index["records"][:3000]
+    portal, _ = serve(blobs)
+    try:
+        store = api.make_store([portal.url])
+        model_cid = embed.publish_model(embed.load_local(), store)
+        cid = api.publish(records, store, kind="hybrid", params={"codec": "sq8", "store_full": False},
+                          text_field="text", extra=embed.manifest_extra(model_cid, "text"))
+    finally:
+        portal.stop()
+    path = tmp_path_factory.mktemp("offline-film-data") / "films.jsonl"
+    write_records(str(path), records)
+    return {"cid": cid, "blobs": blobs, "records_path": path, "records": records}
+
+
+def make_servers(web_dist, tmp_path, data):
     """A private copy of the bundle (with a demo-config.json naming this test's portal) + a portal."""
     from s5vec.demo import write_demo_config
 
     site = tmp_path / "site"
     shutil.copytree(web_dist, site)
     shutil.copy(ROOT / "e2e" / "harness.html", site / "harness.html")
-    s = Servers(site, collection["blobs"])
-    write_demo_config(str(collection["records_path"]), collection["cid"], [s.portal_url],
-                      str(site / "demo-config.json"), samples=10)
+    s = Servers(site, data["blobs"])
+    write_demo_config(str(data["records_path"]), data["cid"], [s.portal_url], str(site / "demo-config.json"))
     s.config = json.loads((site / "demo-config.json").read_text())
+    return s
+
+
+@pytest.fixture
+def servers(web_dist, collection, tmp_path):
+    """Servers for the video collection (harness tests)."""
+    s = make_servers(web_dist, tmp_path, collection)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def film_servers(web_dist, films, tmp_path):
+    """Servers for the film collection (the demo page)."""
+    s = make_servers(web_dist, tmp_path, films)
     yield s
     s.stop()
 
@@ -115,14 +151,14 @@ def watch(page) -> list[str]:
 def load_demo(page, url: str) -> None:
     page.goto(url + "index.html")
     page.wait_for_function("document.body.dataset.ready", timeout=120_000)
-    assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#status")
+    assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#boot-label")
 
 
-def demo_search(page, sample: int = 0) -> list[str]:
-    page.evaluate("document.querySelector('#search-stats').textContent = ''")
-    page.locator("#samples li button.more").nth(sample).click()
-    page.wait_for_function("document.querySelector('#search-stats').textContent.includes('results in')"
-                           " || !document.querySelector('#error').hidden")
+def demo_search(page, text: str) -> list[str]:
+    """Type ``text`` into the page's search box; the ids of the films it lists."""
+    page.fill("#q", "")
+    page.locator("#q").type(text, delay=10)
+    page.wait_for_function("arg => document.body.dataset.query === arg", arg=text, timeout=120_000)
     assert page.locator("#error").is_hidden(), page.inner_text("#error")
     return page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
 
@@ -147,33 +183,37 @@ def open_harness(page, url: str):
 
 # ---------------------------------------------------------------- the demo, offline after one visit
 
-def test_demo_boots_and_searches_offline_after_one_visit(context, servers, collection):
+def test_demo_boots_and_searches_offline_after_one_visit(context, film_servers, films):
     from s5vec.api import Database
 
+    servers = film_servers
     page = context.new_page()
     errors = watch(page)
     load_demo(page, servers.web_url)
-    assert "offline-ready" in page.inner_text("#status")
-    online = demo_search(page, 0)
-    ref = Database.open(collection["cid"], [servers.portal_url])
-    sample = servers.config["samples"][0]
-    assert online == [h["id"] for h in ref.search(sample["vector"], k=10)]
+    assert page.evaluate("document.body.dataset.offlineReady") == "1"
+    ref = Database.open(films["cid"], [servers.portal_url])
+    title = films["records"][100]["metadata"]["title"]
+    online = demo_search(page, title)
+    assert online and online == [h["id"] for h in ref.search_text(title, k=10)]
 
-    # "Keep this index offline" pins every chunk: then any sample can be searched offline
+    # "Keep this index offline" pins every chunk (index, keyword index, text model): then queries
+    # never typed online can be searched offline too
     page.click("#pin")
     page.wait_for_function("document.querySelector('#pin-state').textContent.startsWith('kept offline')",
                            timeout=120_000)
-    wants = [[h["id"] for h in ref.search(servers.config["samples"][i]["vector"], k=10)] for i in (3, 7)]
+    others = [films["records"][2500]["metadata"]["title"], "a detective story in the city"]
+    wants = [[h["id"] for h in ref.search_text(q, k=10)] for q in others]
 
     go_offline(context, servers)
     page.reload()
     page.wait_for_function("document.body.dataset.ready", timeout=60_000)
-    assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#status")
+    assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#boot-label")
     # booted from the service worker: no server is listening any more
     assert page.evaluate("navigator.serviceWorker.controller !== null")
-    offline = demo_search(page, 0)
+    offline = demo_search(page, title)
     assert offline == online
-    assert [demo_search(page, 3), demo_search(page, 7)] == wants
+    assert [demo_search(page, q) for q in others] == wants
+    assert all(wants)
     assert not errors
 
 
@@ -319,6 +359,9 @@ def test_pin_keeps_the_whole_index_offline_usage_and_clear(context, servers, col
     cleared = b.js("return await S5Vec.cache.clear()")
     assert cleared["chunks"] == 0 and cleared["bytes"] == 0 and cleared["pinnedChunks"] == 0, cleared
     assert page.evaluate(IDB_KEYS) == []
+    # a fresh worker (this one keeps the chunks it verified in memory for its session, by design)
+    page.reload()
+    b, _ = registered_harness(page, servers.web_url)
     r = b.run("return await S5Vec.open({ manifest: arg.cid, portals: arg.portals })", {"cid": cid, "portals": portals})
     assert not r["ok"] and r["name"] == "PortalError", r   # really gone: offline, nothing to serve it from
 

@@ -52,6 +52,10 @@ def test_bridge_worker_and_rpc_share_one_op_table(shared_harness, published):  #
            const batch = await db.searchBatch([arg.q, arg.q], { k: 3 });
            if (batch.length !== 2 || batch[1][0].id !== hits[0].id) throw new Error("unexpected batch answer");
            const stats = await db.stats();
+           const got = await db.get("doc00000");
+           // this index has no text field: searchText is answered (InvalidArgumentError), so the op was sent
+           const text = await db.searchText("anything").catch((e) => e.name);
+           if (got.id !== "doc00000" || text !== "InvalidArgumentError") throw new Error("unexpected text answers");
            // the write and offline ops, each refused by Python before it changes anything
            const refused = async (p, name) => { try { await p; } catch (e) { if (e.name === name) return; throw e; }
                                                 throw new Error("expected " + name); };

@@ -1,4 +1,4 @@
-"""README command 1 (./demo.sh) end to end: generate, publish to a local portal, serve, search in the page.
+"""README command 1 (./demo.sh) end to end: convert the films, embed + publish to a local portal, serve, search.
 
 Runs the real script (set-up skipped: the test session has done it) on free ports, with its data
 and a copy of web/dist in a temp dir so the other tests' bundle is untouched.
@@ -51,11 +51,13 @@ def test_demo_script_serves_a_searchable_page(page, web_dist, tmp_path):
             except Exception:
                 time.sleep(0.1)
         page.wait_for_function("document.body.dataset.ready", timeout=120_000)
-        assert "5000 vectors" in page.text_content("body")
-        page.locator("#samples li button.more").first.click()
-        page.wait_for_function("document.querySelector('#search-stats').textContent.includes('results in')")
+        assert page.evaluate("document.body.dataset.ready") == "1", page.inner_text("#boot-label")
+        assert "5,000 films" in page.text_content("#tagline")
+        page.fill("#q", "documentary about space")
+        page.press("#q", "Enter")
+        page.wait_for_function("document.body.dataset.query === 'documentary about space'")
         assert len(page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")) == 10
-        assert re.search(r"fetched [\d.]+ (B|KiB|MiB) in \d+ chunks", page.text_content("#search-stats"))
+        assert re.search(r"[\d.]+ (B|KiB|MiB) in \d+ chunks", page.text_content("#dev-stats"))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)

@@ -85,6 +85,7 @@ def test_rpc_chunks_lists_every_blob_of_the_snapshot(monkeypatch):
     store = ChunkStore(MemoryClient())
     cid = api.publish(recs, store, kind="flat", params={"chunk_rows": 50})
     monkeypatch.setattr(api, "make_store", lambda portals, **kw: store)
+    monkeypatch.setattr(rpc, "_stores", {})  # rpc shares one store per portal list for a worker's session
 
     def call(op, args=None):
         return json.loads(asyncio.run(rpc.handle(op, args)))

@@ -38,6 +38,7 @@ def opened(monkeypatch):
     store = ChunkStore(MemoryClient())
     cid = api.publish([{"id": f"r{i}", "vector": x[i]} for i in range(200)], store, kind="flat")
     monkeypatch.setattr(api, "make_store", lambda portals, **kw: store)
+    monkeypatch.setattr(rpc, "_stores", {})  # rpc shares one store per portal list for a worker's session
     out = call("open", {"manifest": cid, "portals": ["http://unused"]})
     assert out["ok"], out
     return out["result"]["handle"], x

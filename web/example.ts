@@ -43,6 +43,26 @@ export async function runtimeSummary(): Promise<string> {
   return `numpy ${rt.numpyVersion} on Python ${rt.pythonVersion}, ready in ${rt.startupMs.toFixed(0)} ms`;
 }
 
+interface FilmMeta {
+  title: string;
+  year: number;
+  genres: string[];
+  rating: number;
+}
+
+/** Text in, films out: the query is embedded in the worker and fused with a keyword search. */
+export async function findFilms(db: S5Vec, text: string): Promise<Hit<FilmMeta>[]> {
+  try {
+    const hits = await db.searchText<FilmMeta>(text, { k: 10, filter: { genres: "Documentary", year: { $gte: 1990 } } });
+    const first = hits[0] && (await db.get<FilmMeta>(String(hits[0].id)));
+    if (first) console.log(first.metadata.title, first.metadata.year, db.lastStats?.planned?.postings);
+    return hits;
+  } catch (err) {
+    if (err instanceof S5VecError && err.name === "EmptyQueryError") return [];
+    throw err;
+  }
+}
+
 /** Offline-first: register the service worker before opening, then keep the whole index offline. */
 export async function openForOffline(manifest: string, portals: string[]): Promise<S5Vec> {
   const status = await S5Vec.offline.register();

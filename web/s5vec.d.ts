@@ -16,6 +16,8 @@ export type S5VecErrorName =
   | "CIDError"
   | "InvalidArgumentError"
   | "UnknownIdError"
+  | "EmptyQueryError"
+  | "NoKnownTokensError"
   | "ClosedError"
   | "EmptyQueryError"
   | "NoKnownTokensError"
@@ -124,6 +126,23 @@ export interface SearchStats {
   /** searchBatch: number of queries the stats cover */
   queries?: number;
   ms: number;
+  /** searchText only: chunks the query planned (fetched unless cached), by part. */
+  planned?: { model?: number; postings?: number; docs?: number; index?: number };
+}
+
+export type TextSearchMode = "hybrid" | "vector" | "keyword";
+
+export interface TextSearchOptions extends SearchOptions {
+  /** "hybrid" (default): embedding + BM25 keyword ranking, fused (an exact title comes first);
+   * "vector": embedding only; "keyword": BM25 only. */
+  mode?: TextSearchMode;
+}
+
+export interface GetResult<M = Record<string, unknown>> {
+  id: string;
+  metadata: M;
+  /** Unix seconds (negative before 1970). */
+  timestamp: number;
 }
 
 export declare class S5Vec {
@@ -140,6 +159,12 @@ export declare class S5Vec {
    * searching them one by one. `lastStats` covers the batch. */
   searchBatch<M = Record<string, unknown>>(vectors: Array<Float32Array | ArrayLike<number>>,
                                            options?: SearchOptions): Promise<Hit<M>[][]>;
+  /** Text in, hits out (the query is embedded in the worker). Rejects with EmptyQueryError for text
+   * without letters or digits; text with no known token is answered by the keyword index alone. */
+  searchText<M = Record<string, unknown>>(text: string, options?: TextSearchOptions): Promise<Hit<M>[]>;
+  /** A record by id, without a search (UnknownIdError if there is none; one chunk when the index
+   * has a text field). */
+  get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
   stats(): Promise<Record<string, unknown>>;
   /** Set when opened by pointer (or after commit({ key })). */
   readonly pointer: PointerState | null;

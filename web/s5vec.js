@@ -469,6 +469,25 @@ export class S5Vec {
     return res.results;
   }
 
+  /** Text search: [{id, score, metadata}], best first. `options.mode`: "hybrid" (default: embedding +
+   * keyword, fused), "vector" or "keyword". Empty or word-less text rejects with EmptyQueryError. */
+  async searchText(text, options = {}) {
+    const args = { handle: this.handle, text };
+    for (const key of ["k", "filter", "mode", "params"]) if (options[key] !== undefined) args[key] = options[key];
+    const n = ++this._searchSeq;
+    const res = await this._runtime.call(OPS.searchText, args);
+    if (n > this._statsSeq) {
+      this._statsSeq = n;
+      this.lastStats = res.stats;
+    }
+    return res.hits;
+  }
+
+  /** A record without a search: {id, metadata, timestamp}; UnknownIdError if the index does not hold it. */
+  async get(id) {
+    return this._runtime.call(OPS.get, { handle: this.handle, id });
+  }
+
   /** Cumulative statistics of this database (fetches, cache). */
   async stats() {
     return this._runtime.call(OPS.stats, { handle: this.handle });

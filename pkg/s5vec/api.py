@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import filters, kernels, layout
-from .errors import (ClosedError, FormatError, InvalidArgumentError, NothingToCommitError, NotFoundError,
-                     UnknownIdError)
+from .errors import (ClosedError, EmptyQueryError, FormatError, InvalidArgumentError, NoKnownTokensError,
+                     NothingToCommitError, NotFoundError, UnknownIdError)
 from .index.base import Index
 from .index.records import stamp
 from .query import Chunks, Hit, Query, build_params
@@ -40,7 +40,7 @@ INDEX_KINDS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_KIND = "hybrid"
 # Chunk kinds fetched lazily at search time; every other chunk is fetched when an index opens.
-LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine"})
+LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine", "kw_postings", "kw_docs"})
 # Chunk kinds named by other chunks (an ivf_list names its ivf_refine blocks) and left out of the
 # manifest's chunk list, so the manifest -- what every open downloads -- does not grow with N; the
 # manifest records their count and bytes under extra.unlisted.
@@ -250,16 +250,26 @@ async def run_query(index: Index, query: Query, store: ChunkStore, reader: Any |
 
 
 def save(index: Index, store: ChunkStore, *, parent: str | None = None, known: Iterable[str] = (),
-         extra: Mapping[str, Any] | None = None) -> tuple[str, layout.StoreWriter]:
-    """Write ``index`` as chunks plus a manifest; returns (manifest CID, the writer with its counts)."""
+         extra: Mapping[str, Any] | None = None, keyword: Any = None,
+         carry: Sequence[Mapping[str, Any]] = ()) -> tuple[str, layout.StoreWriter]:
+    """Write ``index`` (and its keyword index) as chunks plus a manifest; returns (manifest CID, the writer).
+
+    ``carry`` lists chunk entries of a parent manifest that stay as they are (an unedited keyword
+    index): named in the new manifest without being read or written again.
+    """
     writer = layout.StoreWriter(store, known)
-    return store.put(_encode_snapshot(index, writer, parent, extra)), writer
+    return store.put(_encode_snapshot(index, writer, parent, extra, keyword, carry)), writer
 
 
 def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | None,
-                     extra: Mapping[str, Any] | None = None) -> bytes:
-    """Write ``index``'s chunks through ``writer``; returns the manifest bytes naming them."""
+                     extra: Mapping[str, Any] | None = None, keyword: Any = None,
+                     carry: Sequence[Mapping[str, Any]] = ()) -> bytes:
+    """Write ``index``'s chunks (and ``keyword``'s) through ``writer``; returns the manifest bytes naming
+    them and the ``carry`` entries (see :func:`save`)."""
     desc = index.save(writer)
+    if keyword is not None:
+        extra = dict(extra or {}, keyword=keyword.save(writer))
+    writer.chunks.extend(dict(c) for c in carry)
     listed = [c for c in writer.chunks if c["kind"] not in UNLISTED_CHUNK_KINDS]
     unlisted: dict[str, dict[str, int]] = {}
     for c in writer.chunks:
@@ -302,8 +312,8 @@ def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: 
 
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
-    params: Mapping[str, Any] | None = None, progress: Any = None, extra: Mapping[str, Any] | None = None,
-    explain: Any = None,
+    params: Mapping[str, Any] | None = None, progress: Any = None, text_field: str | None = None,
+    extra: Mapping[str, Any] | None = None, explain: Any = None,
 ) -> str:
     """Build an index of ``kind`` over ``records`` and upload it; returns the manifest CID.
 
@@ -312,7 +322,11 @@ def publish(
     (:func:`choose_params`): what was picked, and the held-out evidence, is logged (logger
     ``s5vec``), passed to ``explain(choice)`` when given, and stored in the manifest
     (``extra.auto``; the manifest ``spec`` names the result, e.g. ``IVF1024,PQ48,Refine(SQ8)``).
+
+    With ``text_field`` the records' text (``record[text_field]`` or ``record["metadata"][text_field]``)
+    is also indexed for keyword search (BM25, :mod:`s5vec.keyword`), named in ``extra["keyword"]``.
     """
+    records = list(records)
     ids, mat, metas, ts = records_to_columns(records)
     choice = None
     if not params:
@@ -329,8 +343,29 @@ def publish(
     extra = dict(extra or {})
     if choice is not None:
         extra["auto"] = choice.record
-    cid, _ = save(index, store, extra=extra or None)
+    kw = build_keyword(records, text_field, ts) if text_field else None
+    cid, _ = save(index, store, extra=extra or None, keyword=kw)
     return cid
+
+
+def record_text(record: Mapping[str, Any], field: str, n: int = 0) -> str:
+    """The text of a record: ``record[field]``, else ``record["metadata"][field]``."""
+    text = record.get(field)
+    if text is None:
+        text = (record.get("metadata") or {}).get(field)
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"record {n}: no text in field {field!r}")
+    return text
+
+
+def build_keyword(records: Sequence[Mapping[str, Any]], field: str, timestamps: Sequence[float]) -> Any:
+    """The keyword index over ``records``' text; ``timestamps`` as the vector index got them."""
+    from .keyword import KeywordIndex
+
+    kw = KeywordIndex(field)
+    kw.build([r["id"] for r in records], [record_text(r, field, n) for n, r in enumerate(records)],
+             [r.get("metadata") or {} for r in records], [float(t) for t in timestamps])
+    return kw
 
 
 def read_manifest(store: ChunkStore, cid: str) -> dict[str, Any]:
@@ -385,6 +420,14 @@ class Database:
         self.searches = 0
         self.edits = 0  # upserts/deletes/migrations since opened or last committed
         self._kinds = _chunk_kinds(manifest)
+        extra = manifest.get("extra") or {}
+        self.keyword = None
+        if extra.get("keyword") is not None:
+            from .keyword import KeywordIndex
+
+            self.keyword = KeywordIndex.load(extra["keyword"], reader)
+        self._kw_edits: dict[str, Any] = {}  # id -> (text, metadata, timestamp), None = deleted
+        self.model = None  # the text model (s5vec.embed.ChunkedModel), loaded by open when the manifest names one
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -403,8 +446,10 @@ class Database:
         manifest = read_manifest(store, cid)
         if own and cache_bytes is None:
             store.cache_limit = cache_bytes_for(manifest)
-        store.prefetch_sync(_eager_chunks(manifest))
-        return cls._from_manifest(cid, manifest, store)
+        model = _run(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch_sync)
+        db = cls._from_manifest(cid, manifest, store)
+        db.model = model
+        return db
 
     @classmethod
     async def open_async(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
@@ -415,8 +460,10 @@ class Database:
         manifest = read_manifest(store, cid)
         if own and cache_bytes is None:
             store.cache_limit = cache_bytes_for(manifest)
-        await store.prefetch(_eager_chunks(manifest))
-        return cls._from_manifest(cid, manifest, store)
+        model = await _run_async(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch)
+        db = cls._from_manifest(cid, manifest, store)
+        db.model = model
+        return db
 
     # -- searching --------------------------------------------------------------
     def prepare(self, vector: Any, k: Any = 10, filter: Any = None, params: Mapping[str, Any] | None = None) -> Query:
@@ -551,28 +598,161 @@ class Database:
         rec = self.index.get(id, chunks)
         return None if rec is None else {"id": rec.id, "metadata": dict(rec.metadata), "timestamp": rec.timestamp}
 
-    def get(self, id: str) -> dict[str, Any]:
-        """``{"id", "metadata", "timestamp"}`` of one record; UnknownIdError if the index lacks it.
+    def _get_steps(self, id: Any):
+        """Plan-fetch rounds for one record (a generator of CID lists; returns the record).
 
-        A lazy IVF index does not know which list holds an id: its list chunks are fetched, in
-        parallel batches, until the id is found."""
-        for batch in self._get_rounds(id):
+        With a keyword index the id's document chunk is found from the ids in its head: one
+        chunk. Otherwise a lazy IVF index does not know which list holds an id: its list chunks
+        are fetched, in parallel batches, until the id is found."""
+        rounds = self._get_rounds(id)  # validates first
+        first = next(rounds)
+        if self.keyword is not None and id in self._kw_edits:  # edited in this session, not committed yet
+            edit = self._kw_edits[id]
+            if edit is None:
+                raise UnknownIdError(f"unknown id {id!r}")
+            return {"id": id, "metadata": dict(edit[1]), "timestamp": float(edit[2])}
+        if self.keyword is not None:
+            need = self.keyword.get_plan(id)
+            if need:
+                yield ("docs", need)
+            meta, ts = self.keyword.get(id)
+            return {"id": id, "metadata": dict(meta), "timestamp": ts}
+        for batch in [first, *rounds]:
             if batch:
-                self.store.prefetch_sync(batch)
+                yield batch
             rec = self._record(id, batch)
             if rec is not None:
                 return rec
         raise UnknownIdError(f"unknown id {id!r}")
+
+    def get(self, id: str) -> dict[str, Any]:
+        """``{"id", "metadata", "timestamp"}`` of one record; UnknownIdError if the index lacks it."""
+        return _run(self._get_steps(id), self.store.prefetch_sync)
 
     async def get_async(self, id: str) -> dict[str, Any]:
         """As :meth:`get`, with awaited fetches."""
-        for batch in self._get_rounds(id):
-            if batch:
-                await self.store.prefetch(batch)
-            rec = self._record(id, batch)
-            if rec is not None:
-                return rec
-        raise UnknownIdError(f"unknown id {id!r}")
+        return await _run_async(self._get_steps(id), self.store.prefetch)
+
+    # -- text search ----------------------------------------------------------------
+    def search_text(self, text: Any, k: int = 10, filter: Any = None, mode: str = "hybrid",
+                    params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Best ``k`` hits for a text query; see :meth:`search_text_with_stats`."""
+        return self.search_text_with_stats(text, k, filter, mode, params)["hits"]
+
+    def search_text_with_stats(self, text: Any, k: int = 10, filter: Any = None, mode: str = "hybrid",
+                               params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Text in, hits out: embed + vector search, BM25 keyword search, fused (``mode="hybrid"``).
+
+        Every chunk (token rows, posting lists, index lists, document chunks) is planned and
+        fetched in parallel rounds; see :func:`_text_steps`. Returns ``{"hits", "stats"}``.
+        """
+        t0, before = time.perf_counter(), self.store.stats()
+        steps = self._text_steps(text, k, filter, mode, params)
+        hits, counts = _run(steps, self.store.prefetch_sync)
+        return {"hits": hits, "stats": self._stats_since(before, t0, counts)}
+
+    async def search_text_async(self, text: Any, k: int = 10, filter: Any = None, mode: str = "hybrid",
+                                params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        t0, before = time.perf_counter(), self.store.stats()
+        steps = self._text_steps(text, k, filter, mode, params)
+        hits, counts = await _run_async(steps, self.store.prefetch)
+        return {"hits": hits, "stats": self._stats_since(before, t0, counts)}
+
+    def _stats_since(self, before: dict[str, int], t0: float, counts: Mapping[str, int]) -> dict[str, Any]:
+        after = self.store.stats()
+        self.searches += 1
+        return {"bytesFetched": after["bytes_fetched"] - before["bytes_fetched"],
+                "chunksFetched": after["chunks_fetched"] - before["chunks_fetched"],
+                "cacheHits": after["cache_hits"] - before["cache_hits"],
+                "ms": round((time.perf_counter() - t0) * 1000, 3), "planned": dict(counts)}
+
+    def _text_steps(self, text: Any, k: Any, filter: Any, mode: Any, params: Mapping[str, Any] | None):
+        """The whole text query as rounds of CIDs to fetch (a generator; returns (hits, planned counts)).
+
+        Round 1: the query's token-table rows and posting lists. Round 2: the vector index's lists
+        and, for a filtered keyword search, the document chunks of the best keyword candidates.
+        Last round: metadata of keyword-only hits. Rounds run in parallel through the store.
+        """
+        self._check_open()
+        text, k, flt, mode, params = self._prepare_text(text, k, filter, mode, params)
+        counts = {"model": 0, "postings": 0, "index": 0, "docs": 0}
+        n = max(k, FUSE_DEPTH) if mode == "hybrid" else k
+        branches: list[Any] = []
+        kq = self.keyword.prepare(text) if mode != "vector" else None
+        if mode != "vector":
+            branches.append(_counted(self.keyword.search_steps(kq, n, flt, metadata=False), counts))
+        vec_only_failed = None
+        if mode != "keyword":
+            try:
+                tokens = self.model.tokenize(text)
+            except NoKnownTokensError as exc:
+                if mode == "vector":
+                    raise
+                vec_only_failed = exc  # hybrid: no known token, the keyword side answers alone
+            else:
+                branches.append(_counted(self._vector_steps(tokens, n, flt, params), counts))
+        results = yield from _together(branches)
+        kw_hits = results[0] if mode != "vector" else []
+        if self._kw_edits:  # uncommitted edits: deleted ids leave the keyword side, edited ones show their new metadata
+            kw_hits = [(i, sc, ex, m if i not in self._kw_edits else dict(self._kw_edits[i][1]))
+                       for i, sc, ex, m in kw_hits if self._kw_edits.get(i, ()) is not None]
+        vec_hits = results[-1] if mode != "keyword" and vec_only_failed is None else []
+        if mode == "vector":
+            hits = [{"id": i, "score": s, "metadata": m} for i, s, m in vec_hits]
+        elif mode == "keyword":
+            hits = [{"id": i, "score": s, "metadata": m} for i, s, _, m in kw_hits]
+        else:
+            hits = fuse(vec_hits, kw_hits, k)
+        hits = hits[:k]
+        missing = [h["id"] for h in hits if h["metadata"] is None]
+        if missing:
+            meta = yield from _counted(self.keyword.metadata_steps(missing), counts)
+            for h in hits:
+                if h["metadata"] is None:
+                    h["metadata"] = meta.get(h["id"], {})
+        return hits, counts
+
+    def _vector_steps(self, tokens: list[int], k: int, flt: Any, params: Any):
+        """Embed (token rows planned and fetched), then the vector index's rounds of plan -> fetch -> search."""
+        need = self.model.plan(tokens)
+        if need:
+            yield ("model", need)
+        vec = kernels.as_vector(self.model.embed_tokens(tokens), self.index.dim)
+        query = Query(np.ascontiguousarray(kernels.prepare(vec[None, :], self.index.metric)[0], dtype=np.float32),
+                      k, flt, params)
+        run = QueryRun(self.index, query, self.reader, self._kinds)
+        while True:
+            need = run.next_fetch()
+            need = [c for c in need if c not in self.store]
+            if need:
+                yield ("index", need)
+            hits = run.search()
+            if hits is not None:
+                metric = self.index.metric
+                return [(h.id, float(kernels.to_score(h.distance, metric)), dict(h.metadata)) for h in hits]
+
+    def _prepare_text(self, text: Any, k: Any, filter: Any, mode: Any, params: Mapping[str, Any] | None):
+        from .keyword import tokenize
+
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"the query must be text, got {type(text).__name__}")
+        if mode not in TEXT_MODES:
+            raise InvalidArgumentError(f"mode must be one of {', '.join(TEXT_MODES)}, got {mode!r}")
+        if not tokenize(text[:MAX_QUERY_CHARS]):
+            raise EmptyQueryError("the query has no words (letters or digits)")
+        text = text[:MAX_QUERY_CHARS]
+        if mode in ("keyword", "hybrid") and self.keyword is None:
+            if mode == "keyword" or self.model is None:
+                raise InvalidArgumentError("this index has no keyword index (publish it with a text field)")
+            mode = "vector"
+        if mode in ("vector", "hybrid") and self.model is None:
+            if mode == "vector":
+                raise InvalidArgumentError("this index names no text model (publish it with a text field)")
+            mode = "keyword"
+        k = kernels.check_k(k)
+        flt = filters.parse(filter)
+        params = build_params(self.index.search_params, params, self.index.kind)  # the vector side's
+        return text, k, flt, mode, params
 
     # -- editing (CPython) ------------------------------------------------------
     def _writable(self) -> Index:
@@ -598,30 +778,90 @@ class Database:
         return self.index
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Insert or replace records; one without a timestamp is stamped with the time of this call."""
+        """Insert or replace records; one without a timestamp is stamped with the time of this call.
+
+        With a keyword index each record needs its text (in the index's text field)."""
+        records = list(records)
         ids, mat, metas, ts = records_to_columns(records)
+        texts = self._record_texts(records)
         self._writable().add(ids, mat, metas, ts)
-        self.edits += 1
+        self._note_upserts(ids, texts, metas, ts)
         return len(ids)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete records by id; ``ids`` is a list (a bare string would be read as its characters)."""
         ids = _id_list(ids)
         n = self._writable().delete(ids)
-        self.edits += 1
+        self._note_deletes(ids)
         return n
 
     async def upsert_async(self, records: Iterable[Mapping[str, Any]]) -> int:
+        records = list(records)
         ids, mat, metas, ts = records_to_columns(records)  # validated before anything is fetched
+        texts = self._record_texts(records)
         (await self._writable_async()).add(ids, mat, metas, ts)
-        self.edits += 1
+        self._note_upserts(ids, texts, metas, ts)
         return len(ids)
 
     async def delete_async(self, ids: Iterable[str]) -> int:
         ids = _id_list(ids)
         n = (await self._writable_async()).delete(ids)
-        self.edits += 1
+        self._note_deletes(ids)
         return n
+
+    def _record_texts(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """With a keyword index, each record's text (InvalidArgumentError if one lacks it); else []."""
+        return [record_text(r, self.keyword.field, n) for n, r in enumerate(records)] if self.keyword else []
+
+    def _note_upserts(self, ids: Sequence[str], texts: Sequence[str], metas: Sequence[Any], ts: Any) -> None:
+        """Count an applied upsert; with a keyword index remember each record's text for the commit."""
+        for n, i in enumerate(ids if self.keyword else ()):
+            self._kw_edits[i] = (texts[n], metas[n], float(ts[n]))
+        self.edits += 1
+
+    def _note_deletes(self, ids: Sequence[str]) -> None:
+        for i in ids if self.keyword else ():
+            self._kw_edits[i] = None
+        self.edits += 1
+
+    def _rebuilt_keyword(self, edits: Mapping[str, Any]) -> Any:
+        """The keyword index with ``edits`` applied (rebuilt from its documents).
+
+        Every document chunk must be readable: :meth:`commit` fetches them as it goes,
+        :meth:`commit_async` prefetches them (``KeywordIndex.plan_all``) first."""
+        from .keyword import KeywordIndex
+
+        docs = {i: (t, m, ts) for i, t, m, ts in self.keyword.documents()}
+        for i, doc in edits.items():
+            if doc is None:
+                docs.pop(i, None)
+            else:
+                docs[i] = doc
+        kw = KeywordIndex(self.keyword.field, exact_field=self.keyword.exact_field, **self.keyword.params())
+        ids = sorted(docs)
+        kw.build(ids, [docs[i][0] for i in ids], [docs[i][1] for i in ids], [docs[i][2] for i in ids])
+        return kw
+
+    def _keyword_snapshot(self, edits: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+        """(manifest extra, rebuilt keyword index or None, parent chunk entries carried as they are).
+
+        Edited: the keyword index is rebuilt with ``edits`` and saved anew. Unedited: the new manifest
+        names the parent's keyword chunks, nothing is read or written."""
+        extra = dict(self.manifest.get("extra") or {})
+        if self.keyword is not None and edits:
+            extra.pop("keyword", None)
+            return extra, self._rebuilt_keyword(edits), []
+        carry = [dict(c) for c in self.manifest["chunks"] if str(c.get("kind")).startswith("kw_")] \
+            if self.keyword is not None else []
+        return extra, None, carry
+
+    def _committed_keyword(self, kw_new: Any, edits: Mapping[str, Any]) -> None:
+        """After a commit: the rebuilt index is current; keyword edits made since the snapshot stay pending."""
+        if kw_new is not None:
+            self.keyword = kw_new
+        for i, doc in edits.items():
+            if i in self._kw_edits and self._kw_edits[i] is doc:
+                del self._kw_edits[i]
 
     def migrate(self, now: float | None = None) -> int:
         """Hybrid only: move records older than the recent window from HNSW to IVF (then commit)."""
@@ -638,9 +878,13 @@ class Database:
         Chunks whose content did not change keep their CID and are not uploaded again.
         """
         known = [c["cid"] for c in self.manifest["chunks"]]
-        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=self.manifest.get("extra"))
+        kw_edits = dict(self._kw_edits)
+        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
+        cid, writer = save(self._writable(), self.store, parent=self.cid, known=known, extra=extra,
+                           keyword=kw_new, carry=carry)
         self.cid, self.manifest = cid, read_manifest(self.store, cid)
         self._kinds = _chunk_kinds(self.manifest)
+        self._committed_keyword(kw_new, kw_edits)
         self.edits = 0
         return cid, writer
 
@@ -658,8 +902,14 @@ class Database:
         if not self.edits:
             raise NothingToCommitError(f"nothing to commit: no edits since {self.cid}")
         index = await self._writable_async()
+        kw_edits = dict(self._kw_edits)  # like ``edits`` below: later keyword edits stay pending
+        if self.keyword is not None and kw_edits:
+            need = self.keyword.plan_all()  # the rebuild reads every document chunk: fetched in parallel first
+            if need:
+                await self.store.prefetch(need)
+        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
         writer = layout.StagingWriter([c["cid"] for c in self.manifest["chunks"]])
-        manifest = _encode_snapshot(index, writer, self.cid)
+        manifest = _encode_snapshot(index, writer, self.cid, extra, kw_new, carry)
         edits = self.edits  # edits made while the uploads run are not in this snapshot: they stay pending
         before = self.store.snapshot()
         await self.store.put_many(list(writer.staged.values()), progress=progress)
@@ -668,6 +918,7 @@ class Database:
         parent = self.cid
         self.cid, self.manifest = cid, layout.decode_manifest(manifest)
         self._kinds = _chunk_kinds(self.manifest)
+        self._committed_keyword(kw_new, kw_edits)
         self.edits -= edits
         uploaded = max(0, done["chunks_uploaded"] - 1)  # the manifest is not a chunk
         return {"manifest": cid, "parent": parent, "uploaded": uploaded,
@@ -718,3 +969,100 @@ def make_store(portals: Sequence[str] | None, *, cache_bytes: int = 64 * 2**20, 
             raise InvalidArgumentError(f"portal URL must start with http:// or https://, got {p!r}")
     client = PortalClient(list(portals), timeout=timeout, retries=retries, auth_token=auth_token, hedge=hedge)
     return ChunkStore(client, cache_bytes=cache_bytes)
+
+
+# -- text queries: modes, fusion, and the plan-fetch rounds -------------------------------------
+TEXT_MODES = ("hybrid", "vector", "keyword")
+MAX_QUERY_CHARS = 3072  # like the embedder: longer text is cut here (documented, not an error)
+FUSE_DEPTH = 50  # each side's candidates fused by reciprocal rank
+RRF_K = 60  # Cormack et al.'s constant: rank r contributes 1 / (RRF_K + r)
+EXACT_BOOST = 1.0  # larger than any fused score: a query that is a title puts that title first
+
+
+def fuse(vector_hits: Sequence[tuple[str, float, Any]], keyword_hits: Sequence[tuple[str, float, bool, Any]],
+         k: int) -> list[dict[str, Any]]:
+    """Reciprocal rank fusion of the two rankings; exact-title keyword matches first.
+
+    The score is the fused score (sum of ``1/(RRF_K + rank)``, plus ``EXACT_BOOST`` for an exact
+    title match), so scores stay ordered best first.
+    """
+    score: dict[str, float] = {}
+    meta: dict[str, Any] = {}
+    for r, (i, _, m) in enumerate(vector_hits, 1):
+        score[i] = score.get(i, 0.0) + 1.0 / (RRF_K + r)
+        meta[i] = m
+    for r, (i, _, exact, m) in enumerate(keyword_hits, 1):
+        score[i] = score.get(i, 0.0) + 1.0 / (RRF_K + r) + (EXACT_BOOST if exact else 0.0)
+        if meta.get(i) is None:
+            meta[i] = m
+    best = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [{"id": i, "score": round(s, 6), "metadata": meta.get(i)} for i, s in best]
+
+
+def _together(branches: Sequence[Any]):
+    """Run plan-fetch generators side by side: each round fetches what every branch needs next.
+
+    A branch yields a list of CIDs, or ``(label, cids)``; returns the branches' results in order."""
+    results: list[Any] = [None] * len(branches)
+    pending: dict[int, list[str]] = {}
+
+    def advance(i: int, first: bool) -> None:
+        try:
+            need = next(branches[i]) if first else branches[i].send(None)
+            pending[i] = list(need[1] if isinstance(need, tuple) else need)
+        except StopIteration as stop:
+            results[i] = stop.value
+
+    for i in range(len(branches)):
+        advance(i, True)
+    while pending:
+        yield sorted({c for cids in pending.values() for c in cids})
+        current, pending = list(pending), {}
+        for i in current:
+            advance(i, False)
+    return results
+
+
+def _counted(steps: Any, counts: dict[str, int]):
+    """Pass a branch's rounds through, counting the planned CIDs of each labelled round."""
+    try:
+        need = next(steps)
+        while True:
+            label, cids = need if isinstance(need, tuple) else ("index", need)
+            counts[label] = counts.get(label, 0) + len(cids)
+            yield list(cids)
+            need = steps.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _run(steps: Any, fetch: Any) -> Any:
+    from .keyword import run
+
+    return run(steps, fetch)
+
+
+async def _run_async(steps: Any, fetch: Any) -> Any:
+    from .keyword import run_async
+
+    return await run_async(steps, fetch)
+
+
+def _model_steps(manifest: Mapping[str, Any], store: ChunkStore, eager: list[str]):
+    """Open rounds: the index's eager chunks with the model chunk, then the model's vocabulary."""
+    emb = (manifest.get("extra") or {}).get("embed")
+    if not emb:
+        if eager:
+            yield eager
+        return None
+    from . import embed
+
+    model_cid = emb.get("model") if isinstance(emb, Mapping) else None
+    if not isinstance(model_cid, str):
+        raise FormatError("manifest extra.embed lacks a model CID")
+    yield eager + [model_cid]
+    reader = layout.StoreReader(store)
+    need = embed.ChunkedModel.open_chunks(reader, model_cid)
+    if need:
+        yield list(need)
+    return embed.ChunkedModel.load(model_cid, reader)

@@ -195,7 +195,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         extra = embed.manifest_extra(model_cid, args.text_field, model.dim)
     bar = _progress(len(records), "indexing")
     cid = api.publish(records, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
-                      progress=_bar_callback(bar), extra=extra,
+                      progress=_bar_callback(bar), extra=extra, text_field=args.text_field,
                       explain=lambda choice: print(choice.line(), file=sys.stderr))
     if bar is not None:
         bar.close()
@@ -208,9 +208,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from . import api, filters
 
+    if (args.text is None) == (args.queries is None):
+        raise InvalidArgumentError("search takes either --text or --queries")
     flt = filters.parse(args.filter) if args.filter else None
     params = _parse_params(args.param)
     db = api.Database.open(args.cid, args.portal, timeout=args.timeout)
+    if args.text is not None:
+        for h in db.search_text(args.text, args.k, flt, args.mode, params):
+            print(json.dumps({"id": h["id"], "score": h["score"], "metadata": h["metadata"]}, ensure_ascii=False,
+                             default=str), flush=True)
+        return 0
     for n, q in _read_jsonl(args.queries, "queries"):
         vec = q.get("vector") if isinstance(q, dict) else q
         try:
@@ -304,9 +311,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo import write_demo_records
+    from .demo import demo_records, movie_records, write_records
 
-    n = write_demo_records(args.out, args.count, dim=args.dim, seed=args.seed)
+    if args.count is not None and args.count <= 0:
+        raise InvalidArgumentError("--count must be a positive number")
+    if args.source == "movies":
+        records = movie_records(args.count)
+    else:
+        records = demo_records(args.count or 20000, dim=args.dim, seed=args.seed)
+    n = write_records(args.out, records)
     print(f"wrote {n} records to {args.out}", file=sys.stderr)
     return 0
 
@@ -314,7 +327,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_demo_config(args: argparse.Namespace) -> int:
     from .demo import write_demo_config
 
-    write_demo_config(args.records, args.manifest, args.portal, args.out, args.samples)
+    write_demo_config(args.records, args.manifest, args.portal, args.out)
     return 0
 
 
@@ -397,10 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default=None, metavar="DIR", help="text model directory (default: the built one)")
     sp.set_defaults(fn=cmd_embed)
 
-    sp = sub.add_parser("search", help="search a published index; one JSON line of hits per query")
+    sp = sub.add_parser("search", help="search a published index: --text prints one JSON line per hit "
+                                       "(id, score, metadata); --queries one JSON line of hits per query vector")
     sp.add_argument("cid", help="manifest CID")
     sp.add_argument("--portal", action="append", required=True)
-    sp.add_argument("--queries", required=True, help="JSON lines, one vector (JSON array) per line")
+    sp.add_argument("--text", default=None, help="a text query (the index must have been published with a text field)")
+    sp.add_argument("--mode", default="hybrid", choices=["hybrid", "vector", "keyword"], help="with --text")
+    sp.add_argument("--queries", default=None, help="JSON lines, one vector (JSON array) per line")
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--filter", default=None, help="metadata filter as JSON")
     sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="search parameter, e.g. ef=128, nprobe=32")
@@ -452,19 +468,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8080)
     sp.set_defaults(fn=cmd_web)
 
-    sp = sub.add_parser("demo-data", help="generate the demo collection of video metadata records (JSON lines)")
+    sp = sub.add_parser("demo-data", help="write a demo collection as JSON lines: real films (text, no vectors) "
+                                          "or synthetic videos (with vectors)")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--count", type=int, default=20000)
-    sp.add_argument("--dim", type=int, default=384)
-    sp.add_argument("--seed", type=int, default=7)
+    sp.add_argument("--source", choices=["movies", "synthetic"], default="movies",
+                    help="movies: the 58,788 films of R's ggplot2movies (IMDb, 2005); synthetic: generated videos")
+    sp.add_argument("--count", type=int, default=None,
+                    help="movies: an evenly spaced subset of this size (default all); synthetic: default 20000")
+    sp.add_argument("--dim", type=int, default=384, help="synthetic only")
+    sp.add_argument("--seed", type=int, default=7, help="synthetic only")
     sp.set_defaults(fn=cmd_demo_data)
 
-    sp = sub.add_parser("demo-config", help="write the demo page's config (manifest, portals, sample videos)")
+    sp = sub.add_parser("demo-config", help="write the demo page's config (manifest, portals, genres, years)")
     sp.add_argument("--records", required=True)
     sp.add_argument("--manifest", required=True)
     sp.add_argument("--portal", action="append", required=True)
     sp.add_argument("--out", required=True)
-    sp.add_argument("--samples", type=int, default=60)
     sp.set_defaults(fn=cmd_demo_config)
     return p
 

