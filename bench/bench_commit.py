@@ -32,7 +32,9 @@ from s5vec.store import ChunkStore  # noqa: E402
 
 def index_bytes(store: ChunkStore, cid: str) -> tuple[int, int]:
     m = api.read_manifest(store, cid)
-    return sum(c["size"] for c in m["chunks"]) + len(store.get(cid)), len(m["chunks"]) + 1
+    unlisted = (m.get("extra") or {}).get("unlisted", {})  # e.g. ivf_refine chunks, named by list chunks
+    return (sum(c["size"] for c in m["chunks"]) + sum(u["bytes"] for u in unlisted.values()) + len(store.get(cid)),
+            len(m["chunks"]) + sum(u["count"] for u in unlisted.values()) + 1)
 
 
 def commit(db: api.Database, store: ChunkStore, what: str, total_before: int) -> None:
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--recent-share", type=float, default=0.10)
     ap.add_argument("--nlist", type=int, default=256)
+    ap.add_argument("--defaults", action="store_true", help="publish with the size-aware defaults (no params)")
     a = ap.parse_args()
 
     base, extra, _ = C.synthetic(a.n, a.dim, a.new)
@@ -67,8 +70,9 @@ def main() -> None:
                for i in range(a.n)]
     store = ChunkStore(MemoryClient())
     t = time.perf_counter()
-    cid = api.publish(records, store, kind="hybrid",
-                      params={"recent_threshold": "30d", "nlist": a.nlist, "vectors_dtype": "float16"})
+    params = None if a.defaults else {"recent_threshold": "30d", "nlist": a.nlist, "vectors_dtype": "float16"}
+    cid = api.publish(records, store, kind="hybrid", params=params,
+                      explain=lambda choice: print(choice.line()))
     total, nchunks = index_bytes(store, cid)
     print(f"published {a.n:,} x {a.dim} hybrid ({n_recent:,} in HNSW) in {time.perf_counter() - t:.1f} s: "
           f"{total:,} B in {nchunks} chunks")

@@ -743,7 +743,7 @@ class HNSWIndex:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, writer: ChunkWriter, chunk_rows: int = 4096) -> dict[str, Any]:
+    def save(self, writer: ChunkWriter, chunk_rows: int = 1024) -> dict[str, Any]:
         """Write "hnsw_nodes" chunks (ids, vectors, metadata, timestamps, levels per slot range),
         "hnsw_links" chunks (tombstones and layer-0 rows for the same ranges) and one
         "hnsw_upper" chunk (upper layers as CSR, entry point, params).  Ranges start at multiples
