@@ -13,6 +13,8 @@ import sys
 from typing import Any, Iterator, Sequence
 
 from .errors import InvalidArgumentError, S5VecError
+# one JSON-lines reader for every input (CLI files and streamed build sources)
+from .sources import InputError, json_lines as _read_jsonl
 
 
 def _progress(total: int | None, desc: str, unit: str = "vec"):
@@ -42,39 +44,6 @@ def _embed_missing(records: list, text_field: str, model_dir: str | None):
     if bar is not None:
         bar.close()
     return model
-
-
-class InputError(InvalidArgumentError):
-    """Input the CLI cannot read at all (not UTF-8, not JSON, nested too deep): exit status 2."""
-
-    exit_code = 2
-
-    @property
-    def name(self) -> str:
-        return "InvalidArgumentError"
-
-
-def _read_jsonl(path: str, what: str) -> Iterator[tuple[int, Any]]:
-    """(line number, JSON value) per non-blank line; bytes are decoded per line so an error names its line."""
-    try:
-        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read {what} file {path}: {exc.strerror}") from None
-    with fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-                                 ) from None
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-            except RecursionError:
-                raise InputError(f"{path}:{n}: JSON nested too deeply") from None
 
 
 def _positive_seconds(text: str) -> float:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, runtime_checkable
 
@@ -94,22 +95,40 @@ def _id(i: Any, where: str) -> str:
     return i
 
 
-def _open_text(path: str, what: str):
+class InputError(InvalidArgumentError):
+    """Input the CLI cannot read at all (not UTF-8, not JSON, nested too deep): exit status 2."""
+
+    exit_code = 2
+
+    @property
+    def name(self) -> str:
+        return "InvalidArgumentError"
+
+
+def json_lines(path: str, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) per non-blank line of ``path`` (``-`` = stdin).
+
+    Bytes are decoded per line so a non-UTF-8 byte or bad JSON is a one-line typed error naming
+    its line, for the CLI and for streamed build input alike."""
     try:
-        return open(path, encoding="utf-8")
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as exc:
         raise InvalidArgumentError(f"cannot read {what} file {path}: {exc.strerror}") from None
-
-
-def _json_lines(path: str, what: str) -> Iterator[tuple[int, Any]]:
-    with _open_text(path, what) as fh:
-        for n, line in enumerate(fh, 1):
+    with fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                                 ) from None
             if not line.strip():
                 continue
             try:
                 yield n, json.loads(line)
             except ValueError as exc:
-                raise InvalidArgumentError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                raise InputError(f"{path}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{n}: JSON nested too deeply") from None
 
 
 class NpySource:
@@ -153,7 +172,7 @@ class NpySource:
                 yield str(n), {}, float("nan")
                 n += 1
         rows = 0
-        for line, rec in _json_lines(self.ids_path, "ids"):
+        for line, rec in json_lines(self.ids_path, "ids"):
             where = f"{self.ids_path}:{line}"
             if isinstance(rec, str):
                 yield _id(rec, where), {}, float("nan")
@@ -195,7 +214,7 @@ class JsonlSource:
         self.path = os.fspath(path)
         self.count: int | None = None
         if dim is None:
-            for n, rec in _json_lines(self.path, "records"):
+            for n, rec in json_lines(self.path, "records"):
                 dim = len(self._vector(rec, n, None))
                 break
             else:
@@ -218,7 +237,7 @@ class JsonlSource:
         metas: list[dict[str, Any]] = []
         ts: list[float] = []
         start = 0
-        for n, rec in _json_lines(self.path, "records"):
+        for n, rec in json_lines(self.path, "records"):
             where = f"{self.path}:{n}"
             vecs.append(self._vector(rec, n, self.dim))
             ids.append(_id(rec["id"], where))
