@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from .errors import InvalidArgumentError, S5VecError
 # one JSON-lines reader for every input (CLI files and streamed build sources)
