@@ -13,9 +13,7 @@ downloads is checked at the portal too, not only through the product's own count
 """
 from __future__ import annotations
 
-import threading
 import time
-import urllib.parse
 
 import numpy as np
 import pytest
@@ -34,43 +32,13 @@ DAY = 86_400.0
 
 # ---------------------------------------------------------------- a portal that logs GETs
 
-class _GetLog:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.paths: list[str] = []
-
-    def clear(self) -> None:
-        with self.lock:
-            self.paths.clear()
-
-    def blobs(self) -> list[str]:
-        """Canonical CIDs of the blobs fetched since the last clear (one entry per GET)."""
-        from s5vec.s5.cid import BlobId
-
-        prefix = "/s5/blob/"
-        with self.lock:
-            paths = list(self.paths)
-        out = []
-        for p in paths:
-            path = urllib.parse.unquote(urllib.parse.urlsplit(p).path)
-            if path.startswith(prefix):
-                out.append(BlobId.parse(path[len(prefix):].strip("/")).to_string())
-        return out
-
-
 @pytest.fixture(scope="module")
 def counting_portal(tmp_path_factory):
     """A local portal (the product's server, unchanged) whose request hook also records every GET."""
     from s5vec.s5 import portal as portal_mod
 
-    log = _GetLog()
-
-    def record(method: str, path: str) -> None:
-        if method == "GET":
-            with log.lock:
-                log.paths.append(path)
-
-    server, _ = portal_mod.serve(tmp_path_factory.mktemp("ivf-portal"), on_request=record)
+    log = kit.GetLog()
+    server, _ = portal_mod.serve(tmp_path_factory.mktemp("ivf-portal"), on_request=log.record)
     server.get_log = log
     yield server
     server.stop()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 import numpy as np
+import kit
 import pytest
 
 N, DIM, NQ = 200_000, 64, 20
@@ -28,35 +27,8 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "i11idx-e2e"
 
 
 def _data():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import kit
-
     x = kit.clustered(N + NQ, DIM, top=64, sub=16, spread_sub=0.5, spread=0.35, seed=17)
     return x[:N], x[N:]
-
-
-class _GetLog:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.paths: list[str] = []
-
-    def clear(self) -> None:
-        with self.lock:
-            self.paths.clear()
-
-    def blobs(self) -> list[str]:
-        from s5vec.s5.cid import BlobId
-
-        with self.lock:
-            paths = list(self.paths)
-        out = []
-        for p in paths:
-            path = urllib.parse.unquote(urllib.parse.urlsplit(p).path)
-            if path.startswith("/s5/blob/"):
-                out.append(BlobId.parse(path[len("/s5/blob/"):].strip("/")).to_string())
-        return out
 
 
 def canon(cid: str) -> str:
@@ -73,14 +45,8 @@ def big():
     key = hashlib.sha256(json.dumps([N, DIM, PARAMS, 17, "unlisted"], sort_keys=True).encode()).hexdigest()[:12]
     root = CACHE / key
     (root / "portal").mkdir(parents=True, exist_ok=True)
-    log = _GetLog()
-
-    def record(method: str, path: str) -> None:
-        if method == "GET":
-            with log.lock:
-                log.paths.append(path)
-
-    server, _ = portal_mod.serve(root / "portal", on_request=record)
+    log = kit.GetLog()
+    server, _ = portal_mod.serve(root / "portal", on_request=log.record)
     data, qs = _data()
     cid_file = root / "cid.json"
     store = api.make_store([server.url])

@@ -180,3 +180,39 @@ def recall_at_k(index_or_db: Any, queries: np.ndarray, k: int = 10, *, oracle: A
         found += len(got.intersection(want))
         total += len(want)
     return found / max(total, 1)
+
+
+class GetLog:
+    """Records the GETs a local portal serves (pass ``record`` as ``portal.serve(on_request=...)``),
+    so a test can count exactly which blobs a search downloaded."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.paths: list[str] = []
+
+    def record(self, method: str, path: str) -> None:
+        if method == "GET":
+            with self.lock:
+                self.paths.append(path)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.paths.clear()
+
+    def blobs(self) -> list[str]:
+        """Canonical CIDs of the blobs fetched since the last clear (one entry per GET)."""
+        import urllib.parse
+
+        from s5vec.s5.cid import BlobId
+
+        prefix = "/s5/blob/"
+        with self.lock:
+            paths = list(self.paths)
+        out = []
+        for p in paths:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(p).path)
+            if path.startswith(prefix):
+                out.append(BlobId.parse(path[len(prefix):].strip("/")).to_string())
+        return out

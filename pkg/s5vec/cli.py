@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .errors import InvalidArgumentError, S5VecError
 # one JSON-lines reader for every input (CLI files and streamed build sources)
-from .sources import InputError, json_lines as _read_jsonl
+from .sources import json_lines as _read_jsonl
 
 
 def _progress(total: int | None, desc: str, unit: str = "vec"):
