@@ -9,7 +9,7 @@
     python bench/bench_build.py ivf --npy ... --portal-dir ... --dask local
 
     # HNSW insert path: s5vec (this tree) next to hnswlib, same data, one thread each
-    OPENBLAS_NUM_THREADS=1 python bench/bench_build.py hnsw --n 20000 --impl s5vec --impl hnswlib
+    python bench/bench_build.py hnsw --n 20000 --impl base --impl s5vec --impl hnswlib  # CPU s, 1 BLAS thread
 
 The data are kit.clustered's shape (two levels: ``top`` centres, ``sub`` sub-centres each, points
 around the sub-centres), generated per block from one seed so any N streams to disk. Recall is
@@ -26,7 +26,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+if sys.argv[1:2] == ["hnsw"]:  # one BLAS thread, set before NumPy loads it (CPU seconds comparable with hnswlib's)
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "pkg"))
@@ -124,44 +128,81 @@ def cmd_ivf(args: argparse.Namespace) -> None:
         proc.wait(10)
 
 
-def cmd_hnsw(args: argparse.Namespace) -> None:
-    """Build time and recall@10 (ef=64, 200 queries, exact truth) of HNSW M=16, ef_construction=200."""
+def _base_tree(commit: str) -> str:
+    """``pkg/`` of ``commit`` (the before of a speed-up), extracted once into a temp dir."""
+    import tempfile
+
+    out = os.path.join(tempfile.gettempdir(), f"s5vec-bench-base-{commit}")
+    if not os.path.isdir(os.path.join(out, "pkg")):
+        os.makedirs(out, exist_ok=True)
+        arch = subprocess.run(["git", "-C", ROOT, "archive", commit, "pkg"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", out], input=arch, check=True)
+    return os.path.join(out, "pkg")
+
+
+def _hnsw_data(kind: str, n: int, dim: int, seed: int, nq: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``clustered``: kit.clustered (1,000 clusters, spread 1.0; easy, recall ~1 at ef=64);
+    ``hard``: bench/common.synthetic (anisotropic clusters in a 32-d latent space, fresh queries)."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
+    if kind == "hard":
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        import common
+
+        x, qs, _ = common.synthetic(n, dim, nq, seed=seed)
+        return x, qs
     import kit
 
-    x = kit.clustered(args.n, args.dim, 1000, seed=1, spread=1.0)
-    qs = kit.queries_near(x, 200)
+    x = kit.clustered(n, dim, 1000, seed=seed, spread=1.0)
+    return x, kit.queries_near(x, nq)
+
+
+def cmd_hnsw(args: argparse.Namespace) -> None:
+    """Build CPU seconds (process_time, BLAS pinned to 1 thread) and recall@10 (ef=64, 200 queries,
+    exact truth) of HNSW M=16, ef_construction=200: s5vec now, s5vec at ``--base`` commit, hnswlib."""
+    from threadpoolctl import threadpool_info
+
+    threads = sorted({i["num_threads"] for i in threadpool_info()})
+    x, qs = _hnsw_data(args.data, args.n, args.dim, args.seed)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
     truth = np.argsort(-(qn @ xn.T), axis=1)[:, :10]
+    load = os.getloadavg()[0]
     for impl in args.impl or ["s5vec", "hnswlib"]:
+        c0, t0 = time.process_time(), time.perf_counter()
         if impl == "hnswlib":
             import hnswlib
 
             idx = hnswlib.Index(space="cosine", dim=args.dim)
             idx.init_index(max_elements=args.n, M=16, ef_construction=200, random_seed=0)
             idx.set_num_threads(1)
-            t = time.perf_counter()
             idx.add_items(x, np.arange(args.n))
-            build_s = time.perf_counter() - t
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             idx.set_ef(64)
             labels, _ = idx.knn_query(qs, 10)
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, truth)]))
+            found = [set(a.tolist()) for a in labels]
+        elif impl == "base":  # the whole package at that commit, in a fresh process
+            cmd = [sys.executable, os.path.abspath(__file__), "hnsw", "--impl", "s5vec", "--pkg", _base_tree(args.base),
+                   "--n", str(args.n), "--dim", str(args.dim), "--data", args.data, "--seed", str(args.seed)]
+            line = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            line["impl"] = f"s5vec@{args.base}"
+            print(json.dumps(line), flush=True)
+            continue
         else:
             from s5vec import api
             from s5vec.index.hnsw import HNSWIndex
 
-            idx = HNSWIndex(args.dim, "cosine")
-            t = time.perf_counter()
+            idx = HNSWIndex(args.dim, "cosine", seed=args.seed)
             idx.add([str(i) for i in range(args.n)], x)
-            build_s = time.perf_counter() - t
-            found = 0
-            for q, want in zip(qs, truth):
-                hits = idx.search(api.prepare_query(idx, q, 10, None, {"ef": 64})).hits
-                found += len({h.id for h in hits} & {str(i) for i in want})
-            recall = found / (10 * len(qs))
-        print(json.dumps({"impl": impl, "n": args.n, "dim": args.dim, "build_s": round(build_s, 1),
-                          "recall@10_ef64": round(recall, 3)}), flush=True)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            if hasattr(api, "prepare_query"):
+                found = [{int(h.id) for h in idx.search(api.prepare_query(idx, q, 10, None, {"ef": 64})).hits} for q in qs]
+            else:  # the older search(vector, k, ef=) of a --base tree
+                found = [{int(i) for i, _ in idx.search(q, 10, ef=64)} for q in qs]
+        recall = float(np.mean([len(f & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+        print(json.dumps({"impl": impl, "data": args.data, "n": args.n,
+                          "dim": args.dim, "seed": args.seed, "build_cpu_s": round(cpu, 1), "build_wall_s": round(wall, 1),
+                          "recall@10_ef64": round(recall, 4), "load1": round(load, 1),
+                          "blas_threads": threads}), flush=True)
 
 
 def main() -> None:
@@ -184,9 +225,15 @@ def main() -> None:
     h = sub.add_parser("hnsw")
     h.add_argument("--n", type=int, default=20_000)
     h.add_argument("--dim", type=int, default=384)
-    h.add_argument("--impl", action="append", choices=["s5vec", "hnswlib"])
+    h.add_argument("--impl", action="append", choices=["s5vec", "base", "hnswlib"])
+    h.add_argument("--base", default="a101884", help="commit whose hnsw.py is --impl base")
+    h.add_argument("--data", choices=["clustered", "hard"], default="clustered")
+    h.add_argument("--seed", type=int, default=1)
+    h.add_argument("--pkg", default=None, help=argparse.SUPPRESS)  # import s5vec from here (--impl base)
     args = p.parse_args()
     if args.cmd == "hnsw":
+        if args.pkg:
+            sys.path.insert(0, args.pkg)
         cmd_hnsw(args)
     elif args.cmd == "gen":
         gen(args.n, args.dim, args.out, seed=args.seed)

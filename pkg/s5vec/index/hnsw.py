@@ -87,6 +87,10 @@ class HNSWIndex:
         self.expand_batch = 4
         #: pool members expanded per step while building (see _search_build)
         self.build_batch = 32
+        #: level-0 nodes connected together (see _insert_batch0); fewer while the graph is small
+        self.insert_batch = 32
+        #: nearest candidates scored all-pairs at once by the batched heuristic (_select_many)
+        self.select_width = 48
         self._mult = 1.0 / math.log(self.M)
         self._inserted = 0  # total insertions ever; seeds the level RNG of each batch
         self._reset(16)
@@ -214,23 +218,50 @@ class HNSWIndex:
         levels = np.minimum((-np.log(u) * self._mult).astype(np.int64), _MAX_LEVEL).tolist()
         self._inserted += total
         self._reserve(self._n + total)
-        every = max(1, min(1000, total // 100))
+        s0 = self._n
+        self._vecs[s0 : s0 + total] = prepared
+        self._sq[s0 : s0 + total] = sq
+        self._ts[s0 : s0 + total] = ts
+        self._levels[s0 : s0 + total] = levels
         for i in range(total):
             old = self._slot.get(ids[i])
             if old is not None:
                 self._tombstone(old)
-            s = self._n
-            self._n += 1
-            self._vecs[s] = prepared[i]
-            self._sq[s] = sq[i]
-            self._ts[s] = ts[i]
-            self._levels[s] = levels[i]
             self._ids.append(ids[i])
             self._meta.append(metas[i])
-            self._slot[ids[i]] = s
-            self._insert_slot(s, levels[i])
-            if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
-                progress(i + 1, total)
+            self._slot[ids[i]] = s0 + i
+        self._n = s0 + total
+        # Slots s0.. hold their vectors now but have no links, so no search reaches them until
+        # they are connected: level-0 nodes in batches (see _insert_batch0), the few with upper
+        # layers one by one as they come (any insertion order builds a valid graph).
+        every = max(1, min(1000, total // 100))
+        done = 0
+        linked = s0  # every slot below s0 was connected by an earlier add()
+
+        def report(k: int) -> None:
+            nonlocal done
+            if progress is not None and (done // every != (done + k) // every or done + k == total):
+                progress(done + k, total)
+            done += k
+
+        pending: list[int] = []
+        for i in range(total):
+            s = s0 + i
+            b = min(self.insert_batch, linked // 64)
+            if self._entry < 0 or b <= 1:
+                self._insert_slot(s, levels[i])
+                linked += 1
+                report(1)
+                continue
+            pending.append(i)
+            if len(pending) >= b:
+                self._insert_batch0(np.array(pending, dtype=np.int64) + s0, [levels[j] for j in pending])
+                linked += len(pending)
+                report(len(pending))
+                pending = []
+        if pending:
+            self._insert_batch0(np.array(pending, dtype=np.int64) + s0, [levels[j] for j in pending])
+            report(len(pending))
 
     def _tombstone(self, s: int) -> None:
         self._dead[s] = True
@@ -489,6 +520,263 @@ class HNSWIndex:
             self._up[l - 1][s] = np.empty(0, dtype=np.int32)
         if level > self._max_level:
             self._entry, self._max_level = s, level
+
+    # ------------------------------------------------------------------ batched construction
+
+    def _insert_batch0(self, slots: np.ndarray, levels: list[int]) -> None:
+        """Connect nodes ``slots`` (vectors stored, no links yet; top layers ``levels``) together,
+        as parallel HNSW builders do: every node searches the graph as it was before the batch
+        (on layer 0 all in lockstep, :meth:`_search_build_many`), its batch peers join its
+        layer-0 candidates with distances from one pairwise product, the heuristic picks the
+        neighbours of all of them at once (:meth:`_select_many`), and the back links are added at
+        the end (:meth:`_add_links0`). Upper layers (one node in M has them) are searched before
+        and linked after layer 0, node by node, as :meth:`_insert_slot` does."""
+        vecs, metric, efc = self._vecs, self.metric, self.ef_construction
+        q = vecs[slots]
+        qsq = self._sq[slots]
+        ep = self._entry
+        top = self._max_level
+        d0 = kernels.distances(vecs[ep], q, metric, qsq)  # symmetric: entry -> each new node
+        eps = np.empty(slots.shape[0], dtype=np.int64)
+        epd = np.empty(slots.shape[0], dtype=np.float32)
+        uppers: list[tuple[int, int, int, np.ndarray]] = []  # (slot, level, top level, links)
+        for b, dep in enumerate(d0.tolist()):
+            e, L = ep, levels[b]
+            for l in range(top, L, -1):
+                e, dep = self._greedy(q[b], e, dep, l)
+            if L > 0:
+                eds, ecs = np.array([dep], dtype=np.float32), np.array([e], dtype=np.int64)
+                for l in range(min(L, top), 0, -1):
+                    ds, cs = self._search_build(q[b], eds, ecs, efc, l)
+                    uppers.append((int(slots[b]), l, L, self._heuristic(ds, cs.astype(np.int32), self.M)))
+                    eds, ecs = ds, cs
+                e, dep = int(ecs[0]), float(eds[0])
+            eps[b], epd[b] = e, dep
+        pd, ps = self._search_build_many(q, qsq, eps, epd, self.ef_construction)
+        peer = kernels.pairwise(q, metric, qsq)
+        np.fill_diagonal(peer, _INF)
+        cd = np.concatenate((pd, peer), axis=1)
+        cs = np.concatenate((ps, np.broadcast_to(slots, peer.shape)), axis=1)
+        order = np.argsort(cd, axis=1, kind="stable")[:, : self.ef_construction]
+        cd = np.take_along_axis(cd, order, axis=1)
+        cs = np.take_along_axis(cs, order, axis=1).astype(np.int32)
+        nb0, cnt0, M = self._nb0, self._cnt0, self.M
+        sel, nsel = self._select_many(cd, cs, M, self.select_width)
+        nb0[slots, : M] = sel
+        nb0[slots, M:] = -1
+        cnt0[slots] = nsel
+        ok = sel >= 0
+        es = [sel[ok]]
+        counts = nsel
+        self._add_links0(np.concatenate(es).astype(np.int64), np.repeat(slots, counts))
+        if not uppers:
+            return
+        for s, l, L, sel in uppers:  # every row first, so a back link never meets a missing one
+            self._up[l - 1][s] = sel.astype(np.int32)
+        for s, l, L, sel in uppers:
+            for e in sel.tolist():
+                self._add_link(e, s, l)
+        for b in np.flatnonzero(np.asarray(levels) > 0).tolist():
+            s, L = int(slots[b]), levels[b]
+            while len(self._up) < L:
+                self._up.append({})
+            for l in range(1, L + 1):
+                self._up[l - 1].setdefault(s, np.empty(0, dtype=np.int32))
+            if L > self._max_level:
+                self._entry, self._max_level = s, L
+
+    def _select_many(self, cd: np.ndarray, cs: np.ndarray, m: int, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_heuristic` for R candidate lists at once: ``cd``/``cs`` ``[R, K]`` are each
+        row's candidates sorted by distance to its base (padding: inf / -1). Returns the kept
+        slots ``[R, m]`` (left-packed, -1 padded) and how many each row kept.
+
+        Candidates are taken in blocks of ``width`` columns (all K when 0), only for the rows
+        still short of m: a batched product scores the block against itself and against what
+        the row kept so far, then the greedy pass walks the block's columns once for all rows
+        (candidate j is dropped when it is closer to a kept one than to the base)."""
+        R, K = cs.shape
+        width = width or K
+        out = np.full((R, m), -1, dtype=np.int32)
+        nsel = np.zeros(R, dtype=np.int64)
+        for lo in range(0, K, width):
+            act = np.flatnonzero((nsel < m) & (cs[:, lo] >= 0))
+            if act.shape[0] == 0:
+                break
+            bs, bd = cs[act, lo : lo + width], cd[act, lo : lo + width]
+            g, gsq = self._rows_of(bs)
+            bad = self._pair(g, gsq, g, gsq) < bd[:, None, :]
+            alive = bs >= 0
+            if lo:
+                ks = out[act]
+                kg, ksq = self._rows_of(ks)
+                near = (self._pair(kg, ksq, g, gsq) < bd[:, None, :]) & (ks >= 0)[:, :, None]
+                alive &= ~near.any(axis=1)
+            W = bs.shape[1]
+            kept = np.zeros((act.shape[0], W), dtype=bool)
+            ns = nsel[act]
+            for j in range(W):
+                take = alive[:, j] & (ns < m)
+                if j:
+                    take &= ~(bad[:, :j, j] & kept[:, :j]).any(axis=1)
+                kept[:, j] = take
+                ns += take
+                if not (ns < m).any():
+                    break
+            r, c = np.nonzero(kept)
+            rank = np.cumsum(kept, axis=1) - 1 + nsel[act][:, None]
+            out[act[r], rank[r, c]] = bs[r, c]
+            nsel[act] = ns
+        return out, nsel
+
+    def _rows_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Vectors (and, for l2, squared norms) of a slot array; padding -1 reads slot 0."""
+        s = np.maximum(slots, 0)
+        return self._vecs[s], (self._sq[s] if self.metric == "l2" else None)
+
+    def _pair(self, a: np.ndarray, asq: np.ndarray | None, b: np.ndarray, bsq: np.ndarray | None) -> np.ndarray:
+        """Distances ``[R, i, j]`` between rows a[r, i] and b[r, j] (one batched product)."""
+        d = np.matmul(a, b.transpose(0, 2, 1))
+        if self.metric == "cosine":
+            return np.subtract(1.0, d, out=d)
+        if self.metric == "ip":
+            return np.negative(d, out=d)
+        d *= -2.0
+        d += asq[:, :, None]
+        d += bsq[:, None, :]
+        return np.maximum(d, 0.0, out=d)
+
+    def _search_build_many(self, q: np.ndarray, qsq: np.ndarray, eps: np.ndarray, epd: np.ndarray, ef: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_search_build` on layer 0 for B queries at once: returns (distances, slots),
+        each ``[B, ef]``, best first, padded with inf / -1.
+
+        The B pools are the rows of one matrix; a step takes the ``build_batch`` nearest
+        unexpanded members of every row, gathers all their neighbours at once, drops the ones that
+        row visited (one stamp array per row, generation counted), scores each query's new
+        neighbours with one gemv, and merges every row with one argsort, so the Python and NumPy
+        call overhead of a step is shared by B insertions."""
+        B, cap1 = q.shape[0], self._cap + 1
+        vis = self._batch_visit(B * cap1)
+        stamp = self._bstamp
+        base = np.arange(B, dtype=np.int64) * cap1
+        vis[base] = stamp  # offset 0 of each row stands for the padding -1: always "visited"
+        vis[base + 1 + eps] = stamp
+        pd = np.full((B, ef), _INF, dtype=np.float32)
+        ps = np.full((B, ef), -1, dtype=np.int64)
+        pe = np.ones((B, ef), dtype=bool)  # expanded (or empty)
+        pd[:, 0], ps[:, 0], pe[:, 0] = epd, eps, False
+        vecs, sq, nb0, metric = self._vecs, self._sq, self._nb0, self.metric
+        step = self.build_batch
+        matmul = np.matmul
+        while True:
+            todo = ~pe
+            if step < ef:
+                todo &= np.cumsum(todo, axis=1) <= step
+            rows, cols = np.nonzero(todo)
+            if rows.shape[0] == 0:
+                break
+            pe[rows, cols] = True
+            key = (nb0[ps[rows, cols]] + 1 + base[rows][:, None]).ravel()  # row-major: grouped by query
+            key = key[vis[key] != stamp]
+            if key.shape[0] == 0:
+                continue
+            tag = np.arange(-1, -1 - key.shape[0], -1, dtype=np.int32)
+            vis[key] = tag  # shared neighbours of one row: last write wins
+            key = key[vis[key] == tag]
+            vis[key] = stamp
+            own = key // cap1
+            nb = key - own * cap1 - 1
+            ends = np.cumsum(np.bincount(own, minlength=B)).tolist()
+            dots = np.empty(nb.shape[0], dtype=np.float32)
+            lo = 0
+            for b, hi in enumerate(ends):  # gather per query: its rows stay in cache for the gemv
+                if hi > lo:
+                    matmul(vecs[nb[lo:hi]], q[b], out=dots[lo:hi])
+                lo = hi
+            if metric == "cosine":
+                d = np.subtract(1.0, dots, out=dots)
+            elif metric == "ip":
+                d = np.negative(dots, out=dots)
+            else:
+                d = sq[nb] - 2.0 * dots + qsq[own]
+                np.maximum(d, 0.0, out=d)
+            keep = d < pd[own, -1]
+            if not keep.all():
+                d, nb, own = d[keep], nb[keep], own[keep]
+                if d.shape[0] == 0:
+                    continue
+            counts = np.bincount(own, minlength=B)
+            pos = np.arange(own.shape[0]) - (np.cumsum(counts) - counts)[own]
+            width = int(counts.max())
+            nd = np.full((B, width), _INF, dtype=np.float32)
+            ns = np.full((B, width), -1, dtype=np.int64)
+            nd[own, pos] = d
+            ns[own, pos] = nb
+            ad = np.concatenate((pd, nd), axis=1)
+            order = np.argsort(ad, axis=1, kind="stable")[:, :ef]
+            pd = np.take_along_axis(ad, order, axis=1)
+            ps = np.take_along_axis(np.concatenate((ps, ns), axis=1), order, axis=1)
+            pe = np.take_along_axis(np.concatenate((pe, ns < 0), axis=1), order, axis=1)
+        return pd, ps
+
+    def _batch_visit(self, size: int) -> np.ndarray:
+        """The per-row visited stamps of :meth:`_search_build_many` (grown on demand, reused)."""
+        vis = self.__dict__.get("_bvisit")
+        if vis is None or vis.shape[0] < size:
+            vis = self._bvisit = np.zeros(size, dtype=np.int32)
+            self._bstamp = 0
+        self._bstamp += 1
+        if self._bstamp >= 2**31 - 1:
+            vis[:] = 0
+            self._bstamp = 1
+        return vis
+
+    def _add_links0(self, es: np.ndarray, ss: np.ndarray) -> None:
+        """Layer-0 back links e -> s for many pairs: rows with room get theirs appended in one
+        scatter; rows that would overflow are re-picked by the heuristic, one by one."""
+        nb0, cnt0, M0 = self._nb0, self._cnt0, self.M0
+        new = ~(nb0[es] == ss[:, None]).any(axis=1)
+        es, ss = es[new], ss[new]
+        if es.shape[0] == 0:
+            return
+        order = np.argsort(es, kind="stable")
+        es, ss = es[order], ss[order]
+        uniq, start, counts = np.unique(es, return_index=True, return_counts=True)
+        have = cnt0[uniq]
+        fits = have + counts <= M0
+        rank = np.arange(es.shape[0]) - np.repeat(start, counts)
+        ok = np.repeat(fits, counts)
+        nb0[es[ok], (cnt0[es] + rank)[ok]] = ss[ok]
+        cnt0[uniq[fits]] = (have + counts)[fits]
+        over = np.flatnonzero(~fits)
+        for lo in range(0, over.shape[0], 128):  # blocks bound the [R, W, dim] gather
+            part = over[lo : lo + 128]
+            self._prune_rows0(uniq[part], start[part], counts[part], ss)
+
+    def _prune_rows0(self, rows: np.ndarray, start: np.ndarray, counts: np.ndarray, ss: np.ndarray) -> None:
+        """Rows ``rows`` of layer 0 plus their new links ``ss[start:start+counts]`` overflow M0:
+        each keeps what the heuristic picks among old and new (all rows at once)."""
+        nb0, M0 = self._nb0, self.M0
+        R = rows.shape[0]
+        cand = np.full((R, M0 + int(counts.max())), -1, dtype=np.int64)
+        cand[:, :M0] = nb0[rows]
+        own = np.repeat(np.arange(R), counts)
+        col = M0 + np.arange(own.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        cand[own, col] = ss[np.repeat(start, counts) + (col - M0)]
+        g = self._vecs[np.maximum(cand, 0)]
+        d = np.matmul(g, self._vecs[rows][:, :, None])[:, :, 0]
+        if self.metric == "cosine":
+            np.subtract(1.0, d, out=d)
+        elif self.metric == "ip":
+            np.negative(d, out=d)
+        else:
+            d = self._sq[np.maximum(cand, 0)] - 2.0 * d + self._sq[rows][:, None]
+            np.maximum(d, 0.0, out=d)
+        d[cand < 0] = _INF
+        order = np.argsort(d, axis=1, kind="stable")
+        sel, nsel = self._select_many(np.take_along_axis(d, order, axis=1), np.take_along_axis(cand, order, axis=1), M0)
+        nb0[rows] = sel
+        self._cnt0[rows] = nsel
 
     def _add_link(self, e: int, s: int, level: int) -> None:
         """Add the edge e -> s; if e's list overflows, shrink it with the heuristic."""
