@@ -1,7 +1,7 @@
 """Shared helpers of the bench_*.py scripts (data, ground truth, recall, sizes, tables).
 
-Not a test module (pytest collects only tests/ and e2e/). Import this *after* the caller has set
-thread environment variables if it cares about single-thread numbers.
+Not a test module (pytest collects only tests/ and e2e/). Importing it pins BLAS/OpenMP to one
+thread (before NumPy loads): every bench measures single-threaded.
 """
 from __future__ import annotations
 
@@ -15,17 +15,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "pkg") not in sys.path:
     sys.path.insert(0, str(ROOT / "pkg"))
 
+
+def single_thread_env() -> None:
+    """Pin BLAS/OpenMP to one thread. Must run before numpy is imported to take effect, so this
+    module calls it itself before importing NumPy (it used to be left to the importing script,
+    which could only call it after this import had loaded NumPy: the pin never took effect)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+single_thread_env()
 import numpy as np  # noqa: E402
 
 T_START = 1_640_995_200.0  # 2022-01-01 UTC
 T_END = 1_793_491_200.0    # 2026-11-01 UTC (same span as s5vec.demo)
-
-
-def single_thread_env() -> None:
-    """Pin BLAS/OpenMP to one thread. Must run before numpy is imported to take effect."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS"):
-        os.environ[var] = "1"
 
 
 # ---------------------------------------------------------------- data

@@ -9,6 +9,9 @@ Cosine is implemented as inner product on unit vectors: callers normalise with
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 
 from .errors import DimensionError, InvalidArgumentError, InvalidVectorError
@@ -196,3 +199,19 @@ def pairwise(data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -
     if metric == "cosine":
         return np.subtract(1.0, g, out=g)
     return np.negative(g, out=g)
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread for the block (threadpoolctl; a no-op without it, e.g. in Pyodide).
+
+    For loops of many small products (HNSW construction: thousands of 48 x 48 x dim products a
+    second): a threaded BLAS splits each one across cores and waits for them, which on a busy
+    2-core machine made a build 10x slower than one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield

@@ -232,11 +232,9 @@ class HNSWIndex:
             self._slot[ids[i]] = s0 + i
         self._n = s0 + total
         # Slots s0.. hold their vectors now but have no links, so no search reaches them until
-        # they are connected: level-0 nodes in batches (see _insert_batch0), the few with upper
-        # layers one by one as they come (any insertion order builds a valid graph).
+        # they are connected, in batches (see _insert_batch0) once the graph is big enough.
         every = max(1, min(1000, total // 100))
         done = 0
-        linked = s0  # every slot below s0 was connected by an earlier add()
 
         def report(k: int) -> None:
             nonlocal done
@@ -244,6 +242,12 @@ class HNSWIndex:
                 progress(done + k, total)
             done += k
 
+        with kernels.one_blas_thread():
+            self._link_new(s0, total, levels, report)
+
+    def _link_new(self, s0: int, total: int, levels: list[int], report: Callable[[int], None]) -> None:
+        """Connect slots s0 .. s0 + total - 1 (stored, not linked) into the graph."""
+        linked = s0  # every slot below s0 was connected by an earlier add()
         pending: list[int] = []
         for i in range(total):
             s = s0 + i
