@@ -242,8 +242,11 @@ class HNSWIndex:
                 progress(done + k, total)
             done += k
 
-        with kernels.one_blas_thread():
-            self._link_new(s0, total, levels, report)
+        try:
+            with kernels.one_blas_thread():
+                self._link_new(s0, total, levels, report)
+        finally:
+            self.__dict__.pop("_bvisit", None)  # B x cap stamps: not worth holding between adds
 
     def _link_new(self, s0: int, total: int, levels: list[int], report: Callable[[int], None]) -> None:
         """Connect slots s0 .. s0 + total - 1 (stored, not linked) into the graph."""
