@@ -570,8 +570,8 @@ class KeywordIndex:
         BM25 from the stored term frequencies and document lengths, over the live documents:
         ``idf * tf*(k1+1) / (tf + k1*(1-b+b*dl/avgdl))`` per word. Needs the chunks :meth:`plan`
         named (reads them through the reader's cache)."""
-        n, big_n = len(self._ids), self.n_docs
-        scores = np.zeros(n, dtype=np.float64)
+        n, big_n, norms = len(self._ids), self.n_docs, self._norms()
+        scores = np.zeros(n, dtype=np.float32)
         exact = np.zeros(n, dtype=bool)
         hit = np.zeros(n, dtype=bool)
         terms = list(query.terms) + ([query.exact] if query.exact and query.terms else [])
@@ -584,8 +584,8 @@ class KeywordIndex:
                 continue
             df = len(docs)
             idf = math.log(1.0 + (big_n - df + 0.5) / (df + 0.5))
-            f = tf.astype(np.float64)
-            scores[docs] += idf * (f * (self.k1 + 1) / (f + self._norms()[docs]))
+            f = tf.astype(np.float32)
+            scores[docs] += np.float32(idf) * (f * np.float32(self.k1 + 1) / (f + norms[docs]))
             hit[docs] = True
         found = np.flatnonzero(hit | exact)
         # best first: exact matches, then score; ties by id, so results do not depend on document numbers
@@ -595,7 +595,7 @@ class KeywordIndex:
 
     def _norms(self) -> np.ndarray:
         if self._norm is None:
-            self._norm = self.k1 * (1 - self.b + self.b * self._dl.astype(np.float64) / self.avgdl)
+            self._norm = (self.k1 * (1 - self.b + self.b * self._dl.astype(np.float64) / self.avgdl)).astype(np.float32)
         return self._norm
 
     def _ranks(self) -> np.ndarray:
