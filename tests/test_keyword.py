@@ -255,7 +255,8 @@ def test_a_version_1_keyword_index_is_a_clear_format_error():
     idx, _ = built(100)
     store = ChunkStore(MemoryClient())
     desc = idx.save(layout.StoreWriter(store))
-    with pytest.raises(FormatError, match="version 1 layout"):
+    assert "version" not in desc and layout.FORMAT_VERSION == 2  # the format version covers descriptors
+    with pytest.raises(FormatError, match="format 1 layout"):
         KeywordIndex.load(dict(desc, version=1), layout.StoreReader(store))
 
 
@@ -271,9 +272,22 @@ def test_corrupt_chunks_are_format_errors():
     store = ChunkStore(MemoryClient())
     desc = idx.save(layout.StoreWriter(store))
     with pytest.raises(FormatError):
-        KeywordIndex.load(dict(desc, version=99), layout.StoreReader(store))
+        KeywordIndex.load(dict(desc, kind="bm26"), layout.StoreReader(store))
     with pytest.raises(FormatError):
         KeywordIndex.load(dict(desc, tokenizer="porter"), layout.StoreReader(store))
+    writer, reader = layout.StoreWriter(store), layout.StoreReader(store)
+    head = reader.get(desc["head"], "kw_head")
+    seg = head["segments"][0]
+    bad_heads = [dict(head, n_docs=199), dict(head, dead=np.array([200], np.uint32)), dict(head, total_len=1),
+                 dict(head, segments=[dict(seg, hi=150)]), dict(head, segments=[dict(seg, buckets=[])]),
+                 dict(head, ids=head["ids"] * 2), dict(head, id_rows=31), {"n_docs": 200}]
+    for bad in bad_heads:
+        with pytest.raises(FormatError):
+            KeywordIndex.load(dict(desc, head=writer.put("kw_head", bad)), reader)
+    ids = reader.get(head["ids"][0], "kw_ids")
+    for bad in (dict(ids, start=5), dict(ids, dl=ids["dl"][:-1]), dict(ids, id_text=ids["id_text"] + "x")):
+        with pytest.raises(FormatError):
+            KeywordIndex.load(dict(desc, head=writer.put("kw_head", dict(head, ids=[writer.put("kw_ids", bad)]))), reader)
 
 
 @pytest.fixture(scope="module")

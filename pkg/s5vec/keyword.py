@@ -54,7 +54,8 @@ from .filters import Filter, fields_of
 from .index.base import ChunkReader, ChunkWriter
 
 TOKENIZER = "fold-alnum-v1"
-DESC_VERSION = 2  # 2: term frequencies + lengths, append-order numbering, segments, kw_ids (1: BM25 weights)
+# The layout is versioned by the format version (s5vec.layout.FORMAT_VERSION, 2 since this layout);
+# format-1 writers put a "version": 1 in the keyword descriptor, which is how a reader recognises one.
 ID_ROWS = 2048  # documents per kw_ids chunk (rounded to a multiple of doc_rows)
 MERGE_RATIO = 4  # the last two segments merge while the newer has >= 1/MERGE_RATIO of the older's postings
 MAX_SEGMENTS = 4  # ... or while there are more than this many (a query fetches one chunk per segment and word)
@@ -453,7 +454,7 @@ class KeywordIndex:
         head = {"n_docs": self.n_docs, "n_slots": len(self._ids), "total_len": self._total, "id_rows": self.id_rows,
                 "ids": self._ids_cids, "dead": np.flatnonzero(~self._live).astype(np.uint32), "segments": segs}
         self._head_cid = writer.put("kw_head", head)
-        return {"kind": self.kind, "version": DESC_VERSION, "field": self.field, "exact_field": self.exact_field,
+        return {"kind": self.kind, "field": self.field, "exact_field": self.exact_field,
                 "tokenizer": TOKENIZER, "params": self.params(), "count": self.n_docs, "head": self._head_cid}
 
     def chunk_cids(self) -> set[str]:
@@ -466,12 +467,13 @@ class KeywordIndex:
     @classmethod
     def load(cls, desc: Mapping[str, Any], reader: ChunkReader) -> "KeywordIndex":
         """Open from a descriptor: reads the ``kw_head`` and ``kw_ids`` chunks (fetched at open)."""
-        if desc.get("kind") == cls.kind and desc.get("version") == 1:
-            raise FormatError("this keyword index has the version 1 layout (precomputed BM25 weights), which this "
-                              "reader no longer reads: publish the records again (s5vec publish --text-field ...)")
+        if "version" in desc:
+            raise FormatError(f"this keyword index has the s5vec format 1 layout (descriptor version "
+                              f"{desc.get('version')!r}: precomputed BM25 weights), which this reader no longer "
+                              "reads: publish the records again (s5vec publish --text-field ...)")
         try:
-            if desc.get("kind") != cls.kind or desc.get("version") != DESC_VERSION:
-                raise FormatError(f"unsupported keyword index {desc.get('kind')!r} v{desc.get('version')!r}")
+            if desc.get("kind") != cls.kind:
+                raise FormatError(f"unsupported keyword index kind {desc.get('kind')!r}")
             if desc.get("tokenizer") != TOKENIZER:
                 raise FormatError(f"unknown keyword tokenizer {desc.get('tokenizer')!r}")
             p = desc["params"]
