@@ -57,7 +57,7 @@ TOKENIZER = "fold-alnum-v1"
 # The layout is versioned by the format version (s5vec.layout.FORMAT_VERSION, 2 since this layout);
 # format-1 writers put a "version": 1 in the keyword descriptor, which is how a reader recognises one.
 ID_ROWS = 2048  # documents per kw_ids chunk (rounded to a multiple of doc_rows)
-MERGE_RATIO = 4  # the last two segments merge while the newer has >= 1/MERGE_RATIO of the older's postings
+MERGE_RATIO = 2  # the last two segments merge while the newer has >= 1/MERGE_RATIO of the older's postings
 MAX_SEGMENTS = 4  # ... or while there are more than this many (a query fetches one chunk per segment and word)
 COMPACT_DEAD = 0.25  # renumber everything once this share of document numbers are deleted documents
 _SPLIT = re.compile(r"[\W_]+")
