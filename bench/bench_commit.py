@@ -96,8 +96,7 @@ def films(a: argparse.Namespace) -> None:
     print(f"embedded {len(records):,} films in {time.perf_counter() - t:.1f} s")
     store = ChunkStore(MemoryClient())
     t = time.perf_counter()
-    params = None if a.defaults or a.films else {"recent_threshold": "30d", "nlist": a.nlist, "vectors_dtype": "float16"}
-    cid = api.publish(records, store, kind="hybrid", params=params, text_field="text",
+    cid = api.publish(records, store, kind="hybrid", params=None, text_field="text",
                       explain=lambda choice: print(choice.line()))
     total, nchunks = index_bytes(store, cid)
     m = api.read_manifest(store, cid)

@@ -167,7 +167,7 @@ class _Layout:
     merge_from: int
 
 
-_Doc = tuple  # (id, text, metadata, timestamp, term frequencies: Counter[str])
+_Doc = tuple  # (id, text, metadata, timestamp, term frequencies: Counter[str][, length]) of a document to add
 
 
 class KeywordIndex:
