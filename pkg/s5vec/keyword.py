@@ -89,13 +89,18 @@ def exact_key(text: str) -> str | None:
     return EXACT_PREFIX + " ".join(toks) if toks else None
 
 
-def _bucket(term: str, buckets: int) -> int:
-    """Bucket of a term. An exact term lives with its longest word (the first of equal length):
-    usually a rare word, so the query already fetches that bucket and titles that share a common
-    first word ("the") do not pile up in one chunk."""
+def _hash(term: str) -> int:
+    """Hash of a term's bucket word. An exact term lives with its longest word (the first of equal
+    length): usually a rare word, so the query already fetches that bucket and titles that share a
+    common first word ("the") do not pile up in one chunk."""
     if term.startswith(EXACT_PREFIX):
         term = max(term[len(EXACT_PREFIX):].split(" "), key=len)
-    return zlib.crc32(term.encode("utf-8")) % buckets
+    return zlib.crc32(term.encode("utf-8"))
+
+
+def _bucket(term: str, buckets: int) -> int:
+    """Bucket of a term among ``buckets``: ``_hash(term) mod buckets``."""
+    return _hash(term) % buckets
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,13 @@ class _Segment:
     buckets: tuple[_Chunk, ...]
     big: Mapping[str, _Chunk]
 
-    def chunk_of(self, term: str) -> _Chunk:
-        if not term.startswith(EXACT_PREFIX):
+    def chunk_of(self, term: str, h: int | None = None) -> _Chunk:
+        """The chunk holding ``term``'s postings (``h``: its :func:`_hash`, when known)."""
+        if self.big and not term.startswith(EXACT_PREFIX):
             c = self.big.get(term)
             if c is not None:
                 return c
-        return self.buckets[_bucket(term, len(self.buckets))]
+        return self.buckets[(_hash(term) if h is None else h) % len(self.buckets)]
 
     def chunks(self) -> list[_Chunk]:
         return list(self.buckets) + [self.big[t] for t in sorted(self.big)]
@@ -539,7 +545,8 @@ class KeywordIndex:
 
     def _term_postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
         """(documents, term frequencies) of ``term`` over every segment, live documents only."""
-        parts = [_term_postings(self._body(s.chunk_of(term), "kw_postings"), term) for s in self._segments]
+        h = _hash(term)
+        parts = [_term_postings(self._body(s.chunk_of(term, h), "kw_postings"), term) for s in self._segments]
         parts = [p for p in parts if len(p[0])]
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -563,7 +570,7 @@ class KeywordIndex:
         if self._reader is None:
             return []
         terms = list(query.terms) + ([query.exact] if query.exact and query.terms else [])
-        chunks = {s.chunk_of(t) for t in terms for s in self._segments}
+        chunks = {s.chunk_of(t, h) for t, h in zip(terms, map(_hash, terms)) for s in self._segments}
         return sorted({c.cid for c in chunks if c.body is None and c.cid is not None})
 
     def candidates(self, query: KeywordQuery) -> Candidates:
