@@ -650,8 +650,9 @@ class KeywordIndex:
                      metadata: bool = True, batch: int | None = None, max_scan: int = 4096) -> Steps:
         """Plan-fetch-search as a generator: yields CID lists to fetch; returns ``[(id, score, exact, metadata)]``.
 
-        Without a filter no document chunk is needed for the ranking (ids are in the head); with
-        ``metadata=False`` the hits' metadata is ``None`` and nothing beyond the postings is read
+        Without a filter no document chunk is needed for the ranking (ids are in the ``kw_ids``
+        chunks, read at open); with ``metadata=False`` the hits' metadata is ``None`` and nothing
+        beyond the postings is read
         (the caller fetches metadata for the hits it keeps). With a filter, candidates are checked
         best first, ``batch`` at a time, each batch one round of fetches, until ``k`` match or
         ``max_scan`` candidates were checked (a filter that rejects thousands of keyword matches
