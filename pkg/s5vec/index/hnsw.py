@@ -13,6 +13,9 @@ Search hot loop: for each popped candidate its unvisited neighbours are gathered
 fancy index and their distances computed with one :func:`s5vec.kernels.distances` call; the
 visited set is a generation-stamped int32 array, the heaps are :mod:`heapq`.
 
+Construction connects new nodes in batches (:meth:`HNSWIndex._insert_batch0`): the batch searches
+the graph in lockstep on one pool matrix, so NumPy calls are shared by up to 64 insertions.
+
 Tombstoned and filtered-out nodes are traversed but never returned.  With a filter (or
 tombstones) the layer-0 search keeps expanding until ``ef`` *accepted* nodes are held (the
 hnswlib rule), so it only runs dry when every node reachable from the entry point has been
