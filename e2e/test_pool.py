@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from .conftest import open_harness
+from .test_pointer import world  # noqa: F401  (fixture: a flat index on a portal that takes pointers)
 
 DIM = 64
 NOW = float(int(time.time()))
@@ -329,3 +330,47 @@ def test_a_pool_that_cannot_start_rejects_typed(harness, logged):
     key = harness.open(logged["cid"], logged["urls"], workers=2)
     assert harness.search(key, queries(logged["records"], 1, seed=2)[0])["ok"]
     assert wait_workers(harness.page, 2) == 2
+
+
+JS_AFTER_REFRESH = """const db = window.dbs[arg.key];
+const seen = [];
+const t0 = performance.now();
+while (performance.now() - t0 < 60000) {
+  const hits = await db.search(arg.q, { k: 1 });
+  seen.push({ id: hits[0].id, worker: db.lastStats.worker });
+  if (seen.filter((s) => s.worker === 1).length >= 2) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+return seen;"""
+
+
+def test_refresh_moves_every_worker_to_the_new_revision(page, web_url, world):
+    """Opened by pointer with a pool: after refresh, each worker answers from the new revision (the
+    second one only once it has reopened it)."""
+    from s5vec.api import Database
+    from s5vec.s5.registry import SigningKey, publish_pointer
+
+    from .test_tab_writes import TOKEN, new_records
+
+    portal, cid = world["portal"], world["cid"]
+    key = SigningKey.generate()
+    publish_pointer([portal.url], key, cid, auth_token=TOKEN)
+    b = open_harness(page, web_url)
+    opened = b.js("""const db = await S5Vec.open({ pointer: arg.pointer, portals: arg.portals, workers: 2 });
+                     window.dbs[1] = db; return { key: 1, manifest: db.info.manifest, workers: db.workers };""",
+                  {"pointer": key.pointer, "portals": [portal.url]})
+    assert opened["manifest"] == cid and opened["workers"] == 2
+    fresh = new_records(4, seed=31)
+    q = fresh[2]["vector"]
+    before = b.js(JS_AFTER_REFRESH, {"key": 1, "q": q})
+    assert {s["worker"] for s in before} == {0, 1} and fresh[2]["id"] not in {s["id"] for s in before}
+    db = Database.open(cid, [portal.url])
+    db.store.client.auth_token = TOKEN
+    db.upsert(fresh)
+    cid2, _ = db.commit()
+    publish_pointer([portal.url], key, cid2, auth_token=TOKEN)
+    assert b.js("return await window.dbs[1].refresh()") is True
+    assert b.js("return window.dbs[1].info.manifest") == cid2
+    seen = b.js(JS_AFTER_REFRESH, {"key": 1, "q": q})
+    assert all(s["id"] == fresh[2]["id"] for s in seen), seen  # never an answer from the old revision
+    assert sum(s["worker"] == 1 for s in seen) >= 2, seen
