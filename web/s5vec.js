@@ -349,7 +349,9 @@ export class S5Vec {
   }
 
   /** Open the index whose manifest CID is `opts.manifest` (or that the signed `opts.pointer` names),
-   * fetched from `opts.portals`; edits journaled for it and not committed are applied again. */
+   * fetched from `opts.portals`; edits journaled for it and not committed are applied again.
+   * `opts.workers` (default 1, at most S5Vec.maxWorkers()): open it in a pool of that many workers
+   * (pool.js), started side by side; rejects with the first start-up or open failure of any of them. */
   static async open(opts) {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
     if (opts.pointer !== undefined && opts.manifest !== undefined) {
