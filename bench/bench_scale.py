@@ -57,7 +57,7 @@ JS_BATCH = """async ([key, queries, k, reps]) => {
     times.push(performance.now() - t0);
     stats = db.lastStats;
   }
-  return { ids: first.map((hits) => hits.map((h) => h.id)), firstStats, stats, times };
+  return { ids: first.map((hits) => hits.map((h) => h.id)), firstStats, stats, times, lastMs: times[times.length - 1] };
 }"""
 
 
@@ -133,9 +133,12 @@ def pool_qps(browser, url: str, cid: str, portals: list[str], qs: list, pools: l
             page.evaluate(BB.JS_CLOSE, op["key"])
         qps = len(qs) / (min(b["times"]) / 1000)
         found = [[int(i) for i in hits] for hits in b["ids"]]
+        parts = b["stats"].get("parts") or [{"worker": 0, "ms": b["stats"]["ms"]}]
+        # worker time summed over the parts / page-side time of that batch: ~n when the n parts overlapped
+        overlap = sum(p["ms"] for p in parts) / b["lastMs"]
         print(f"    workers={w} (cap {op['cap']}): open {op['ms']:.0f} ms, searchBatch of {len(qs)}: {qps:.0f} QPS "
               f"(fastest {min(b['times']):.1f} ms, median {sorted(b['times'])[len(b['times']) // 2]:.1f} ms; "
-              f"parts on {b['stats'].get('workers', 1)} workers; load {load()})", flush=True)
+              f"parts {[round(p['ms']) for p in parts]} ms in the workers, overlap {overlap:.2f}; load {load()})", flush=True)
         out[w] = (qps, b, found)
     return out
 

@@ -117,6 +117,9 @@ def test_a_pool_of_two_answers_exactly_like_one(harness, film_index):
     assert a["missing"] == "UnknownIdError"
     # the batch of 40 was split across both workers and equals the queries one by one (and CPython)
     assert b["batchStats"]["workers"] == 2 and b["batchStats"]["queries"] == len(qs)
+    parts = b["batchStats"]["parts"]
+    assert [p["queries"] for p in parts] == [20, 20] and {p["worker"] for p in parts} == {0, 1}
+    assert b["batchStats"]["ms"] == max(p["ms"] for p in parts)
     assert "workers" not in a["batchStats"] and a["batchStats"]["queries"] == len(qs)
     for got, single, q in zip(b["batch"], a["search"], qs):
         kit.assert_same_hits(got, single)

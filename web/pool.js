@@ -18,7 +18,8 @@
 // - a member that dies (worker error) is skipped; a read that was running on it is retried once on
 //   another member (reads have no side effects); a dead primary fails every call with its error;
 // - a batch of at least 2 x SPLIT_MIN queries is split into contiguous parts, one per free member,
-//   and the results are joined in order; lastStats then sums the parts (ms, rounds: the slowest part).
+//   and the results are joined in order; lastStats then sums the parts (ms, rounds: the slowest part;
+//   `parts`: each part's worker, queries and ms).
 import { OPS } from "./protocol.js";
 import { S5VecError } from "./s5vec.js"; // a cycle: used only at call time
 
@@ -245,6 +246,7 @@ export class Pool {
     }));
     const stats = mergeStats(outs.map((o) => o.result.stats));
     stats.workers = new Set(outs.map((o) => o.member.index)).size;
+    stats.parts = outs.map((o) => ({ worker: o.member.index, queries: o.result.results.length, ms: o.result.stats?.ms }));
     return { results: outs.flatMap((o) => o.result.results), stats };
   }
 

@@ -140,6 +140,8 @@ export interface SearchStats {
   /** A searchBatch split across a pool: how many workers answered parts of it (the counts are summed
    * over the parts; `ms` and `rounds` are the slowest part's). */
   workers?: number;
+  /** A split searchBatch: each part's worker, number of queries and time in that worker. */
+  parts?: { worker: number; queries: number; ms: number }[];
   ms: number;
   /** searchText only: chunks the query planned (fetched unless cached), by part. */
   planned?: { model?: number; postings?: number; docs?: number; index?: number };
