@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from .conftest import open_harness
+from .test_demo import demo  # noqa: F401  (fixture: the films behind the demo page)
 from .test_pointer import world  # noqa: F401  (fixture: a flat index on a portal that takes pointers)
 
 DIM = 64
@@ -377,3 +378,30 @@ def test_refresh_moves_every_worker_to_the_new_revision(page, web_url, world):
     seen = b.js(JS_AFTER_REFRESH, {"key": 1, "q": q})
     assert all(s["id"] == fresh[2]["id"] for s in seen), seen  # never an answer from the old revision
     assert sum(s["worker"] == 1 for s in seen) >= 2, seen
+
+
+def test_the_demo_runs_on_a_pool_with_workers_2(browser, web_url, demo):  # noqa: F811
+    """index.html?workers=2: the films are searched by a pool; the dev panel says which worker answered."""
+    from .test_demo import result_ids, type_query, wait_ready
+
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_default_timeout(120_000)
+    try:
+        page.goto(web_url + "index.html?workers=2")
+        wait_ready(page)
+        answered = set()
+        for text in ("documentary about space", "a detective story in the city", "documentary about space"):
+            type_query(page, text)
+            assert result_ids(page) == [h["id"] for h in demo["ref"].search_text(text, 10)]
+            page.click("#dev summary")
+            dev = page.inner_text("#dev-stats")
+            page.click("#dev summary")
+            assert "workers\n2" in dev or "workers\t2" in dev or "2 (?workers=N" in dev, dev
+            answered |= {line for line in dev.splitlines() if line.startswith("worker ")}
+        assert answered == {"worker 0 of 2", "worker 1 of 2"}, answered
+        assert len(page.workers) == 2 and not errors
+    finally:
+        ctx.close()
