@@ -132,7 +132,7 @@ class QueryRun:
         return self._need
 
     def chunks(self) -> Chunks:
-        return {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        return _read_chunks(self.reader, self._need, self.kinds)
 
     def search(self) -> list[Hit] | None:
         self.searches += 1
@@ -179,7 +179,7 @@ class BatchRun:
     def search(self) -> bool:
         """One round of searches; True when every query has its hits."""
         self._searches += 1
-        chunks = {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        chunks = _read_chunks(self.reader, self._need, self.kinds)
         qs = [self.queries[i] for i in self._active]
         search_many = getattr(self.index, "search_many", None)
         outs = search_many(qs, chunks) if search_many is not None else [self.index.search(q, chunks) for q in qs]
@@ -191,6 +191,14 @@ class BatchRun:
         if any(h is None for h in self.hits) and self._searches >= MAX_ROUNDS:
             raise RuntimeError("batch search did not settle: too many rounds")
         return all(h is not None for h in self.hits)
+
+
+def _read_chunks(reader: Any, cids: Sequence[str], kinds: Mapping[str, str]) -> Chunks:
+    """The decoded bodies of a round's chunks (in one call when the reader reads many)."""
+    many = getattr(reader, "get_many", None)
+    if many is not None:
+        return many(cids, kinds)
+    return {c: reader.get(c, kinds.get(c)) for c in cids}
 
 
 def run_batch_sync(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
@@ -213,7 +221,7 @@ async def run_batch(index: Index, queries: Sequence[Query], store: ChunkStore, r
         need = run.next_fetch()
         if need:
             await store.prefetch(need)
-            missing = [c for c in need if c not in store]
+            missing = store.missing(need)
             if missing:
                 raise NotFoundError(f"the portal did not return chunk {missing[0]}")
         if run.search():
@@ -241,7 +249,7 @@ async def run_query(index: Index, query: Query, store: ChunkStore, reader: Any |
         need = run.next_fetch()
         if need:
             await store.prefetch(need)
-            missing = [c for c in need if c not in store]
+            missing = store.missing(need)
             if missing:  # never fall back to a blocking fetch here (sync XHR in Pyodide)
                 raise NotFoundError(f"the portal did not return chunk {missing[0]}")
         hits = run.search()

@@ -557,7 +557,7 @@ class HNSWIndex:
         else:
             accept = self._live_acceptor()
             if accept is None:  # the lockstep walk, as a batch of one (what search_many runs)
-                res = hnsw_walk.search_many(self, q[None, :], k, ef)[0]
+                res = hnsw_walk.search_one(self, q, k, ef)
                 return Outcome([self._hit(s, d) for d, s in res])
         ep = self._entry
         dep = float(self._dist(q, np.array([ep]))[0])

@@ -78,20 +78,15 @@ def _dist(index: "HNSWIndex", Q: np.ndarray, qq: np.ndarray | None, rows: np.nda
     return np.maximum(d, np.float32(0.0), out=d)
 
 
-def walk(index: "HNSWIndex", Q: np.ndarray, ef: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer-0 pools of the queries ``Q`` (b, dim): distances (b, ef) float32 ascending, slots
-    (b, ef) (-1 = empty), and the visited sets (b, n + 1) bool (column n is the sentinel)."""
-    g = graph_of(index)
-    n = g.n
+def descend(index: "HNSWIndex", g: Graph, Q: np.ndarray, qq: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy (ef = 1) descent through the upper layers, all queries together: the layer-0
+    entry point of each query and its distance."""
     b = Q.shape[0]
-    qq = np.einsum("ad,ad->a", Q, Q) if index.metric == "l2" else None
-    rows_all = np.arange(b)
-    # -- upper layers: greedy (ef = 1) descent, all queries together
     ep = np.full(b, index._entry, dtype=np.intp)
     dep = _dist(index, Q, qq, ep[:, None])[:, 0]
     for level in range(index._max_level, 0, -1):
         up = g.up[level - 1]
-        act = rows_all
+        act = np.arange(b)
         while act.shape[0]:
             nb = up[ep[act]]
             valid = nb >= 0
@@ -103,6 +98,70 @@ def walk(index: "HNSWIndex", Q: np.ndarray, ef: int, width: int) -> tuple[np.nda
             act = act[better]
             ep[act] = nb[better, j[better]]
             dep[act] = dj[better]
+    return ep, dep
+
+
+def walk_one(index: "HNSWIndex", q: np.ndarray, ef: int, width: int) -> tuple[list[float], list[int], np.ndarray]:
+    """:func:`walk` for one query, step for step the same (same picks, same candidates, same
+    float distances, same stable order), with the pool kept in Python lists: for a single query
+    a few list operations are cheaper than the batch's masks over padded rows."""
+    from bisect import bisect_right
+
+    g = graph_of(index)
+    n = g.n
+    Q = q[None, :]
+    qq = np.einsum("ad,ad->a", Q, Q) if index.metric == "l2" else None
+    ep, dep = descend(index, g, Q, qq)
+    pd: list[float] = [float(dep[0])]
+    ps: list[int] = [int(ep[0])]
+    px: list[bool] = [False]
+    visited = np.zeros(n + 1, dtype=bool)
+    visited[n] = True
+    visited[ps[0]] = True
+    scratch = np.empty(n + 1, dtype=np.int32)
+    nb0 = g.nb0
+    pos_all = np.arange(width * nb0.shape[1], dtype=np.int32)
+    while True:
+        sel = []
+        for i, x in enumerate(px):
+            if not x:
+                px[i] = True
+                sel.append(ps[i])
+                if len(sel) == width:
+                    break
+        if not sel:
+            break
+        nb = nb0[sel].reshape(-1)
+        new = ~visited[nb]
+        pos = pos_all[: nb.shape[0]]
+        scratch[nb] = pos
+        new &= scratch[nb] == pos
+        visited[nb] = True
+        cs = nb[new]
+        if cs.shape[0] == 0:
+            continue
+        cd = _dist(index, Q, qq, cs[None, :])[0]
+        for d, c in zip(cd.tolist(), cs.tolist()):
+            if len(pd) >= ef:
+                if d >= pd[-1]:
+                    continue
+                del pd[-1], ps[-1], px[-1]
+            i = bisect_right(pd, d)
+            pd.insert(i, d)
+            ps.insert(i, c)
+            px.insert(i, False)
+    return pd, ps, visited
+
+
+def walk(index: "HNSWIndex", Q: np.ndarray, ef: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer-0 pools of the queries ``Q`` (b, dim): distances (b, ef) float32 ascending, slots
+    (b, ef) (-1 = empty), and the visited sets (b, n + 1) bool (column n is the sentinel)."""
+    g = graph_of(index)
+    n = g.n
+    b = Q.shape[0]
+    qq = np.einsum("ad,ad->a", Q, Q) if index.metric == "l2" else None
+    rows_all = np.arange(b)
+    ep, dep = descend(index, g, Q, qq)
     # -- layer 0: lockstep beam search with fixed pools of ef
     pool_d = np.full((b, ef), _INF32, dtype=np.float32)
     pool_s = np.full((b, ef), -1, dtype=np.intp)
@@ -195,3 +254,12 @@ def search_many(index: "HNSWIndex", Q: np.ndarray, k: int, ef: int) -> list[list
                 res = scan_rest(index, Qg[j], visited[j], k, res)
             out.append(res)
     return out
+
+
+def search_one(index: "HNSWIndex", q: np.ndarray, k: int, ef: int) -> list[tuple[float, int]]:
+    """:func:`search_many` of one query (the same result), through :func:`walk_one`."""
+    pd, ps, visited = walk_one(index, q, max(ef, k), index.expand_batch)
+    res = list(zip(pd[:k], ps[:k]))
+    if len(res) < k:
+        res = scan_rest(index, q, visited, k, res)
+    return res

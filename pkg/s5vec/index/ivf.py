@@ -494,7 +494,7 @@ class IVFIndex(IVFStorage):
         """Probed list numbers (nearest first) and the query's distances to every centroid."""
         if self.centroids is None:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        d = kernels.distances(q, self.centroids, self.metric, self._csq)
+        d = kernels.scan(q, self.centroids, self.metric, self._csq)
         return kernels.top_k(d, nprobe), d
 
     def _summary(self, l: int) -> dict[str, Any] | None:
@@ -517,7 +517,7 @@ class IVFIndex(IVFStorage):
         """
         if flt is None or self.centroids is None:
             return self._probe_dist(q, nprobe)
-        d = kernels.distances(q, self.centroids, self.metric, self._csq)
+        d = kernels.scan(q, self.centroids, self.metric, self._csq)
         out: list[int] = []
         expected = 0.0
         for l in np.lexsort((np.arange(d.shape[0]), d)).tolist():
@@ -734,9 +734,9 @@ class IVFIndex(IVFStorage):
                 and not (self.residual and self.metric == "l2"))
 
     def _probes_many(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray]]:
-        qs = np.stack([q.vector for q in queries])
-        cd = kernels.distance_matrix(qs, self.centroids, self.metric, self._csq)
-        return cd, [kernels.top_k(cd[j], self._nprobe(q)) for j, q in enumerate(queries)]
+        """Each query's probe as its single search computes it (memoised from ``plan_many``)."""
+        got = [self._probe_for(q) for q in queries]
+        return np.stack([g[1] for g in got]), [g[0] for g in got]
 
     def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
         """``plan`` of every query, the centroid distances of the batchable ones in one product."""
@@ -814,7 +814,7 @@ class IVFIndex(IVFStorage):
                 np.cumsum([p.shape[0] for p in parts[:-1]], out=starts[1:])
             pool = np.concatenate(parts) if len(parts) > 1 else parts[0]
             vecs = pool[starts[where.reshape(-1)] + rows % R]
-            cd[approx] = kernels.distances(query.vector, np.ascontiguousarray(vecs, dtype=np.float32), self.metric)
+            cd[approx] = kernels.scan(query.vector, np.ascontiguousarray(vecs, dtype=np.float32), self.metric)
         hits = []
         for b in kernels.top_k(cd, query.k):
             lst, r = st.sources[int(st.src[b])], int(st.rows[b])
