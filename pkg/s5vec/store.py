@@ -25,7 +25,6 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import AuthError, IntegrityError, InvalidArgumentError, PortalError, QuotaError, S5VecError
@@ -48,13 +47,20 @@ _COUNTED = (
 
 def _key(cid: "str | BlobId") -> str:
     """The canonical form of a CID (the cache key); parsing is memoised: a warm search looks up
-    the same few hundred CIDs on every query."""
-    return _key_of_str(cid) if isinstance(cid, str) else BlobId.parse(cid).to_string()
-
-
-@lru_cache(maxsize=1 << 16)
-def _key_of_str(cid: str) -> str:
+    the same few hundred CIDs on every query (a batch, thousands), so a hit is one dict lookup."""
+    if isinstance(cid, str):
+        key = _KEYS.get(cid)
+        if key is None:
+            key = BlobId.parse(cid).to_string()
+            if len(_KEYS) >= _KEYS_MAX:
+                _KEYS.clear()
+            _KEYS[cid] = key
+        return key
     return BlobId.parse(cid).to_string()
+
+
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 1 << 17
 
 
 class _Flights:
