@@ -532,25 +532,27 @@ class Database:
         """Validate a batch once: ``vectors`` is a 2-d array or a sequence of vectors (each as
         :meth:`prepare` takes one); ``k``, ``filter``, ``params`` apply to all of them."""
         self._check_open()
+        dim = self.index.dim
         if isinstance(vectors, np.ndarray):
             if vectors.ndim != 2:
                 raise InvalidArgumentError(f"search_batch takes a 2-d array of vectors, got shape {vectors.shape}")
-            rows = list(vectors)
+            n = vectors.shape[0]
         elif isinstance(vectors, (list, tuple)):
-            rows = [_as_array(v) for v in vectors]
+            n = len(vectors)
         else:
             raise InvalidArgumentError(f"search_batch takes a list of vectors, got {type(vectors).__name__}")
-        if not rows:
+        if not n:
             raise InvalidArgumentError("search_batch needs at least one vector")
-        if len(rows) > self.MAX_BATCH:
-            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {len(rows)}")
-        first = prepare_query(self.index, rows[0], k, filter, params)
-        out = [first]
-        for v in rows[1:]:
-            q = kernels.as_vector(v, self.index.dim)
-            q = kernels.prepare(q[None, :], self.index.metric)[0]
-            out.append(Query(np.ascontiguousarray(q, dtype=np.float32), first.k, first.filter, first.params))
-        return out
+        if n > self.MAX_BATCH:
+            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {n}")
+        if isinstance(vectors, np.ndarray):
+            mat = kernels.as_matrix(vectors, dim)
+        else:
+            mat = np.stack([kernels.as_vector(_as_array(v), dim) for v in vectors])
+        first = prepare_query(self.index, mat[0], k, filter, params)
+        # prepared all at once: row-wise the same floats as prepare_query gives one by one
+        rows = kernels.prepare(mat, self.index.metric)
+        return [first] + [Query(rows[i], first.k, first.filter, first.params) for i in range(1, n)]
 
     def _batch_result(self, run: BatchRun, before: dict[str, int], t0: float) -> dict[str, Any]:
         metric = self.index.metric

@@ -153,6 +153,12 @@ def walk_one(index: "HNSWIndex", q: np.ndarray, ef: int, width: int) -> tuple[li
     return pd, ps, visited
 
 
+#: a step over at least this many queries computes its distances in _SPLITS groups of rows with
+#: similar counts of new nodes (less padding gathered: the gather is most of a step's cost)
+_SPLIT_MIN = 32
+_SPLITS = 4
+
+
 def walk(index: "HNSWIndex", Q: np.ndarray, ef: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layer-0 pools of the queries ``Q`` (b, dim): distances (b, ef) float32 ascending, slots
     (b, ef) (-1 = empty), and the visited sets (b, n + 1) bool (column n is the sentinel)."""
@@ -195,14 +201,24 @@ def walk(index: "HNSWIndex", Q: np.ndarray, ef: int, width: int) -> tuple[np.nda
         scratch[fi] = pos_all
         new &= scratch[fi] == pos_all
         vflat[fi] = True
-        w = int(new.sum(axis=1).max())
+        cnt = new.sum(axis=1)
+        w = int(cnt.max())
         if w:
             order = np.argsort(~new, axis=1, kind="stable")[:, :w]
             cs = nb[ar, order]
             ok = new[ar, order]
             bad = ~ok
             cs[bad] = 0
-            cd = _dist(index, Q[act], qq[act] if qq is not None else None, cs)
+            Qa = Q[act]
+            qa = qq[act] if qq is not None else None
+            if a < _SPLIT_MIN:
+                cd = _dist(index, Qa, qa, cs)
+            else:  # rows by their count of new nodes, in groups padded to their own width
+                cd = np.empty((a, w), dtype=np.float32)
+                for g in np.array_split(np.argsort(cnt, kind="stable"), _SPLITS):
+                    wg = int(cnt[g[-1]])
+                    if wg:
+                        cd[g, :wg] = _dist(index, Qa[g], qa[g] if qa is not None else None, cs[g, :wg])
             cd[bad] = _INF32
             cs[bad] = -1
             all_d = np.concatenate([pool_d[act], cd], axis=1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -69,6 +70,11 @@ def _check_cap(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidArgumentError(f"recent_max must be a positive integer or None, got {value!r}")
     return int(value)
+
+
+@lru_cache(maxsize=64)
+def _split_params(p: HybridSearchParams) -> tuple[Any, Any]:
+    return p.hnsw(), p.ivf()
 
 
 class HybridIndex:
@@ -193,8 +199,11 @@ class HybridIndex:
     # -- queries ----------------------------------------------------------------
     @staticmethod
     def _parts(query: Query) -> tuple[Query, Query]:
-        p: HybridSearchParams = query.params
-        return replace(query, params=p.hnsw()), replace(query, params=p.ivf())
+        """The query as its HNSW part and as its IVF part (same vector object, k, filter, state);
+        built directly, not with ``dataclasses.replace`` (a batch builds thousands of them)."""
+        hp, ip = _split_params(query.params)
+        v, k, f, st = query.vector, query.k, query.filter, query.state
+        return Query(v, k, f, hp, st), Query(v, k, f, ip, st)
 
     def plan(self, query: Query) -> list[str]:
         return self.historical.plan(self._parts(query)[1]) if len(self.historical) else []
