@@ -25,6 +25,7 @@ must still traverse).
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,37 +102,59 @@ def descend(index: "HNSWIndex", g: Graph, Q: np.ndarray, qq: np.ndarray | None) 
     return ep, dep
 
 
+def descend_one(index: "HNSWIndex", g: Graph, Q: np.ndarray, qq: np.ndarray | None) -> tuple[int, np.float32]:
+    """:func:`descend` for one query (``Q`` of one row): the same steps and floats, fewer calls."""
+    ep = int(index._entry)
+    dep = _dist(index, Q, qq, np.array([[ep]], dtype=np.intp))[0, 0]
+    for level in range(index._max_level, 0, -1):
+        up = g.up[level - 1]
+        while True:
+            nb = up[ep]
+            nb = nb[nb >= 0]  # links are packed left: the batch's valid prefix
+            if nb.shape[0] == 0:
+                break
+            d = _dist(index, Q, qq, nb[None, :])[0]
+            j = int(d.argmin())
+            if not d[j] < dep:
+                break
+            ep, dep = int(nb[j]), d[j]
+    return ep, dep
+
+
 def walk_one(index: "HNSWIndex", q: np.ndarray, ef: int, width: int) -> tuple[list[float], list[int], np.ndarray]:
     """:func:`walk` for one query, step for step the same (same picks, same candidates, same
     float distances, same stable order), with the pool kept in Python lists: for a single query
     a few list operations are cheaper than the batch's masks over padded rows."""
-    from bisect import bisect_right
-
     g = graph_of(index)
     n = g.n
     Q = q[None, :]
     qq = np.einsum("ad,ad->a", Q, Q) if index.metric == "l2" else None
-    ep, dep = descend(index, g, Q, qq)
-    pd: list[float] = [float(dep[0])]
-    ps: list[int] = [int(ep[0])]
+    ep, dep = descend_one(index, g, Q, qq)
+    pd: list[float] = [float(dep)]
+    ps: list[int] = [ep]
     px: list[bool] = [False]
+    size = 1
+    lo = 0  # every pool member before lo is expanded
     visited = np.zeros(n + 1, dtype=bool)
     visited[n] = True
-    visited[ps[0]] = True
+    visited[ep] = True
     scratch = np.empty(n + 1, dtype=np.int32)
     nb0 = g.nb0
     pos_all = np.arange(width * nb0.shape[1], dtype=np.int32)
     while True:
         sel = []
-        for i, x in enumerate(px):
-            if not x:
+        i = lo
+        while i < size:
+            if not px[i]:
                 px[i] = True
                 sel.append(ps[i])
                 if len(sel) == width:
                     break
+            i += 1
         if not sel:
             break
-        nb = nb0[sel].reshape(-1)
+        lo = i
+        nb = nb0[sel].ravel()
         new = ~visited[nb]
         pos = pos_all[: nb.shape[0]]
         scratch[nb] = pos
@@ -142,14 +165,18 @@ def walk_one(index: "HNSWIndex", q: np.ndarray, ef: int, width: int) -> tuple[li
             continue
         cd = _dist(index, Q, qq, cs[None, :])[0]
         for d, c in zip(cd.tolist(), cs.tolist()):
-            if len(pd) >= ef:
+            if size >= ef:
                 if d >= pd[-1]:
                     continue
                 del pd[-1], ps[-1], px[-1]
+                size -= 1
             i = bisect_right(pd, d)
             pd.insert(i, d)
             ps.insert(i, c)
             px.insert(i, False)
+            size += 1
+            if i < lo:
+                lo = i
     return pd, ps, visited
 
 
