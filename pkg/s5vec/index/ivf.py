@@ -653,13 +653,14 @@ class IVFIndex(IVFStorage):
         n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
         if not sources:
             return Outcome()
-        src = np.repeat(np.arange(len(sources)), sizes)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        rows = np.arange(all_d.shape[0]) - np.repeat(offsets, sizes)
+        starts = np.zeros(len(sources) + 1, dtype=np.intp)
+        np.cumsum(sizes, out=starts[1:])
         need = max(k, n_rerank)
         if flt is None:
             cand = kernels.top_k(all_d, need)
         else:
+            src = np.repeat(np.arange(len(sources)), sizes)
+            rows = np.arange(all_d.shape[0]) - np.repeat(starts[:-1], sizes)
             cand = self._filtered_candidates(all_d, src, rows, sources, flt, need)
             nprobe = self._nprobe(query)
             if cand.size < k and self.trained and nprobe < self.nlist:
@@ -668,8 +669,10 @@ class IVFIndex(IVFStorage):
         if cand.size == 0:
             return Outcome()
         cd = all_d[cand]
+        # each candidate's source and row (located for the candidates only, not for every row)
+        cs = np.searchsorted(starts, cand, side="right") - 1
+        cr = cand - starts[cs]
         if n_rerank > 0:
-            cs, cr = src[cand], rows[cand]
             approx = ~np.asarray(exact)[cs]
             if approx.any() and any(sources[s].vectors is None for s in np.unique(cs[approx]).tolist()):
                 # separate refine data: the candidates' refine chunks are the next round
@@ -677,9 +680,8 @@ class IVFIndex(IVFStorage):
                     sources=sources, numbers=numbers, exact=exact, src=cs, rows=cr, dist=cd)))
             cd = self._rerank(query.vector, cd, cs, cr, sources, exact)
         hits = []
-        for b in kernels.top_k(cd, k):
-            i = cand[b]
-            lst, r = sources[src[i]], int(rows[i])
+        for b in kernels.top_k(cd, k).tolist():
+            lst, r = sources[int(cs[b])], int(cr[b])
             hits.append(Hit(lst.ids[r], float(cd[b]), lst.metadata[r]))
         return Outcome(hits)
 
