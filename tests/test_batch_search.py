@@ -185,3 +185,17 @@ def test_walk_graph_copy_follows_the_index():
     assert hnsw_walk.graph_of(idx) is not g1
     q = api.prepare_query(idx, x[0] + 0.01, 2)
     assert "z" in {h.id for h in idx.search(q).hits}
+
+
+def test_tab_delete_on_a_lazy_hybrid_with_refine_chunks():
+    """The worker's edit path (delete_async) makes a lazily opened IVF part with separate refine
+    chunks resident in as many rounds as it needs (lists, then refine rows), like the sync path."""
+    import asyncio
+
+    cid, store, x = _hybrid_db(3000)
+    db = api.Database.open(cid, store=ChunkStore(store.client))
+    db.search(x[1], 10)
+    assert asyncio.run(db.delete_async(["v1", "v0"])) == 2
+    got = db.search_batch(x[:3], 10)
+    assert not {"v0", "v1"} & {h["id"] for r in got for h in r}
+    assert got[2][0]["id"] == "v2"

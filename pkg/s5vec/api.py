@@ -780,11 +780,12 @@ class Database:
         """:meth:`_writable` for the worker: the chunks edits need are fetched in parallel, never blocking."""
         self._check_open()
         plan_all = getattr(self.index, "plan_all", None)
-        if plan_all is not None:
-            need = plan_all()
-            if need:
-                await self.store.prefetch(need)
-                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        for _ in range(4):  # as _writable: IVF with separate refine data needs two rounds
+            need = plan_all() if plan_all is not None else []
+            if not need:
+                break
+            await self.store.prefetch(need)
+            self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
