@@ -13,11 +13,12 @@ The pool of a query is its ``ef`` best nodes so far (distance, slot, expanded fl
 sorted; the walk of a query ends when every member of its pool has been expanded, which is the
 usual HNSW stop rule (the nearest unexpanded candidate is farther than the ``ef``-th best).
 
-Exactness: a search of one query runs this same code with a batch of one, and every step is
-row-wise (a query's pool, visited set and distances never depend on the other rows: the
-``einsum`` reduces each (query, node) pair over ``dim`` with the same kernel whatever the
-block's shape, and padding is masked before the stable sort), so ``search_many`` returns
-exactly what ``search`` returns query by query.
+Exactness: every step is row-wise (a query's pool, visited set and distances never depend on
+the other rows: the ``einsum`` reduces each (query, node) pair over ``dim`` with the same kernel
+whatever the block's shape, and padding is masked before the stable sort), and a search of one
+query (:func:`walk_one`) takes the same steps with Python lists for its pool, so ``search_many``
+returns exactly what ``search`` returns query by query (tests/test_batch_search.py, and in
+Chromium e2e/test_batch_search.py).
 
 Used for unfiltered searches of an index without tombstones; filtered searches and searches
 through tombstones keep the accept-aware heap search (results there exclude nodes the walk
@@ -45,12 +46,12 @@ class Graph:
         n = index._n
         self.n = n
         nb0 = index._nb0[:n]
-        self.nb0 = np.full((n + 1, nb0.shape[1]), n, dtype=np.intp)
+        self.nb0 = np.full((n + 1, nb0.shape[1]), n, dtype=np.int32)  # int32: intp in Pyodide
         self.nb0[:n] = np.where(nb0 < 0, n, nb0)
         self.up: list[np.ndarray] = []
         for layer in index._up:
             width = max((a.shape[0] for a in layer.values()), default=0)
-            dense = np.full((n + 1, max(width, 1)), -1, dtype=np.intp)
+            dense = np.full((n + 1, max(width, 1)), -1, dtype=np.int32)
             for s, a in layer.items():
                 dense[s, : a.shape[0]] = a
             self.up.append(dense)
