@@ -15,9 +15,13 @@ What it picks
       separate refine data (PQ codes are what a query downloads; refine rows only for its
       candidates). ``pq_m``, the refine code (second PQ, SQ8 or float16) and ``rerank`` are
       checked on the sample against the exact answer (the flat oracle): every candidate is
-      scored, and the one that fetches the fewest bytes per cold query among those whose
-      held-out recall@10 reaches :data:`TARGET_RECALL` + :data:`MARGIN` wins (if none does, the
-      most accurate one, and the record says so). Flat float16 and SQ8 lists are candidates too
+      scored. Among those whose held-out recall@10 reaches :data:`TARGET_RECALL` +
+      :data:`MARGIN`, the cold-query budget is :func:`cold_budget` (a little above the cheapest
+      one, at least :data:`COLD_FLOOR`, at most :data:`COLD_MAX`), and within it the one that
+      publishes the fewest bytes per vector wins (then the fewest cold bytes): IVF-PQ with a PQ
+      refine (faiss's IVFPQR: ``pq_m`` + ``refine_m`` bytes + id/timestamp) publishes a fifth of
+      what float16 re-rank rows cost at 384-d, at a few more bytes per cold query. If none
+      reaches the target, the most accurate one wins, and the record says so. Flat float16 and SQ8 lists are candidates too
       (on small or high-noise data they beat PQ); below :data:`PQ_MIN` records only they are.
 
 The check (``recall_of``) reproduces what the index computes -- residual PQ over the sample's
@@ -48,6 +52,11 @@ QUERIES = 100            # held-out rows used as queries
 K = 10
 RERANKS = (20, 40, 80, 160)
 CHUNK_TARGET = 4096      # bytes an ivf_refine chunk aims at
+COLD_FLOOR = 192 * 1024  # cold bytes per query any accurate candidate may spend to publish fewer bytes
+COLD_SLACK = 1.5         # ... or this much over the cheapest accurate candidate
+COLD_MAX = 2 * 2**20     # never more than this per cold query for the sake of published bytes
+CID_BYTES = 64           # a refine block's CID as a list chunk names it (CBOR text)
+REFINE_PQ = (8, 4, 3)    # refine PQ candidates: dim/8, dim/4, dim/3 bytes (nearest divisors of dim)
 
 
 @dataclass
@@ -64,7 +73,8 @@ class Choice:
         ev = r.get("evidence") or {}
         if ev:
             bits.append(f"(held-out recall@10 {ev.get('recall', 0):.3f} on {ev.get('sample')} rows; "
-                        f"~{ev.get('cold_bytes', 0) / 1024:.0f} KiB per cold query)")
+                        f"~{ev.get('cold_bytes', 0) / 1024:.0f} KiB per cold query, "
+                        f"~{ev.get('bytes_per_vector', 0)} B/vector published)")
         return f"s5vec: {r.get('kind', 'ivf')} defaults for N={r.get('n')} dim={r.get('dim')}: " + " ".join(bits)
 
 
@@ -78,6 +88,24 @@ def refine_rows_for(bytes_per_vector: int) -> int:
     """Rows per ``ivf_refine`` chunk: ~4 KiB chunks, 4..64 rows."""
     r = 2 ** int(math.log2(max(1, CHUNK_TARGET // max(1, bytes_per_vector))))
     return int(min(64, max(4, r)))
+
+
+def cold_budget(cheapest: float) -> float:
+    """Cold bytes per query a candidate may spend to publish fewer bytes per vector: 1.5x the
+    cheapest accurate candidate, at least :data:`COLD_FLOOR` (a 100k index's query stays well
+    under 300 KiB), at most :data:`COLD_MAX` (the 1M tab target is 2 MB per cold query)."""
+    return float(min(COLD_MAX, max(COLD_FLOOR, COLD_SLACK * cheapest)))
+
+
+def pick(tried: Sequence[dict[str, Any]], target: float) -> tuple[dict[str, Any], float | None]:
+    """The winner among scored candidates, and the cold budget it was picked within (None when no
+    candidate reached ``target``: then the most accurate one)."""
+    ok = [t for t in tried if t["recall"] >= target]
+    if not ok:
+        return max(tried, key=lambda t: (t["recall"], -t["cold_bytes"])), None
+    budget = cold_budget(min(t["cold_bytes"] for t in ok))
+    within = [t for t in ok if t["cold_bytes"] <= budget]
+    return min(within, key=lambda t: (t["bytes_per_vector"], t["cold_bytes"], -t["recall"])), budget
 
 
 def _divisors_near(dim: int, targets: Sequence[int]) -> list[int]:
@@ -150,25 +178,24 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         codes = pq.encode(resid)
         approx = cents[labels] + pq.decode(codes)
         d1 = np.where(inprobe, _dist_matrix(qs, approx, metric), np.inf)
-        for kind, m2 in (("pq", _divisors_near(dim, (dim // 4,))[0]), ("sq8", None), ("float16", None)):
+        refiners = [("pq", m2) for m2 in _divisors_near(dim, [max(1, dim // f) for f in REFINE_PQ])]
+        for kind, m2 in refiners + [("sq8", None), ("float16", None)]:
             ref = Refiner(kind, dim, metric, m2, seed, pq, True)
             ref.train(base, cents[labels], codes) if kind != "float16" else None
             recon = ref.roundtrip(base, cents[labels], codes)
+            rows_per_chunk = refine_rows_for(ref.bytes_per_vector)
             for rr in RERANKS:
                 r = recall_of(d1, recon, qs, truth, rr, metric)
-                rows_per_chunk = refine_rows_for(ref.bytes_per_vector)
-                list_b = nprobe * per_list * (m + over)
+                list_b = nprobe * per_list * (m + over + CID_BYTES / rows_per_chunk)
                 refine_b = rr * min(rows_per_chunk, per_list) * ref.bytes_per_vector
                 row = {"codec": "pq", "pq_m": m, "refine": kind, "refine_m": ref.m if kind == "pq" else None, "rerank": rr,
                        "recall": round(r, 4), "cold_bytes": int(list_b + refine_b),
-                       "bytes_per_vector": int(m + ref.bytes_per_vector + over),
+                       "bytes_per_vector": int(m + ref.bytes_per_vector + over + CID_BYTES / rows_per_chunk),
                        "refine_rows": rows_per_chunk}
                 tried.append(row)
-    ok = [t for t in tried if t["recall"] >= TARGET_RECALL + MARGIN]
-    if ok:
-        best = min(ok, key=lambda t: (t["cold_bytes"], t["bytes_per_vector"]))
-    else:
-        best = max(tried, key=lambda t: (t["recall"], -t["cold_bytes"]))
+                if r >= TARGET_RECALL + MARGIN:
+                    break  # a deeper re-rank only costs more bytes
+    best, budget = pick(tried, TARGET_RECALL + MARGIN)
     params: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe, "codec": best["codec"]}
     if best["codec"] == "flat":
         params["vectors_dtype"] = "float16"
@@ -182,7 +209,8 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         picked=dict(params),
         evidence={"sample": s, "queries": int(qs.shape[0]), "recall": best["recall"], "target": TARGET_RECALL,
                   "probe_sample": probe_s, "nlist_sample": nlist_s, "cold_bytes": best["cold_bytes"],
-                  "bytes_per_vector": best["bytes_per_vector"], "reached": best["recall"] >= TARGET_RECALL + MARGIN,
+                  "bytes_per_vector": best["bytes_per_vector"], "reached": budget is not None,
+                  "cold_budget": None if budget is None else int(budget),
                   "seconds": round(time.perf_counter() - t0, 2)},
         tried=[{k: v for k, v in t.items() if k != "refine_rows"} for t in tried],
     )
