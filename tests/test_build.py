@@ -80,10 +80,12 @@ def test_every_format_builds_the_same_index(data):
 
 
 REFINE_PARAMS = [PARAMS, {**PARAMS, "refine": "pq", "refine_m": 12, "refine_rows": 8, "rerank": 40},
-                 {**PARAMS, "refine": "sq8", "rerank": 40}, {**PARAMS, "refine": "float16", "rerank": 40}]
+                 {**PARAMS, "refine": "sq8", "rerank": 40}, {**PARAMS, "refine": "float16", "rerank": 40},
+                 {**PARAMS, "refine": "pq", "refine_m": 12, "rerank": 40, "pq_rotate": True}]
 
 
-@pytest.mark.parametrize("params", REFINE_PARAMS, ids=["pq", "pq+pq-refine", "pq+sq8-refine", "pq+f16-refine"])
+@pytest.mark.parametrize("params", REFINE_PARAMS,
+                         ids=["pq", "pq+pq-refine", "pq+sq8-refine", "pq+f16-refine", "opq+opq-refine"])
 def test_build_equals_an_index_saved_the_ordinary_way(data, params):
     """Same centroids/codec and records -> the bulk build writes exactly what IVFIndex.save (and
     api.save: refine chunks named by the list chunks, not by the manifest) writes."""
