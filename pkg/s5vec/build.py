@@ -436,11 +436,13 @@ def prepare_build(source: Source, *, kind: str, metric: str, params: Mapping[str
 
 
 def prepare(source: Source, *, kind: str, metric: str, params: Mapping[str, Any] | None,
-            sample_size: int | None, seed: int) -> tuple[Any, np.ndarray, Any]:
+            sample_size: int | None, seed: int, explain: Callable[[Any], Any] | None = None
+            ) -> tuple[Any, np.ndarray, Any]:
     """(trained empty template index, its training sample, the Choice picked or None).
 
     Without ``params`` the sample is drawn first (64 rows per list of ``ivf_tune.pick_nlist(N)``)
-    and the parameters are picked on it (:func:`choose_params`)."""
+    and the parameters are picked on it (:func:`choose_params`); ``explain(choice)`` hears of
+    them before the (long) training starts."""
     kernels.check_metric(metric)
     if kind not in BUILD_KINDS:
         raise InvalidArgumentError(f"a bulk build makes an ivf or hybrid index, not {kind!r}")
@@ -452,6 +454,9 @@ def prepare(source: Source, *, kind: str, metric: str, params: Mapping[str, Any]
         sample = sample_vectors(source, size, seed)  # one pass: a JSON-lines source learns its count
         n = int(source.count if source.count is not None else sample.shape[0])
         choice = choose_params(kind, sample, metric, n, seed, record_sizes(source))
+        logging.getLogger("s5vec").info("%s", choice.line())
+        if explain is not None:
+            explain(choice)
         index = make_template(kind, source.dim, metric, choice.params, n)
     else:
         index = make_template(kind, source.dim, metric, params, source.count)
@@ -482,12 +487,10 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
     """
     t0 = time.perf_counter()
     now = time.time() if now is None else float(now)
-    index, _, choice = prepare(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed)
+    index, _, choice = prepare(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed,
+                               explain=explain)
     extra = dict(extra or {})
     if choice is not None:
-        logging.getLogger("s5vec").info("%s", choice.line())
-        if explain is not None:
-            explain(choice)
         extra["auto"] = choice.record
     t1 = time.perf_counter()
     if dask is not None:

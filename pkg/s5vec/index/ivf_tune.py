@@ -181,7 +181,7 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     per_list = n / nlist
     resid = base - cents[labels]
     tried = []
-    over = 8 + id_bytes + meta_bytes  # timestamp, id, metadata of one stored record
+    over = 16 + id_bytes + meta_bytes  # timestamp, id and metadata (+ their uint32 offsets) of one record
     # lists that carry everything: flat (float16 vectors) and SQ8 codes without re-ranking
     f16 = base.astype(np.float16).astype(np.float32)
     sq = qz.SQ8Codec(dim, "l2")
