@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from s5vec import filters, layout
 from s5vec.demo import movie_records
@@ -142,17 +144,120 @@ def test_get_and_documents_round_trip():
     assert [d[:2] for d in loaded.documents()] == sorted(zip(ids, texts))
 
 
-def test_rebuild_after_edit_keeps_unchanged_document_chunks():
-    idx, (ids, texts, metas, ts) = built(3000)
-    _, _, w1 = saved(idx)
-    docs = [d for d in idx.documents() if d[0] != "d01500"] + [("d01500x", "Brand New Film (2005)", {}, 0.0)]
-    idx2 = KeywordIndex()
-    idx2.build(*map(list, zip(*docs)))
-    _, _, w2 = saved(idx2)
-    old = {c["cid"] for c in w1.chunks if c["kind"] == "kw_docs"}
-    new = [c["cid"] for c in w2.chunks if c["kind"] == "kw_docs"]
-    assert sum(c not in old for c in new) <= 2
-    assert search(idx2, "brand new film")[0][0] == "d01500x"
+def commit(idx, store, edits):
+    """What Database.commit does with the keyword index: edited copy, fetch what it reads, save, reopen."""
+    known = {c for c in idx.chunk_cids()}
+    new = idx.edited(edits)
+    store.prefetch_sync(new.plan_save())
+    writer = layout.StoreWriter(store, known)
+    desc = new.save(writer)
+    assert new.chunk_cids() <= known | {c["cid"] for c in writer.chunks}
+    store.prefetch_sync([desc["head"]] + [c["cid"] for c in writer.chunks if c["kind"] == "kw_ids"])
+    return KeywordIndex.load(desc, layout.StoreReader(store)), writer
+
+
+def rebuilt(docs):
+    """A from-scratch build, numbered in reverse id order: unlike any order the edits made."""
+    ids = sorted(docs, reverse=True)
+    ref = KeywordIndex()
+    ref.build(ids, [docs[i][0] for i in ids], [docs[i][1] for i in ids], [docs[i][2] for i in ids])
+    return ref
+
+
+QUERIES = ["space war", "paris love night", "ghost", "robot island secret", "blue", "Space War", "Dark Time",
+           "summer 1999", "Drama", "brand new", "tokyo tokyo ghost", "Winter", "remastered secret"]
+
+
+def assert_same_results(idx, ref, store, queries=QUERIES):
+    for q in queries:
+        for flt in (None, {"genres": "Documentary"}, {"year": {"$gte": 1950}}):
+            got = search(idx, q, 40, flt, fetch=store.prefetch_sync)
+            assert got == search(ref, q, 40, flt), (q, flt)
+    assert len(idx) == len(ref)
+
+
+def film(i, words, year=2005, genre="Drama"):
+    title = " ".join(words).title()
+    return f"{title} ({year}), {genre}", {"title": title, "year": year, "genres": [genre]}, float(i)
+
+
+def test_incremental_edits_equal_a_rebuild_after_adds_deletes_and_text_updates():
+    """Scores (bit for bit), ties, exact titles, filters and get() after each commit equal a
+    from-scratch build of the same records, though document numbers differ (append order, tombstones)."""
+    ids, texts, metas, ts = corpus(1500)
+    docs = {i: (t, m, s) for i, t, m, s in zip(ids, texts, metas, ts)}
+    idx, store, _ = saved(rebuilt(docs))
+    rng = random.Random(11)
+    for rnd in range(6):
+        edits = {}
+        for j in range(rng.choice([1, 40, 300])):  # new records
+            edits[f"n{rnd}-{j}"] = film(j, rng.sample(WORDS, rng.randint(1, 4)), rng.randint(1900, 2005))
+        for i in rng.sample(sorted(docs), 25):  # deletes
+            edits[i] = None
+        for i in rng.sample(sorted(docs), 15):  # text (and title) updates of existing records
+            edits[i] = film(rnd, rng.sample(WORDS, 3) + ["remastered"], 1999, "Documentary")
+        edits["brand"] = film(1, ["brand", "new"])  # the same id edited in every round
+        idx, _ = commit(idx, store, edits)
+        for i, d in edits.items():
+            docs.pop(i, None)
+            if d is not None:
+                docs[i] = d
+        ref = rebuilt(docs)
+        assert_same_results(idx, ref, store)
+        gone = next(i for i, d in edits.items() if d is None)
+        with pytest.raises(UnknownIdError):
+            idx.get(gone)
+        store.prefetch_sync(idx.get_plan("brand"))
+        assert idx.get("brand") == (docs["brand"][1], docs["brand"][2])
+        assert idx.segments <= 4 and sorted(d[0] for d in idx.documents()) == sorted(docs)
+
+
+def test_a_commit_writes_only_the_chunks_its_edits_touch():
+    idx, store, w0 = saved(rebuilt({i: (t, m, s) for i, t, m, s in zip(*corpus(3000))}))
+    base = {c["cid"] for c in w0.chunks if c["kind"] == "kw_postings"}
+    assert len(base) >= 16 and idx.segments == 1
+    # new records: one small new segment; the base segment's postings and every full document chunk stay
+    added, w1 = commit(idx, store, {f"new{j}": film(j, ["ghost", "river", f"w{j}"]) for j in range(10)})
+    written = {c["kind"]: [] for c in w1.chunks}
+    for c in w1.chunks:
+        written[c["kind"]].append(c["cid"])
+    assert added.segments == 2 and set(written["kw_postings"]).isdisjoint(base)
+    assert len(written["kw_postings"]) == 1 and len(written["kw_docs"]) <= 2 and len(written["kw_head"]) == 1
+    assert w1.uploaded <= 6, w1.chunks  # + the kw_ids chunk of the new documents and the head
+    # deletes: tombstones in the head only (no posting or document chunk is written)
+    gone, w2 = commit(added, store, {"d00007": None, "d02500": None, "new3": None})
+    assert {c["kind"] for c in w2.chunks} == {"kw_head", "kw_ids"} and w2.uploaded == 1
+    assert len(gone) == 3000 + 10 - 3
+    assert search(gone, "ghost river", 20, fetch=store.prefetch_sync) == search(
+        rebuilt({i: (t, m, s) for i, t, m, s in gone.documents()}), "ghost river", 20)
+
+
+def test_segments_merge_and_compaction_renumbers_when_a_quarter_is_deleted():
+    ids, texts, metas, ts = corpus(800)
+    docs = {i: (t, m, s) for i, t, m, s in zip(ids, texts, metas, ts)}
+    idx, store, _ = saved(rebuilt(docs))
+    rng = random.Random(3)
+    for rnd in range(12):  # many small commits: segments stay few, small ones merge
+        edits = {f"r{rnd}-{j}": film(j, rng.sample(WORDS, 2)) for j in range(rng.randint(1, 60))}
+        idx, _ = commit(idx, store, edits)
+        docs.update(edits)
+        assert 1 <= idx.segments <= 4
+    assert_same_results(idx, rebuilt(docs), store)
+    doomed = rng.sample(sorted(docs), len(docs) // 4 + 1)
+    idx, w = commit(idx, store, dict.fromkeys(doomed))
+    for i in doomed:
+        del docs[i]
+    assert idx.segments == 1 and len(idx._ids) == len(idx) == len(docs), "renumbered without tombstones"
+    assert_same_results(idx, rebuilt(docs), store)
+
+
+def test_a_version_1_keyword_index_is_a_clear_format_error():
+    idx, _ = built(100)
+    store = ChunkStore(MemoryClient())
+    desc = idx.save(layout.StoreWriter(store))
+    assert "version" not in desc and layout.FORMAT_VERSION == 2  # the format version covers descriptors
+    with pytest.raises(FormatError, match="format 1 layout"):
+        KeywordIndex.load(dict(desc, version=1), layout.StoreReader(store))
 
 
 def test_unknown_and_empty_queries_find_nothing():
@@ -167,9 +272,22 @@ def test_corrupt_chunks_are_format_errors():
     store = ChunkStore(MemoryClient())
     desc = idx.save(layout.StoreWriter(store))
     with pytest.raises(FormatError):
-        KeywordIndex.load(dict(desc, version=99), layout.StoreReader(store))
+        KeywordIndex.load(dict(desc, kind="bm26"), layout.StoreReader(store))
     with pytest.raises(FormatError):
         KeywordIndex.load(dict(desc, tokenizer="porter"), layout.StoreReader(store))
+    writer, reader = layout.StoreWriter(store), layout.StoreReader(store)
+    head = reader.get(desc["head"], "kw_head")
+    seg = head["segments"][0]
+    bad_heads = [dict(head, n_docs=199), dict(head, dead=np.array([200], np.uint32)), dict(head, total_len=1),
+                 dict(head, segments=[dict(seg, hi=150)]), dict(head, segments=[dict(seg, buckets=[])]),
+                 dict(head, ids=head["ids"] * 2), dict(head, id_rows=31), {"n_docs": 200}]
+    for bad in bad_heads:
+        with pytest.raises(FormatError):
+            KeywordIndex.load(dict(desc, head=writer.put("kw_head", bad)), reader)
+    ids = reader.get(head["ids"][0], "kw_ids")
+    for bad in (dict(ids, start=5), dict(ids, dl=ids["dl"][:-1]), dict(ids, id_text=ids["id_text"] + "x")):
+        with pytest.raises(FormatError):
+            KeywordIndex.load(dict(desc, head=writer.put("kw_head", dict(head, ids=[writer.put("kw_ids", bad)]))), reader)
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +334,30 @@ def test_query_stopwords_do_not_rank_unless_alone():
     assert KeywordQuery.from_text("Documentary about the Space").terms == ("documentary", "space")
     assert KeywordQuery.from_text("Documentary about the Space").exact == "=documentary about the space"
     assert KeywordQuery.from_text("The It").terms == ("the", "it")
+
+
+_TINY = ["space", "war", "love", "ghost", "blue", "the"]
+_edit = st.one_of(
+    st.tuples(st.sampled_from([f"t{i}" for i in range(30)]), st.none()),
+    st.tuples(st.sampled_from([f"t{i}" for i in range(40)]),
+              st.tuples(st.lists(st.sampled_from(_TINY), min_size=1, max_size=5), st.integers(1990, 1993))))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds=st.lists(st.lists(_edit, max_size=12), min_size=1, max_size=5))
+def test_fuzz_random_edit_commits_equal_a_rebuild(rounds):
+    """Random rounds of upserts and deletes over few words (many ties, merges, compactions)."""
+    docs = {f"t{i}": film(i, [_TINY[i % 6], _TINY[(i * 7) % 6]], 1990 + i % 4) for i in range(30)}
+    idx, store, _ = saved(rebuilt(docs))
+    for edits in rounds:
+        edits = {i: (None if e is None else film(0, e[0], e[1])) for i, e in edits}
+        if not edits:
+            continue
+        idx, _ = commit(idx, store, edits)
+        for i, d in edits.items():
+            docs.pop(i, None)
+            if d is not None:
+                docs[i] = d
+        if docs:
+            assert_same_results(idx, rebuilt(docs), store, _TINY + ["space war 1991", "Love Ghost", "the"])
+        assert len(idx) == len(docs)

@@ -269,14 +269,22 @@ class TabClient(MemoryClient):
         return self.upload(data)
 
 
-def test_tab_commit_rebuilds_the_keyword_index_and_keeps_later_edits_pending(films):
+def test_tab_commit_updates_the_keyword_index_and_keeps_later_edits_pending(films):
     """upsert_async/delete_async/commit_async (the worker's writes) keep the keyword index in step:
-    the rebuild's document chunks are fetched in parallel, and a text edit made while the commit
-    uploads is not in that snapshot but in the next one."""
+    the few chunks the edited keyword index reads are fetched in parallel (not every document
+    chunk), and a text edit made while the commit uploads is not in that snapshot but in the next one."""
     recs, store, cid = films
     tab = TabClient()
     tab.blobs = store.client.blobs
     gone = recs[10]["id"]
+    fetched = []
+    download_many = tab.download_many
+
+    async def counting(cids):
+        fetched.extend(cids)
+        return await download_many(cids)
+
+    tab.download_many = counting
 
     def film(i, title):
         return {"id": i, "vector": [0.1] * 16, "text": f"{title} (2005), Comedy",
@@ -292,10 +300,14 @@ def test_tab_commit_rebuilds_the_keyword_index_and_keeps_later_edits_pending(fil
         assert db.edits == 0 and not db._kw_edits
         await db.delete_async([gone])
         await db.upsert_async([film("new1", "Zyzzyva Returns")])
+        kinds = {c["cid"]: c["kind"] for c in db.manifest["chunks"]}
+        fetched.clear()
         commit = asyncio.create_task(db.commit_async())
         await asyncio.sleep(0.005)  # the snapshot is taken, uploads are running
         await db.upsert_async([film("new2", "Quixotic Llamas")])
         first = await commit
+        kw_read = [c for c in fetched if kinds.get(c, "").startswith("kw_")]
+        assert [kinds[c] for c in kw_read] == ["kw_docs"], "only the last document chunk, to append to"
         assert db.edits == 1 and list(db._kw_edits) == ["new2"], "the edit made during the uploads is pending"
         a = reader(first["manifest"])
         assert a.search_text("zyzzyva returns", mode="keyword")[0]["id"] == "new1"

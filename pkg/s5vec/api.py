@@ -269,6 +269,12 @@ def _encode_snapshot(index: Index, writer: layout.StoreWriter, parent: str | Non
     desc = index.save(writer)
     if keyword is not None:
         extra = dict(extra or {}, keyword=keyword.save(writer))
+        # an edited keyword index writes only its changed chunks: the parent's entries name the rest
+        named, written = keyword.chunk_cids(), {c["cid"] for c in writer.chunks}
+        carry = list({c["cid"]: c for c in carry if c["cid"] in named and c["cid"] not in written}.values())
+        missing = named - written - {c["cid"] for c in carry}
+        if missing:
+            raise FormatError(f"keyword chunk {sorted(missing)[0]} is neither written nor in the parent manifest")
     writer.chunks.extend(dict(c) for c in carry)
     listed = [c for c in writer.chunks if c["kind"] not in UNLISTED_CHUNK_KINDS]
     unlisted: dict[str, dict[str, int]] = {}
@@ -824,35 +830,19 @@ class Database:
             self._kw_edits[i] = None
         self.edits += 1
 
-    def _rebuilt_keyword(self, edits: Mapping[str, Any]) -> Any:
-        """The keyword index with ``edits`` applied (rebuilt from its documents).
-
-        Every document chunk must be readable: :meth:`commit` fetches them as it goes,
-        :meth:`commit_async` prefetches them (``KeywordIndex.plan_all``) first."""
-        from .keyword import KeywordIndex
-
-        docs = {i: (t, m, ts) for i, t, m, ts in self.keyword.documents()}
-        for i, doc in edits.items():
-            if doc is None:
-                docs.pop(i, None)
-            else:
-                docs[i] = doc
-        kw = KeywordIndex(self.keyword.field, exact_field=self.keyword.exact_field, **self.keyword.params())
-        ids = sorted(docs)
-        kw.build(ids, [docs[i][0] for i in ids], [docs[i][1] for i in ids], [docs[i][2] for i in ids])
-        return kw
-
     def _keyword_snapshot(self, edits: Mapping[str, Any]) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
-        """(manifest extra, rebuilt keyword index or None, parent chunk entries carried as they are).
+        """(manifest extra, edited keyword index or None, parent chunk entries it may keep).
 
-        Edited: the keyword index is rebuilt with ``edits`` and saved anew. Unedited: the new manifest
-        names the parent's keyword chunks, nothing is read or written."""
+        Edited: a copy of the keyword index with ``edits`` applied (:meth:`KeywordIndex.edited`),
+        saved with the snapshot; it writes only the chunks the edits change and keeps the parent's
+        other chunks (the entries returned). Unedited: the new manifest names the parent's keyword
+        chunks, nothing is read or written."""
         extra = dict(self.manifest.get("extra") or {})
-        if self.keyword is not None and edits:
-            extra.pop("keyword", None)
-            return extra, self._rebuilt_keyword(edits), []
         carry = [dict(c) for c in self.manifest["chunks"] if str(c.get("kind")).startswith("kw_")] \
             if self.keyword is not None else []
+        if self.keyword is not None and edits:
+            extra.pop("keyword", None)
+            return extra, self.keyword.edited(edits), carry
         return extra, None, carry
 
     def _committed_keyword(self, kw_new: Any, edits: Mapping[str, Any]) -> None:
@@ -903,11 +893,11 @@ class Database:
             raise NothingToCommitError(f"nothing to commit: no edits since {self.cid}")
         index = await self._writable_async()
         kw_edits = dict(self._kw_edits)  # like ``edits`` below: later keyword edits stay pending
-        if self.keyword is not None and kw_edits:
-            need = self.keyword.plan_all()  # the rebuild reads every document chunk: fetched in parallel first
+        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
+        if kw_new is not None:
+            need = kw_new.plan_save()  # the chunks the edited keyword index reads: fetched in parallel first
             if need:
                 await self.store.prefetch(need)
-        extra, kw_new, carry = self._keyword_snapshot(kw_edits)
         writer = layout.StagingWriter([c["cid"] for c in self.manifest["chunks"]])
         manifest = _encode_snapshot(index, writer, self.cid, extra, kw_new, carry)
         edits = self.edits  # edits made while the uploads run are not in this snapshot: they stay pending

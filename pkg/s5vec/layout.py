@@ -9,7 +9,10 @@ read them and ours maps them back with ``numpy.frombuffer`` without copying.
 Indexes hand chunk bodies as plain lists and arrays; a chunk *schema* (:data:`SCHEMAS`) may
 re-shape a kind's body for storage and back (an ``ivf_list`` packs its ids and metadata into
 columns). The format version (:data:`FORMAT_VERSION`) is the only one: it covers the manifest,
-every chunk and the index descriptors inside the manifest.
+every chunk and the index descriptors inside the manifest. Version 2 changed the keyword index
+(``kw_*`` chunks: term frequencies instead of BM25 weights, a ``kw_ids`` chunk kind, segments);
+readers accept version 1 manifests and chunks (a version 1 keyword index is refused with a
+``FormatError`` by :mod:`s5vec.keyword`, everything else reads as before).
 
 Encoding is canonical (sorted keys, shortest floats), so the same content always gives
 the same bytes and therefore the same CID: an incremental save re-uploads only the
@@ -27,8 +30,8 @@ from .errors import FormatError
 from .s5.cid import blob_cid
 
 FORMAT_NAME = "s5vec"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 # RFC 8746 typed-array tags (little-endian variants) and the multi-dimensional array tag.
 _TAG_BY_DTYPE = {
