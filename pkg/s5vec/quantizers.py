@@ -53,6 +53,29 @@ def _blas_threads(inner_dim: int) -> Iterator[None]:
         yield
 
 
+_CONTROLLER: Any = None  # threadpoolctl.ThreadpoolController, made once (False: not installed)
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread (a cached controller: ~2 us, not threadpool_limits' ~150 us). For the
+    PQ rotation: a threaded sgemm rounds differently, and a bulk build's chunks must not depend
+    on how many threads the process (or a Dask worker) has."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        except ImportError:
+            _CONTROLLER = False
+    if _CONTROLLER is False:
+        yield
+        return
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
 def _as_float32_2d(x: Any) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2:
@@ -520,7 +543,10 @@ class PQCodec:
         self.rotation: np.ndarray | None = None  # (dim, dim) orthonormal, when rotate
 
     def _rotated(self, x: np.ndarray) -> np.ndarray:
-        return x if self.rotation is None else (x @ self.rotation).astype(np.float32, copy=False)
+        if self.rotation is None:
+            return x
+        with _one_blas_thread():
+            return (x @ self.rotation).astype(np.float32, copy=False)
 
     def _fit_rotation(self, x: np.ndarray) -> None:
         """Principal axes of ``x``, axis ``i`` (by variance) dealt to subspace ``i % m``."""
@@ -595,7 +621,10 @@ class PQCodec:
         codes = np.asarray(codes)
         parts = self.codebooks[np.arange(self.m)[None, :], codes.astype(np.intp)]  # (n, m, dsub)
         out = parts.reshape(codes.shape[0], self.dim)
-        return out if self.rotation is None else (out @ self.rotation.T).astype(np.float32, copy=False)
+        if self.rotation is None:
+            return out
+        with _one_blas_thread():
+            return (out @ self.rotation.T).astype(np.float32, copy=False)
 
     def distance_table(self, query: np.ndarray) -> np.ndarray:
         self._need()
