@@ -551,7 +551,8 @@ class PQCodec:
     def _fit_rotation(self, x: np.ndarray) -> None:
         """Principal axes of ``x``, axis ``i`` (by variance) dealt to subspace ``i % m``."""
         xc = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        w, v = np.linalg.eigh((xc.T @ xc).astype(np.float64))
+        with _one_blas_thread():  # the same axes whatever the thread count (see _one_blas_thread)
+            w, v = np.linalg.eigh((xc.T @ xc).astype(np.float64))
         axes = v[:, np.argsort(-w, kind="stable")]
         pos = np.empty(self.dim, dtype=np.intp)
         i = np.arange(self.dim)
