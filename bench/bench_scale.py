@@ -143,7 +143,7 @@ def measure_manifest(args: argparse.Namespace) -> None:
     qs_all = np.load(args.queries_npy)[: args.queries]
     truth = np.load(args.truth)[: args.queries, :K]
     print(f"# bench_scale --manifest {args.manifest[:20]}...  {time.strftime('%Y-%m-%d %H:%M %Z')}  "
-          f"{os.cpu_count()} cores, {load_line()}; {len(qs_all)} queries, k={K}")
+          f"{os.cpu_count()} cores, {load_line()}; {len(qs_all)} queries, k={K}, cacheBytes {args.cache_bytes}")
     with BB.portal(args.portal_dir) as srv, BB.web_root() as url, BB.chromium() as browser:
         store = make_store([srv.url])
         man = read_manifest(store, args.manifest)
@@ -159,8 +159,8 @@ def measure_manifest(args: argparse.Namespace) -> None:
         with BB.fresh_page(browser, url) as page:
             print("# " + BB.startup_line(BB.browser_startup(page)))
             rss0 = renderer_rss()
-            m = BB.browser_measure(page, args.manifest, [srv.url], qs_all, None, None)
-            op = page.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], None])
+            m = BB.browser_measure(page, args.manifest, [srv.url], qs_all, None, args.cache_bytes)
+            op = page.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
             q100 = [[float(x) for x in q] for q in qs_all[:100]]
             page.evaluate(BB.JS_PASS, [op["key"], q100, K, None])
             b = page.evaluate(JS_BATCH, [op["key"], q100, K, args.batch_reps])
@@ -208,6 +208,8 @@ def main() -> None:
     ap.add_argument("--portal-dir", help="with --manifest: the portal directory that holds it")
     ap.add_argument("--queries-npy", help="with --manifest: query vectors (.npy)")
     ap.add_argument("--truth", help="with --manifest: exact top-10 row numbers per query (.npy; bench_build.py truth)")
+    ap.add_argument("--cache-bytes", type=int, default=None,
+                    help="with --manifest: the chunk cache (default: sized from the manifest, api.cache_bytes_for)")
     args = ap.parse_args()
     if args.manifest:
         if args.build:
