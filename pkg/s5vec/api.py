@@ -132,7 +132,7 @@ class QueryRun:
         return self._need
 
     def chunks(self) -> Chunks:
-        return {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        return _read_chunks(self.reader, self._need, self.kinds)
 
     def search(self) -> list[Hit] | None:
         self.searches += 1
@@ -179,7 +179,7 @@ class BatchRun:
     def search(self) -> bool:
         """One round of searches; True when every query has its hits."""
         self._searches += 1
-        chunks = {c: self.reader.get(c, self.kinds.get(c)) for c in self._need}
+        chunks = _read_chunks(self.reader, self._need, self.kinds)
         qs = [self.queries[i] for i in self._active]
         search_many = getattr(self.index, "search_many", None)
         outs = search_many(qs, chunks) if search_many is not None else [self.index.search(q, chunks) for q in qs]
@@ -191,6 +191,14 @@ class BatchRun:
         if any(h is None for h in self.hits) and self._searches >= MAX_ROUNDS:
             raise RuntimeError("batch search did not settle: too many rounds")
         return all(h is not None for h in self.hits)
+
+
+def _read_chunks(reader: Any, cids: Sequence[str], kinds: Mapping[str, str]) -> Chunks:
+    """The decoded bodies of a round's chunks (in one call when the reader reads many)."""
+    many = getattr(reader, "get_many", None)
+    if many is not None:
+        return many(cids, kinds)
+    return {c: reader.get(c, kinds.get(c)) for c in cids}
 
 
 def run_batch_sync(index: Index, queries: Sequence[Query], store: ChunkStore, reader: Any | None = None,
@@ -213,7 +221,7 @@ async def run_batch(index: Index, queries: Sequence[Query], store: ChunkStore, r
         need = run.next_fetch()
         if need:
             await store.prefetch(need)
-            missing = [c for c in need if c not in store]
+            missing = store.missing(need)
             if missing:
                 raise NotFoundError(f"the portal did not return chunk {missing[0]}")
         if run.search():
@@ -241,7 +249,7 @@ async def run_query(index: Index, query: Query, store: ChunkStore, reader: Any |
         need = run.next_fetch()
         if need:
             await store.prefetch(need)
-            missing = [c for c in need if c not in store]
+            missing = store.missing(need)
             if missing:  # never fall back to a blocking fetch here (sync XHR in Pyodide)
                 raise NotFoundError(f"the portal did not return chunk {missing[0]}")
         hits = run.search()
@@ -530,25 +538,27 @@ class Database:
         """Validate a batch once: ``vectors`` is a 2-d array or a sequence of vectors (each as
         :meth:`prepare` takes one); ``k``, ``filter``, ``params`` apply to all of them."""
         self._check_open()
+        dim = self.index.dim
         if isinstance(vectors, np.ndarray):
             if vectors.ndim != 2:
                 raise InvalidArgumentError(f"search_batch takes a 2-d array of vectors, got shape {vectors.shape}")
-            rows = list(vectors)
+            n = vectors.shape[0]
         elif isinstance(vectors, (list, tuple)):
-            rows = [_as_array(v) for v in vectors]
+            n = len(vectors)
         else:
             raise InvalidArgumentError(f"search_batch takes a list of vectors, got {type(vectors).__name__}")
-        if not rows:
+        if not n:
             raise InvalidArgumentError("search_batch needs at least one vector")
-        if len(rows) > self.MAX_BATCH:
-            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {len(rows)}")
-        first = prepare_query(self.index, rows[0], k, filter, params)
-        out = [first]
-        for v in rows[1:]:
-            q = kernels.as_vector(v, self.index.dim)
-            q = kernels.prepare(q[None, :], self.index.metric)[0]
-            out.append(Query(np.ascontiguousarray(q, dtype=np.float32), first.k, first.filter, first.params))
-        return out
+        if n > self.MAX_BATCH:
+            raise InvalidArgumentError(f"search_batch takes at most {self.MAX_BATCH} vectors, got {n}")
+        if isinstance(vectors, np.ndarray):
+            mat = kernels.as_matrix(vectors, dim)
+        else:
+            mat = np.stack([kernels.as_vector(_as_array(v), dim) for v in vectors])
+        first = prepare_query(self.index, mat[0], k, filter, params)
+        # prepared all at once: row-wise the same floats as prepare_query gives one by one
+        rows = kernels.prepare(mat, self.index.metric)
+        return [first] + [Query(rows[i], first.k, first.filter, first.params) for i in range(1, n)]
 
     def _batch_result(self, run: BatchRun, before: dict[str, int], t0: float) -> dict[str, Any]:
         metric = self.index.metric
@@ -776,11 +786,12 @@ class Database:
         """:meth:`_writable` for the worker: the chunks edits need are fetched in parallel, never blocking."""
         self._check_open()
         plan_all = getattr(self.index, "plan_all", None)
-        if plan_all is not None:
-            need = plan_all()
-            if need:
-                await self.store.prefetch(need)
-                self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
+        for _ in range(4):  # as _writable: IVF with separate refine data needs two rounds
+            need = plan_all() if plan_all is not None else []
+            if not need:
+                break
+            await self.store.prefetch(need)
+            self.index.load_all({c: self.reader.get(c, self._kinds.get(c)) for c in need})
         return self.index
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:

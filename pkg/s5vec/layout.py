@@ -331,3 +331,11 @@ class StoreReader:
 
     def get(self, cid: str, kind: str | None = None) -> dict[str, Any]:
         return self.store.get_decoded(cid, kind, lambda data: decode_chunk(data, kind))
+
+    def get_many(self, cids: Sequence[str], kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """``{cid: get(cid, kinds.get(cid))}`` for every CID (a search round's chunks)."""
+        many = getattr(self.store, "get_decoded_many", None)
+        if many is None:
+            return {c: self.get(c, kinds.get(c)) for c in cids}
+        cids = list(cids)
+        return dict(zip(cids, many(cids, [kinds.get(c) for c in cids], decode_chunk)))

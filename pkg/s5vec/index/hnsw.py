@@ -32,6 +32,7 @@ from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of
 from ..query import NO_CHUNKS, Chunks, Hit, HNSWSearchParams, Outcome, Query, Record
+from . import hnsw_walk
 from .base import ChunkReader, ChunkWriter
 from .records import check_batch
 
@@ -555,6 +556,9 @@ class HNSWIndex:
             accept = lambda slots: mask[slots].tolist()  # noqa: E731
         else:
             accept = self._live_acceptor()
+            if accept is None:  # the lockstep walk, as a batch of one (what search_many runs)
+                res = hnsw_walk.search_one(self, q, k, ef)
+                return Outcome([self._hit(s, d) for d, s in res])
         ep = self._entry
         dep = float(self._dist(q, np.array([ep]))[0])
         for l in range(self._max_level, 0, -1):
@@ -563,6 +567,23 @@ class HNSWIndex:
         if len(res) < k:
             res = self._scan_rest(q, res, k, accept)
         return Outcome([self._hit(s, d) for d, s in res[:k]])
+
+    def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
+        """``search`` of every query (the same hits); unfiltered queries of an index without
+        tombstones walk the graph together (:mod:`s5vec.index.hnsw_walk`), in groups of equal
+        ``k`` and ``ef``."""
+        out: list[Outcome | None] = [None] * len(queries)
+        if self._slot and self._live_acceptor() is None:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, query in enumerate(queries):
+                if query.filter is None:
+                    ef = max(query.params.ef or self.ef_search, query.k)
+                    groups.setdefault((query.k, ef), []).append(i)
+            for (k, ef), members in groups.items():
+                Q = np.stack([queries[i].vector for i in members])
+                for i, res in zip(members, hnsw_walk.search_many(self, Q, k, ef)):
+                    out[i] = Outcome([self._hit(s, d) for d, s in res])
+        return [o if o is not None else self.search(q, chunks) for o, q in zip(out, queries)]
 
     def _hit(self, s: int, d: float) -> Hit:
         return Hit(self._ids[s], d, self._meta[s])

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
-from ..query import NO_CHUNKS, Chunks, HybridSearchParams, Outcome, Query, Record
+from ..query import NO_CHUNKS, Chunks, Hit, HybridSearchParams, Outcome, Query, Record
 from .base import ChunkReader, ChunkWriter
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex, IVFParams
@@ -69,6 +70,11 @@ def _check_cap(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidArgumentError(f"recent_max must be a positive integer or None, got {value!r}")
     return int(value)
+
+
+@lru_cache(maxsize=64)
+def _split_params(p: HybridSearchParams) -> tuple[Any, Any]:
+    return p.hnsw(), p.ivf()
 
 
 class HybridIndex:
@@ -193,8 +199,11 @@ class HybridIndex:
     # -- queries ----------------------------------------------------------------
     @staticmethod
     def _parts(query: Query) -> tuple[Query, Query]:
-        p: HybridSearchParams = query.params
-        return replace(query, params=p.hnsw()), replace(query, params=p.ivf())
+        """The query as its HNSW part and as its IVF part (same vector object, k, filter, state);
+        built directly, not with ``dataclasses.replace`` (a batch builds thousands of them)."""
+        hp, ip = _split_params(query.params)
+        v, k, f, st = query.vector, query.k, query.filter, query.state
+        return Query(v, k, f, hp, st), Query(v, k, f, ip, st)
 
     def plan(self, query: Query) -> list[str]:
         return self.historical.plan(self._parts(query)[1]) if len(self.historical) else []
@@ -203,7 +212,9 @@ class HybridIndex:
         """Both parts, merged by distance; an id in both (mid-migration) is returned once."""
         hq, iq = self._parts(query)
         out = self.historical.search(iq, chunks) if len(self.historical) else None
-        return self._merge(query, hq, out)
+        if out is not None and out.widen is not None:
+            return self._merge(query, out, [])
+        return self._merge(query, out, self.recent.search(hq).hits if len(self.recent) else [])
 
     def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
         if not len(self.historical):
@@ -211,13 +222,20 @@ class HybridIndex:
         return self.historical.plan_many([self._parts(q)[1] for q in queries])
 
     def search_many(self, queries: Sequence[Query], chunks: Chunks = NO_CHUNKS) -> list[Outcome]:
-        """``search`` of every query; the IVF part scores them together (``IVFIndex.search_many``)."""
+        """``search`` of every query; the IVF part scores them together (``IVFIndex.search_many``)
+        and the queries it has answered walk the HNSW part together (``HNSWIndex.search_many``)."""
         parts = [self._parts(q) for q in queries]
         outs = (self.historical.search_many([p[1] for p in parts], chunks) if len(self.historical)
                 else [None] * len(queries))
-        return [self._merge(q, p[0], o) for q, p, o in zip(queries, parts, outs)]
+        done = [i for i, o in enumerate(outs) if o is None or o.widen is None]
+        recent: dict[int, list[Hit]] = {}
+        if done and len(self.recent):
+            got = self.recent.search_many([parts[i][0] for i in done])
+            recent = {i: o.hits for i, o in zip(done, got)}
+        return [self._merge(q, o, recent.get(i, [])) for i, (q, o) in enumerate(zip(queries, outs))]
 
-    def _merge(self, query: Query, hq: Query, out: Outcome | None) -> Outcome:
+    def _merge(self, query: Query, out: Outcome | None, recent: list[Hit]) -> Outcome:
+        """The IVF part's outcome and the HNSW part's hits (of ``query``) as one outcome."""
         best: dict[str, Any] = {}
         if out is not None:
             if out.widen is not None:  # a wider probe, or the refine round: carry its state
@@ -225,10 +243,9 @@ class HybridIndex:
                 return Outcome(widen=replace(query.with_params(nprobe=w.params.nprobe), state=w.state))
             for h in out.hits:
                 best[h.id] = h
-        if len(self.recent):
-            for h in self.recent.search(hq).hits:
-                if h.id not in best or h.distance < best[h.id].distance:
-                    best[h.id] = h
+        for h in recent:
+            if h.id not in best or h.distance < best[h.id].distance:
+                best[h.id] = h
         return Outcome(sorted(best.values(), key=lambda h: (h.distance, h.id))[: query.k])
 
     def plan_get(self, id: str) -> list[str]:

@@ -78,7 +78,9 @@ class IVFIndex(IVFStorage):
         # cannot match; None = not computed yet (resident lists) or unknown (old manifests)
         self._summaries: list[dict[str, Any] | None] = [None] * self.nlist
         self._init_storage()
-        self._planned: tuple[Query, np.ndarray, np.ndarray] | None = None
+        #: probes computed by ``plan`` for ``search`` (and by ``plan_many`` for ``search_many``),
+        #: keyed by the query's vector object; see :meth:`_probe_for`
+        self._planned: dict[int, tuple[Query, np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ basics
 
@@ -495,7 +497,7 @@ class IVFIndex(IVFStorage):
         """Probed list numbers (nearest first) and the query's distances to every centroid."""
         if self.centroids is None:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        d = kernels.distances(q, self.centroids, self.metric, self._csq)
+        d = kernels.scan(q, self.centroids, self.metric, self._csq)
         return kernels.top_k(d, nprobe), d
 
     def _summary(self, l: int) -> dict[str, Any] | None:
@@ -518,7 +520,7 @@ class IVFIndex(IVFStorage):
         """
         if flt is None or self.centroids is None:
             return self._probe_dist(q, nprobe)
-        d = kernels.distances(q, self.centroids, self.metric, self._csq)
+        d = kernels.scan(q, self.centroids, self.metric, self._csq)
         out: list[int] = []
         expected = 0.0
         for l in np.lexsort((np.arange(d.shape[0]), d)).tolist():
@@ -537,13 +539,25 @@ class IVFIndex(IVFStorage):
     def _nprobe(self, query: Query) -> int:
         return min(query.params.nprobe or self.nprobe, self.nlist)
 
+    _PLANNED_MAX = 1024  # probes remembered between plan and search (a batch's worth)
+
     def _probe_for(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
-        """The probe of ``query``, computed once for its plan and its search (one-entry memo)."""
+        """The probe of ``query``, computed once for its plan and its search. Remembered by the
+        query's vector object (a hybrid hands its IVF part a new Query around the same vector)
+        and checked against k, filter and params, for the last ``_PLANNED_MAX`` queries."""
         memo = self._planned
-        if memo is not None and memo[0] is query:
-            return memo[1], memo[2]
+        key = id(query.vector)
+        got = memo.get(key)
+        if got is not None:
+            q0 = got[0]
+            if (q0.vector is query.vector and q0.k == query.k and q0.filter is query.filter
+                    and q0.params == query.params):
+                return got[1], got[2]
         probe, cdist = self._probe_filtered(query.vector, self._nprobe(query), query.filter, query.k)
-        self._planned = (query, probe, cdist)
+        memo.pop(key, None)
+        memo[key] = (query, probe, cdist)
+        while len(memo) > self._PLANNED_MAX:
+            del memo[next(iter(memo))]
         return probe, cdist
 
     def probed_lists(self, query: Query) -> list[int]:
@@ -583,26 +597,73 @@ class IVFIndex(IVFStorage):
         found fewer than ``k`` matches asks for another round with twice the ``nprobe``."""
         if isinstance(query.state, RefineState):
             return self._search_refined(query, chunks)
+        if self._concat_pq():
+            return self._finish_all(query, *self._score_pq(query, chunks))
         return self._finish(query, *self._score(query, chunks))
+
+    def _concat_pq(self) -> bool:
+        """PQ codes scored with one table shared by every probed list: all of a query's lists are
+        scored in one gather over their concatenated codes (a row's distance is a sum over its
+        own codes, so it is the same float as scoring its list alone)."""
+        return self.codec_name == "pq" and not self._shared and not (self.residual and self.metric == "l2")
+
+    def _score_pq(self, query: Query, chunks: Chunks
+                  ) -> tuple[list[IVFList], np.ndarray, np.ndarray, list[bool], list[int]]:
+        """:meth:`_score` for :meth:`_concat_pq` indexes, distances concatenated (``_finish_all``)."""
+        q = query.vector
+        sources: list[IVFList] = []
+        parts: list[np.ndarray] = []
+        exact: list[bool] = []
+        numbers: list[int] = []
+        if len(self._pending):
+            p = self._pending
+            sources.append(p)
+            parts.append(kernels.distances(q, p.vectors, self.metric, p.sq if self.metric == "l2" else None))
+            exact.append(True)
+            numbers.append(_PENDING)
+        if self.trained and self._counts.sum() > 0:
+            probe, cdist = self._probe_for(query)
+            ls = [l for l in probe.tolist() if self._counts[l]]
+            if ls:
+                lsts = [self._list(l, chunks) for l in ls]
+                codes = np.concatenate([x.codes for x in lsts]) if len(lsts) > 1 else lsts[0].codes
+                d = self.codec.distances(q, codes, self.codec.distance_table(q))
+                if self.residual:  # ip/cosine: dist(q, c) - q.r
+                    d += np.repeat(cdist[ls], np.fromiter((len(x) for x in lsts), dtype=np.intp, count=len(lsts)))
+                sources.extend(lsts)
+                parts.append(d)
+                exact.extend([False] * len(lsts))
+                numbers.extend(ls)
+        sizes = np.fromiter((len(x) for x in sources), dtype=np.intp, count=len(sources))
+        all_d = (np.concatenate(parts) if len(parts) > 1 else parts[0]) if parts else np.empty(0, np.float32)
+        return sources, all_d, sizes, exact, numbers
 
     def _finish(self, query: Query, sources: list[IVFList], dists: list[np.ndarray], exact: list[bool],
                 numbers: list[int]) -> Outcome:
         """Candidates, filter, re-rank and hits from the scored lists (one query)."""
-        k, flt = query.k, query.filter
-        rerank = query.params.rerank
-        n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
         if not sources:
             return Outcome()
         # intp, not int64: np.repeat casts its counts to intp 'safely', which int64 -> int32 is not on wasm32 (Pyodide)
         sizes = np.fromiter((d.shape[0] for d in dists), dtype=np.intp, count=len(dists))
         all_d = np.concatenate(dists) if len(dists) > 1 else dists[0]
-        src = np.repeat(np.arange(len(sources)), sizes)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        rows = np.arange(all_d.shape[0]) - np.repeat(offsets, sizes)
+        return self._finish_all(query, sources, all_d, sizes, exact, numbers)
+
+    def _finish_all(self, query: Query, sources: list[IVFList], all_d: np.ndarray, sizes: np.ndarray,
+                    exact: list[bool], numbers: list[int]) -> Outcome:
+        """:meth:`_finish` on the distances of all sources concatenated (``sizes`` rows each)."""
+        k, flt = query.k, query.filter
+        rerank = query.params.rerank
+        n_rerank = (self._default_rerank(k) if rerank is None else rerank) if self.store_full and not self._shared else 0
+        if not sources:
+            return Outcome()
+        starts = np.zeros(len(sources) + 1, dtype=np.intp)
+        np.cumsum(sizes, out=starts[1:])
         need = max(k, n_rerank)
         if flt is None:
             cand = kernels.top_k(all_d, need)
         else:
+            src = np.repeat(np.arange(len(sources)), sizes)
+            rows = np.arange(all_d.shape[0]) - np.repeat(starts[:-1], sizes)
             cand = self._filtered_candidates(all_d, src, rows, sources, flt, need)
             nprobe = self._nprobe(query)
             if cand.size < k and self.trained and nprobe < self.nlist:
@@ -611,8 +672,10 @@ class IVFIndex(IVFStorage):
         if cand.size == 0:
             return Outcome()
         cd = all_d[cand]
+        # each candidate's source and row (located for the candidates only, not for every row)
+        cs = np.searchsorted(starts, cand, side="right") - 1
+        cr = cand - starts[cs]
         if n_rerank > 0:
-            cs, cr = src[cand], rows[cand]
             approx = ~np.asarray(exact)[cs]
             if approx.any() and any(sources[s].vectors is None for s in np.unique(cs[approx]).tolist()):
                 # separate refine data: the candidates' refine chunks are the next round
@@ -620,9 +683,8 @@ class IVFIndex(IVFStorage):
                     sources=sources, numbers=numbers, exact=exact, src=cs, rows=cr, dist=cd)))
             cd = self._rerank(query.vector, cd, cs, cr, sources, exact)
         hits = []
-        for b in kernels.top_k(cd, k):
-            i = cand[b]
-            lst, r = sources[src[i]], int(rows[i])
+        for b in kernels.top_k(cd, k).tolist():
+            lst, r = sources[int(cs[b])], int(cr[b])
             hits.append(Hit(lst.ids[r], float(cd[b]), lst.metadata[r]))
         return Outcome(hits)
 
@@ -669,14 +731,17 @@ class IVFIndex(IVFStorage):
 
     def _batchable(self, query: Query) -> bool:
         """First-round unfiltered queries of a trained index without pending records (and not
-        residual PQ under l2, whose tables are per list)."""
-        return (query.state is None and query.filter is None and self.trained and not len(self._pending)
+        residual PQ under l2, whose tables are per list), scored list by list for all queries.
+        PQ with one shared table is not: one gather per query over its concatenated lists is
+        cheaper than per-list gathers for all (above all in Pyodide), and its probe is memoised
+        from ``plan_many`` to ``search_many`` like a single query's."""
+        return (not self._concat_pq() and query.state is None and query.filter is None and self.trained and not len(self._pending)
                 and not (self.residual and self.metric == "l2"))
 
     def _probes_many(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[np.ndarray]]:
-        qs = np.stack([q.vector for q in queries])
-        cd = kernels.distance_matrix(qs, self.centroids, self.metric, self._csq)
-        return cd, [kernels.top_k(cd[j], self._nprobe(q)) for j, q in enumerate(queries)]
+        """Each query's probe as its single search computes it (memoised from ``plan_many``)."""
+        got = [self._probe_for(q) for q in queries]
+        return np.stack([g[1] for g in got]), [g[0] for g in got]
 
     def plan_many(self, queries: Sequence[Query]) -> list[list[str]]:
         """``plan`` of every query, the centroid distances of the batchable ones in one product."""
@@ -738,18 +803,23 @@ class IVFIndex(IVFStorage):
         approx = np.flatnonzero(~np.asarray(st.exact)[st.src])
         if approx.size:
             R = self.refine_rows
-            vecs = np.empty((approx.size, self.dim), dtype=np.float32)
             src, rows = st.src[approx], st.rows[approx]
             key = src.astype(np.int64) * (1 << 32) + rows // R
-            for k in np.unique(key).tolist():  # one gather per (source, refine block)
-                sel = np.flatnonzero(key == k)
+            blocks, where = np.unique(key, return_inverse=True)
+            parts = []
+            for k in blocks.tolist():  # the rows of each (source, refine block), once
                 s, b = k >> 32, k & 0xFFFFFFFF
                 lst = st.sources[s]
                 if lst.vectors is not None:
-                    vecs[sel] = lst.vectors[rows[sel]]
+                    parts.append(lst.vectors[b * R: (b + 1) * R])
                 else:
-                    vecs[sel] = self._refine_rows(st.numbers[s], lst, b, chunks)[rows[sel] - b * R]
-            cd[approx] = kernels.distances(query.vector, vecs, self.metric)
+                    parts.append(self._refine_rows(st.numbers[s], lst, b, chunks))
+            starts = np.zeros(len(parts), dtype=np.intp)
+            if len(parts) > 1:
+                np.cumsum([p.shape[0] for p in parts[:-1]], out=starts[1:])
+            pool = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            vecs = pool[starts[where.reshape(-1)] + rows % R]
+            cd[approx] = kernels.scan(query.vector, np.ascontiguousarray(vecs, dtype=np.float32), self.metric)
         hits = []
         for b in kernels.top_k(cd, query.k):
             lst, r = st.sources[int(st.src[b])], int(st.rows[b])
