@@ -117,20 +117,12 @@ def cold_budget(cheapest: float) -> float:
     return float(min(COLD_MAX, max(COLD_FLOOR, COLD_SLACK * cheapest)))
 
 
-TIE = 0.005              # no candidate reaches the bar: within this of the best count as equally accurate
-
-
 def pick(tried: Sequence[dict[str, Any]], target: float) -> tuple[dict[str, Any], float | None]:
     """The winner among scored candidates, and the cold budget it was picked within (None when no
-    candidate reached ``target``: then among the most accurate ones, within :data:`TIE` of the
-    best -- the probe depth caps them all alike -- by the same budget and bytes rule)."""
+    candidate reached ``target``: then the most accurate one)."""
     ok = [t for t in tried if t["recall"] >= target]
     if not ok:
-        best = max(t["recall"] for t in tried)
-        ok = [t for t in tried if t["recall"] >= best - TIE]
-        budget = cold_budget(min(t["cold_bytes"] for t in ok))
-        within = [t for t in ok if t["cold_bytes"] <= budget]
-        return min(within, key=lambda t: (t["bytes_per_vector"], t["cold_bytes"], -t["recall"])), None
+        return max(tried, key=lambda t: (t["recall"], -t["cold_bytes"])), None
     budget = cold_budget(min(t["cold_bytes"] for t in ok))
     within = [t for t in ok if t["cold_bytes"] <= budget]
     return min(within, key=lambda t: (t["bytes_per_vector"], t["cold_bytes"], -t["recall"])), budget
