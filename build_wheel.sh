@@ -83,7 +83,7 @@ TMP="$(mktemp -d "$ROOT/web/.dist-tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/pyodide" "$TMP/wheels" "$TMP/vendor/hash-wasm" "$TMP/vendor/workbox"
 cp -r web/demo/. "$TMP/"
-cp web/s5vec.js web/s5vec.d.ts web/protocol.js web/offline.js web/edits.js web/pointer.js "$TMP/"
+cp web/s5vec.js web/s5vec.d.ts web/protocol.js web/offline.js web/edits.js web/pointer.js web/pool.js "$TMP/"
 # the one op table, read by s5vec.rpc in the wheel and imported by protocol.js (bridge + worker)
 cp pkg/s5vec/protocol.json "$TMP/protocol.json"
 cp worker.js "$TMP/worker.js"

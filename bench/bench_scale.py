@@ -4,13 +4,15 @@
     .venv/bin/python bench/bench_scale.py --n 20000       # quick
     .venv/bin/python bench/bench_scale.py --manifest CID --portal-dir DIR --queries-npy Q.npy --truth T.npy \
         --queries 1000                                    # an index built elsewhere (e.g. 1M, bench_build.py)
+    .venv/bin/python bench/bench_scale.py --workers 1,2 --batch-only   # searchBatch QPS with a pool of 1, then 2 workers
 
 For each kind, `api.publish(records, store, kind=...)` with NO params (the defaults picked from N,
 dim and a held-out sample; the choice is printed), published once to a local portal whose directory
 is cached in --cache-dir. Then, in one worker: a fresh `S5Vec.open` (chunk cache sized from the
 manifest), a cold first query, a first pass over all queries, a warm second pass (the same topics:
 worker p50/p99 from `lastStats.ms`, bytes per query), recall@10 against exact search, and
-`db.searchBatch` over all queries (warm) -> QPS. Targets from issue 11: default hybrid at 100k x 384
+`db.searchBatch` over all queries (warm) -> QPS; with `--workers 1,2` that once per pool size
+(`S5Vec.open({ workers: n })`, the batch split across the pool), each in a fresh tab. Targets from issue 11: default hybrid at 100k x 384
 warm p99 <= 10 ms, <= 300 KiB per cold query, 0 per warm query; searchBatch >= 1,000 QPS.
 """
 from __future__ import annotations
@@ -36,6 +38,13 @@ import bench_browser as BB  # noqa: E402
 
 K = 10
 
+JS_OPEN_POOL = """async ([manifest, portals, workers]) => {
+  const t0 = performance.now();
+  const db = await S5Vec.open({ manifest, portals, workers });
+  const key = Object.keys(window.dbs).length + 1; window.dbs[key] = db;
+  return { key, ms: performance.now() - t0, workers: db.workers, cap: S5Vec.maxWorkers() };
+}"""
+
 JS_BATCH = """async ([key, queries, k, reps]) => {
   const db = window.dbs[key];
   const vs = queries.map((q) => new Float32Array(q));
@@ -49,7 +58,7 @@ JS_BATCH = """async ([key, queries, k, reps]) => {
     times.push(performance.now() - t0);
     stats = db.lastStats;
   }
-  return { ids: first.map((hits) => hits.map((h) => h.id)), firstStats, stats, times };
+  return { ids: first.map((hits) => hits.map((h) => h.id)), firstStats, stats, times, lastMs: times[times.length - 1] };
 }"""
 
 
@@ -191,6 +200,32 @@ def measure_manifest(args: argparse.Namespace) -> None:
     print(f"# {load_line()} at the end")
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min): benchmarks here share 2 cores with other work."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def pool_qps(browser, url: str, cid: str, portals: list[str], qs: list, pools: list[int], reps: int) -> dict:
+    """searchBatch QPS with a pool of each size, each in a fresh tab (fresh workers): the first batch
+    warms every worker's chunk cache for its part, then the fastest of `reps` warm batches counts."""
+    out = {}
+    for w in pools:
+        with BB.fresh_page(browser, url) as page:
+            op = page.evaluate(JS_OPEN_POOL, [cid, portals, w])
+            b = page.evaluate(JS_BATCH, [op["key"], qs, K, reps])
+            page.evaluate(BB.JS_CLOSE, op["key"])
+        qps = len(qs) / (min(b["times"]) / 1000)
+        found = [[int(i) for i in hits] for hits in b["ids"]]
+        parts = b["stats"].get("parts") or [{"worker": 0, "ms": b["stats"]["ms"]}]
+        # worker time summed over the parts / page-side time of that batch: ~n when the n parts overlapped
+        overlap = sum(p["ms"] for p in parts) / b["lastMs"]
+        print(f"    workers={w} (cap {op['cap']}): open {op['ms']:.0f} ms, searchBatch of {len(qs)}: {qps:.0f} QPS "
+              f"(fastest {min(b['times']):.1f} ms, median {sorted(b['times'])[len(b['times']) // 2]:.1f} ms; "
+              f"parts {[round(p['ms']) for p in parts]} ms in the workers, overlap {overlap:.2f}; load {load()})", flush=True)
+        out[w] = (qps, b, found)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -199,12 +234,14 @@ def main() -> None:
     ap.add_argument("--kinds", default="hybrid,ivf")
     ap.add_argument("--recent-share", type=float, default=0.10, help="share of records newer than 30 days")
     ap.add_argument("--batch-reps", type=int, default=5)
+    ap.add_argument("--workers", default="1", help="comma-separated pool sizes for the searchBatch QPS (e.g. 1,2)")
+    ap.add_argument("--batch-only", action="store_true", help="only searchBatch QPS (skip the one-by-one passes)")
     ap.add_argument("--cache-dir", default="/tmp/s5vec-bench-scale")
     ap.add_argument("--build", action="store_true", help="run `bash build_wheel.sh` first")
     ap.add_argument("--tune-table", action="store_true",
                     help="instead: pick defaults on one draw, measure on another (dims --dims, n --n), CPython only")
     ap.add_argument("--dims", default="96,384,768")
-    ap.add_argument("--manifest", help="measure this index instead (ids = row numbers of --npy)")
+    ap.add_argument("--manifest", help="measure this index instead (ids = row numbers of the base the truth was computed on)")
     ap.add_argument("--portal-dir", help="with --manifest: the portal directory that holds it")
     ap.add_argument("--queries-npy", help="with --manifest: query vectors (.npy)")
     ap.add_argument("--truth", help="with --manifest: exact top-10 row numbers per query (.npy; bench_build.py truth)")
@@ -226,6 +263,8 @@ def main() -> None:
 
     print(f"# bench_scale  {time.strftime('%Y-%m-%d %H:%M %Z')}  {os.cpu_count()} cores; synthetic n={args.n} "
           f"dim={args.dim}, {args.queries} queries, k={K}; default params (publish without params)")
+    print(f"# load: {load()}", flush=True)
+    pools = [int(w) for w in args.workers.split(",")]
     base, queries, ts0 = C.synthetic(args.n, args.dim, args.queries)
     # timestamps: the newest --recent-share within the last 30 days, the rest older
     now = time.time()
@@ -260,15 +299,22 @@ def main() -> None:
                 man = read_manifest(store, cid)
                 unlisted = (man.get("extra") or {}).get("unlisted") or {}
                 total = sum(c["size"] for c in man["chunks"]) + sum(u["bytes"] for u in unlisted.values())
+                qs = [[float(x) for x in q] for q in queries]
+                if args.batch_only:
+                    for w, (qps, b, found) in pool_qps(browser, url, cid, [srv.url], qs, pools, args.batch_reps).items():
+                        rows.append({"index": kind, "workers": w, "batch recall": C.recall(found, truth),
+                                     "batch QPS": qps, "batch ms (worker)": b["stats"]["ms"], "load": load()})
+                    continue
                 m = BB.browser_measure(page, cid, [srv.url], queries, None, None)
                 s = BB.summarise(m, truth, id_index)
                 op = page.evaluate(BB.JS_OPEN, [cid, [srv.url], None])
-                qs = [[float(x) for x in q] for q in queries]
                 page.evaluate(BB.JS_PASS, [op["key"], qs, K, None])  # warm the cache
                 b = page.evaluate(JS_BATCH, [op["key"], qs, K, args.batch_reps])
                 page.evaluate(BB.JS_CLOSE, op["key"])
                 found = [[id_index[i] for i in hits] for hits in b["ids"]]
                 qps = len(qs) / (min(b["times"]) / 1000)
+                pooled = {w: r[0] for w, r in pool_qps(browser, url, cid, [srv.url], qs, [w for w in pools if w > 1],
+                                                       args.batch_reps).items()}
                 rows.append({
                     "index": kind, "spec": man.get("spec", "")[:60], "B/vec": total / args.n,
                     "recall@10": s["recall@10"], "batch recall": C.recall(found, truth),
@@ -277,13 +323,20 @@ def main() -> None:
                     "cold B": C.fmt_bytes(s["cold bytes"]), "pass1 B/q": C.fmt_bytes(s["pass1 B/q"]),
                     "warm B/q": C.fmt_bytes(s["warm B/q"]), "batch QPS": qps,
                     "batch ms (worker)": b["stats"]["ms"],
+                    **{f"QPS {w} workers": q for w, q in pooled.items()},
                 })
                 print(f"  {kind}: recall {s['recall@10']:.3f} warm p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, "
                       f"cold {C.fmt_bytes(s['cold bytes'])}, warm {C.fmt_bytes(s['warm B/q'])}/q, "
                       f"searchBatch {qps:.0f} QPS", flush=True)
     print()
+    if args.batch_only:
+        print(C.table(rows, ["index", "workers", "batch recall", "batch QPS", "batch ms (worker)", "load"]))
+        print("batch QPS = queries / page-side time of the fastest of --batch-reps warm db.searchBatch calls "
+              "(a fresh tab per pool size; with 2+ workers the batch is split across the pool)")
+        return
     print(C.table(rows, ["index", "spec", "B/vec", "recall@10", "batch recall", "warm p50 ms", "warm p99 ms",
-                         "rtt p99 ms", "open", "cold B", "pass1 B/q", "warm B/q", "batch QPS", "batch ms (worker)"]))
+                         "rtt p99 ms", "open", "cold B", "pass1 B/q", "warm B/q", "batch QPS", "batch ms (worker)"]
+                  + [f"QPS {w} workers" for w in pools if w > 1]))
     print("warm = second pass over the same queries (same topics) after a fresh open; worker ms = lastStats.ms; "
           "batch QPS = queries / page-side time of the fastest of --batch-reps warm db.searchBatch calls")
 

@@ -89,3 +89,17 @@ export async function addVideos(pointer: string, portals: string[], token: strin
     throw e;
   }
 }
+
+/** Many queries on every core: a pool of workers (at most S5Vec.maxWorkers()) answers a big batch in parts. */
+export async function searchMany(manifest: string, portals: string[], queries: Float32Array[]): Promise<Hit[][]> {
+  await S5Vec.offline.register(); // the workers then share one persistent chunk cache
+  const db = await S5Vec.open({ manifest, portals, workers: Math.min(2, S5Vec.maxWorkers()) });
+  try {
+    const results = await db.searchBatch(queries, { k: 10 });
+    const s = db.lastStats;
+    console.log(`${s?.queries} queries on ${s?.workers ?? 1} of ${db.workers} workers, ${s?.bytesFetched} bytes`);
+    return results;
+  } finally {
+    await db.close(); // the pool's extra worker stops when no other database uses it
+  }
+}

@@ -43,6 +43,8 @@ export interface ProgressEvent {
   phase: "start" | "done";
   /** Duration of the step (for phase "done"). */
   ms: number;
+  /** With `workers` > 1: which worker of the pool (absent for the first, shared one). */
+  worker?: number;
 }
 
 export interface RuntimeOptions {
@@ -71,6 +73,14 @@ export interface OpenOptions extends RuntimeOptions {
   /** Deadline for fetching one blob, every portal and retry included (default 15000 ms). A slow or
    * hanging portal is also worked around sooner: the next portal is asked after a short delay. */
   timeoutMs?: number;
+  /** Workers that serve this database (default 1): an integer from 1 to S5Vec.maxWorkers()
+   * (navigator.hardwareConcurrency, at most MAX_WORKERS = 8), else InvalidArgumentError before
+   * anything starts. With n > 1 the page's shared worker plus n - 1 more (started side by side, each
+   * with its own Pyodide and its own copy of the open index) answer reads at once: each read goes to
+   * the least busy worker, a searchBatch of 16+ queries is split across them. Writes, and reads while
+   * edits are pending, go to the first worker; after commit/refresh the others reopen the new
+   * manifest before serving again. They share the service worker's chunk cache when one is registered. */
+  workers?: number;
 }
 
 export interface RuntimeInfo {
@@ -125,6 +135,13 @@ export interface SearchStats {
   rounds?: number;
   /** searchBatch: number of queries the stats cover */
   queries?: number;
+  /** With a pool (workers > 1): the worker that answered (0 = the first, which takes the writes). */
+  worker?: number;
+  /** A searchBatch split across a pool: how many workers answered parts of it (the counts are summed
+   * over the parts; `ms` and `rounds` are the slowest part's). */
+  workers?: number;
+  /** A split searchBatch: each part's worker, number of queries and time in that worker. */
+  parts?: { worker: number; queries: number; ms: number }[];
   ms: number;
   /** searchText only: chunks the query planned (fetched unless cached), by part. */
   planned?: { model?: number; postings?: number; docs?: number; index?: number };
@@ -151,12 +168,17 @@ export declare class S5Vec {
   static open(opts: OpenOptions): Promise<S5Vec>;
   readonly handle: number;
   readonly info: IndexInfo;
+  /** How many workers serve this database (OpenOptions.workers). */
+  readonly workers: number;
+  /** The largest OpenOptions.workers this page accepts (navigator.hardwareConcurrency, at most MAX_WORKERS). */
+  static maxWorkers(): number;
   /** Stats of the last search, null before the first. */
   readonly lastStats: SearchStats | null;
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   /** Many queries answered together (one plan/fetch per round, matrix operations); equal to
-   * searching them one by one. `lastStats` covers the batch. */
+   * searching them one by one. `lastStats` covers the batch. With a pool, 16+ queries are split into
+   * contiguous parts answered by several workers at once, joined in order. */
   searchBatch<M = Record<string, unknown>>(vectors: Array<Float32Array | ArrayLike<number>>,
                                            options?: SearchOptions): Promise<Hit<M>[][]>;
   /** Text in, hits out (the query is embedded in the worker). Rejects with EmptyQueryError for text
@@ -165,6 +187,7 @@ export declare class S5Vec {
   /** A record by id, without a search (UnknownIdError if there is none; one chunk when the index
    * has a text field). */
   get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
+  /** Cumulative fetch/cache counters. With a pool: summed over its workers, each worker's own in `workers`. */
   stats(): Promise<Record<string, unknown>>;
   /** Set when opened by pointer (or after commit({ key })). */
   readonly pointer: PointerState | null;
@@ -186,7 +209,8 @@ export declare class S5Vec {
    * Rejects with OfflineUnavailableError without a service worker, PortalError/NotFoundError/
    * IntegrityError when a chunk cannot be downloaded. */
   pin(options?: { onProgress?: (p: PinProgress) => void }): Promise<PinResult>;
-  /** Release the database in the worker (idempotent); later search/stats reject with ClosedError. */
+  /** Release the database in its workers (idempotent); later search/stats reject with ClosedError. A
+   * pool's extra workers that no other open database uses are terminated (the page's shared one stays). */
   close(): Promise<void>;
   /** Service worker registration and releases. */
   static readonly offline: Offline;
@@ -327,6 +351,8 @@ export interface ChunkCache {
 }
 
 export declare const offline: Offline;
+/** Upper bound of OpenOptions.workers on any machine. */
+export declare const MAX_WORKERS: number;
 export declare const cache: ChunkCache;
 
 

@@ -8,6 +8,9 @@
 // All databases on a page share one module web worker running Pyodide + numpy + the s5vec package.
 // The worker starts on the first call (open/runtime); its options (workerUrl, pyodideIndexUrl,
 // startTimeoutMs) are taken from that first call, later calls reuse the running worker.
+// S5Vec.open({ workers: n }) opens the database in a pool of n workers (pool.js): the shared one
+// plus n - 1 more, started at once with the shared one's workerUrl and Pyodide, shared by every
+// database that asks for a pool of that size or more, and terminated when the last one closes.
 //
 // The bridge checks nothing about a request's content: the query (vector, k, filter, params) and
 // "is this database closed" are checked once, in Python, which rejects with a typed error. The one
@@ -17,8 +20,9 @@ import { MSG, OPS, STEPS, checkRequest } from "./protocol.js";
 import { cache, offline, setRuntimeProbe } from "./offline.js";
 import * as journal from "./edits.js";
 import * as registry from "./pointer.js";
+import { Pool, checkWorkers, workerCap, MAX_WORKERS } from "./pool.js";
 
-export { STEPS, cache, offline };
+export { STEPS, cache, offline, MAX_WORKERS };
 
 const DEFAULT_START_TIMEOUT_MS = 60000;
 const pageBase = () => globalThis.document?.baseURI ?? globalThis.location?.href;
@@ -39,7 +43,8 @@ export class S5VecError extends Error {
  * replies by id. Every call awaits `ready`; once the worker failed, calls reject with that
  * failure without posting to it. */
 class WorkerRuntime {
-  constructor(opts) {
+  constructor(opts, name = "s5vec") {
+    this.name = name;
     this.workerUrl = new URL(opts.workerUrl ?? "./worker.js", opts.workerUrl ? pageBase() : import.meta.url).href;
     this.indexUrl = new URL(opts.pyodideIndexUrl ?? "./pyodide/", opts.pyodideIndexUrl ? pageBase() : import.meta.url).href;
     this.timeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
@@ -62,7 +67,7 @@ class WorkerRuntime {
 
   start() {
     this.t0 = performance.now();
-    this.worker = new Worker(this.workerUrl, { type: "module", name: "s5vec" });
+    this.worker = new Worker(this.workerUrl, { type: "module", name: this.name });
     this.worker.addEventListener("message", (ev) => this.onMessage(ev.data));
     this.worker.addEventListener("error", (ev) => this.onWorkerError(ev));
     this.worker.addEventListener("messageerror", () =>
@@ -180,6 +185,11 @@ class WorkerRuntime {
     this.fail(new S5VecError("WorkerError", `s5vec worker error${where}: ${ev.message || "failed to load " + this.workerUrl}`));
   }
 
+  /** Stop the worker (the last database of a pool closed): calls still waiting reject with ClosedError. */
+  terminate() {
+    this.fail(new S5VecError("ClosedError", `s5vec worker ${this.name} was terminated (its databases are closed)`));
+  }
+
   /** Reject everything waiting and stop the worker; the next S5Vec.open starts a fresh one. */
   fail(error) {
     if (this.failure) return;
@@ -203,6 +213,40 @@ function sharedRuntime(opts = {}) {
   if (!shared || shared.failure) shared = new WorkerRuntime(opts).start();
   else shared.addProgressListener(opts.onProgress);
   return shared;
+}
+
+// The pool's other workers, by position (extras[i] is worker i + 1): { runtime, refs }. A database
+// opened with { workers: n } holds a reference to extras[0 .. n-2]; the last release terminates one.
+const extras = [];
+
+/** The runtimes of a pool of n: the shared one, then n - 1 extra ones (started now when missing). */
+function poolRuntimes(n, opts) {
+  const first = sharedRuntime(opts);
+  const out = [first];
+  for (let i = 1; i < n; i++) {
+    const onProgress = typeof opts.onProgress === "function" ? (ev) => opts.onProgress({ ...ev, worker: i }) : undefined;
+    let slot = extras[i - 1];
+    if (!slot || slot.runtime.failure) {
+      const runtime = new WorkerRuntime({ workerUrl: first.workerUrl, pyodideIndexUrl: first.indexUrl,
+        startTimeoutMs: opts.startTimeoutMs ?? first.timeoutMs, onProgress }, `s5vec-${i}`).start();
+      slot = extras[i - 1] = { runtime, refs: 0 };
+    } else slot.runtime.addProgressListener(onProgress);
+    slot.refs++;
+    out.push(slot.runtime);
+  }
+  return out;
+}
+
+/** Give back a pool's extra runtimes; one no database holds any more is terminated. */
+function releaseRuntimes(runtimes) {
+  for (const rt of runtimes.slice(1)) {
+    const i = extras.findIndex((slot) => slot && slot.runtime === rt);
+    if (i < 0) continue; // it failed and was replaced: already stopped
+    if (--extras[i].refs <= 0) {
+      extras[i] = null;
+      rt.terminate();
+    }
+  }
 }
 
 /** A number[] (or other array-like) as a private Float32Array whose buffer can be transferred
@@ -243,14 +287,60 @@ function toTransferableBatch(vectors, dim) {
 
 export class S5Vec {
   /** @private use S5Vec.open */
-  constructor(runtime, handle, info) {
-    this._runtime = runtime; // the worker that holds this database
-    this.handle = handle;
+  constructor(pool, info) {
+    this._pool = pool; // the workers that hold this database (pool.js); pool.primary takes the writes
     this.info = info;
     this.lastStats = null;
     this._closed = false;
     this._searchSeq = 0;
     this._statsSeq = 0;
+    this._writing = 0; // writes in flight (reads go to the primary meanwhile)
+  }
+
+  /** The database's handle in the primary worker. */
+  get handle() {
+    return this._pool.primary.handle;
+  }
+
+  /** The primary worker (the one that takes the writes; the only one with workers: 1). */
+  get _runtime() {
+    return this._pool.primary.runtime;
+  }
+
+  /** How many workers serve this database (the `workers` option of open). */
+  get workers() {
+    return this._pool.size;
+  }
+
+  /** The largest `workers` value open accepts on this page (navigator.hardwareConcurrency, at most MAX_WORKERS). */
+  static maxWorkers() {
+    return workerCap();
+  }
+
+  /** Reads go to the primary alone while it holds edits the other workers do not have. */
+  get _primaryOnly() {
+    return this._writing > 0 || (this._pending?.ops ?? 0) > 0;
+  }
+
+  /** One read through the pool; resolves its result, with lastStats set from it (newest start wins). */
+  async _read(op, args, transfer) {
+    const n = ++this._searchSeq;
+    const { result, member } = await this._pool.read(op, args, { transfer, primaryOnly: this._primaryOnly });
+    if (result && result.stats && n > this._statsSeq) {
+      // with overlapping searches, stats of the most recently started one win
+      this._statsSeq = n;
+      this.lastStats = this._pool.size > 1 ? { ...result.stats, worker: member.index } : result.stats;
+    }
+    return result;
+  }
+
+  async _write(op, args, transfer = [], onProgress = undefined) {
+    this._writing++;
+    try {
+      return await this._pool.primary.call(op, args, transfer, onProgress);
+    } finally {
+      this._writing--;
+    }
   }
 
   /** Start (or reuse) the shared worker and return runtime information. */
@@ -259,21 +349,31 @@ export class S5Vec {
   }
 
   /** Open the index whose manifest CID is `opts.manifest` (or that the signed `opts.pointer` names),
-   * fetched from `opts.portals`; edits journaled for it and not committed are applied again. */
+   * fetched from `opts.portals`; edits journaled for it and not committed are applied again.
+   * `opts.workers` (default 1, at most S5Vec.maxWorkers()): open it in a pool of that many workers
+   * (pool.js), started side by side; rejects with the first start-up or open failure of any of them. */
   static async open(opts) {
     if (!opts || typeof opts !== "object") throw new S5VecError("InvalidArgumentError", "S5Vec.open needs an options object");
-    const runtime = sharedRuntime(opts);
-    let resolved = null;
-    if (opts.pointer !== undefined) {
-      if (opts.manifest !== undefined) throw new S5VecError("InvalidArgumentError", "give manifest or pointer, not both");
-      resolved = await registry.resolve(opts.pointer, opts.portals);
+    if (opts.pointer !== undefined && opts.manifest !== undefined) {
+      throw new S5VecError("InvalidArgumentError", "give manifest or pointer, not both");
     }
-    const args = { manifest: resolved ? resolved.manifest : opts.manifest, portals: opts.portals };
-    if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
-    if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
-    if (opts.authToken !== undefined) args.authToken = opts.authToken;
-    const res = await runtime.call(OPS.open, args);
-    const db = new S5Vec(runtime, res.handle, res.info);
+    const n = checkWorkers(opts.workers);
+    const runtimes = poolRuntimes(n, opts); // all start now, side by side
+    const pool = new Pool(runtimes);
+    let res;
+    let resolved = null;
+    try {
+      if (opts.pointer !== undefined) resolved = await registry.resolve(opts.pointer, opts.portals);
+      const args = { manifest: resolved ? resolved.manifest : opts.manifest, portals: opts.portals };
+      if (opts.cacheBytes !== undefined) args.cacheBytes = opts.cacheBytes;
+      if (opts.timeoutMs !== undefined) args.timeoutMs = opts.timeoutMs; // deadline per blob, all portals included
+      if (opts.authToken !== undefined) args.authToken = opts.authToken;
+      res = await pool.open(args);
+    } catch (e) {
+      releaseRuntimes(runtimes);
+      throw e;
+    }
+    const db = new S5Vec(pool, res.info);
     db._portals = [...opts.portals];
     db._openArgs = { cacheBytes: opts.cacheBytes, timeoutMs: opts.timeoutMs, authToken: opts.authToken };
     db.pointer = resolved ? { pointer: resolved.pointer, revision: resolved.revision } : null;
@@ -296,13 +396,19 @@ export class S5Vec {
     }
     const args = { manifest: r.manifest, portals: this._portals };
     for (const [k, v] of Object.entries(this._openArgs)) if (v !== undefined) args[k] = v;
-    const res = await this._runtime.call(OPS.open, args);
-    const old = this.handle;
-    this.handle = res.handle;
-    this.info = res.info;
-    this.pointer = { pointer: r.pointer, revision: r.revision };
-    await this._runtime.call(OPS.close, { handle: old }).catch(() => {});
-    await this._restorePending();
+    let res;
+    this._writing++;
+    try {
+      res = await this._runtime.call(OPS.open, args);
+      // the old handle is closed once the reads still running on it are done
+      this._pool.primary.swap(res.handle, r.manifest);
+      this.info = res.info;
+      this.pointer = { pointer: r.pointer, revision: r.revision };
+      this._pool.moveTo(r.manifest); // the other workers follow, and serve again once they hold it
+      await this._restorePending();
+    } finally {
+      this._writing--;
+    }
     return true;
   }
 
@@ -322,8 +428,8 @@ export class S5Vec {
     for (const op of ops) {
       try {
         const r = op.op === "upsert"
-          ? await this._runtime.call(OPS.upsert, { handle: this.handle, records: op.records })
-          : await this._runtime.call(OPS.delete, { handle: this.handle, ids: op.ids });
+          ? await this._pool.primary.call(OPS.upsert, { records: op.records })
+          : await this._pool.primary.call(OPS.delete, { ids: op.ids });
         this.info = r.info;
         kept.push(op);
       } catch (e) {
@@ -340,7 +446,16 @@ export class S5Vec {
 
   async _edit(op, args, entry) {
     const base = this.info.manifest;
-    const res = await this._runtime.call(op, { handle: this.handle, ...args });
+    this._writing++; // until the journal counts it: reads stay on the primary
+    try {
+      return await this._editJournaled(base, op, args, entry);
+    } finally {
+      this._writing--;
+    }
+  }
+
+  async _editJournaled(base, op, args, entry) {
+    const res = await this._pool.primary.call(op, args);
     this.info = res.info;
     try {
       await journal.append(base, entry);
@@ -377,11 +492,12 @@ export class S5Vec {
    * or use commitWhenOnline). */
   async commit(options = {}) {
     const base = this.info.manifest;
-    const args = { handle: this.handle };
+    const args = {};
     if (options.authToken !== undefined) args.authToken = options.authToken;
     const before = await journal.load(base).then((ops) => ops.length, () => 0);
-    const res = await this._runtime.call(OPS.commit, args, [], options.onProgress);
+    const res = await this._write(OPS.commit, args, [], options.onProgress);
     this.info = res.info;
+    this._pool.moveTo(res.info.manifest); // the other workers reopen the new snapshot before serving again
     let later = [];
     try {
       // edits journaled while the uploads ran are not in the new snapshot: they move to its journal
@@ -428,40 +544,37 @@ export class S5Vec {
    * pinned: exempt from LRU eviction until S5Vec.cache.clear(). Resolves { chunks, bytes, downloaded,
    * downloadedBytes }; onProgress gets { done, total, bytes, totalBytes, downloaded, downloadedBytes }. */
   async pin(options = {}) {
-    const { chunks } = await this._runtime.call(OPS.chunks, { handle: this.handle });
+    const { chunks } = await this._pool.primary.call(OPS.chunks, {});
     return cache.pin(chunks, this._portals, options.onProgress);
   }
 
   /** k nearest neighbours of `vector`: [{id, score, metadata}], best first. */
   async search(vector, options = {}) {
     const { value, transfer } = toTransferable(vector);
-    const args = { handle: this.handle, vector: value };
+    const args = { vector: value };
     if (options.k !== undefined) args.k = options.k;
     if (options.filter !== undefined) args.filter = options.filter;
     if (options.params !== undefined) args.params = options.params;
-    const n = ++this._searchSeq;
-    const res = await this._runtime.call(OPS.search, args, transfer);
-    if (n > this._statsSeq) {
-      // with overlapping searches, stats of the most recently started one win
-      this._statsSeq = n;
-      this.lastStats = res.stats;
-    }
-    return res.hits;
+    return (await this._read(OPS.search, args, transfer)).hits;
   }
 
   /** The k nearest neighbours of every vector in `vectors`, answered together in the worker (one
    * plan and fetch per round for all of them, matrix operations where the index has them):
    * an array of hit arrays, in order, equal to searching them one by one. `lastStats` then covers
-   * the whole batch (plus `queries`). */
+   * the whole batch (plus `queries`). With a pool, a batch of 16 or more is split into contiguous
+   * parts answered by several workers at once (results joined in order; `lastStats` sums the parts,
+   * with `workers` = how many answered). */
   async searchBatch(vectors, options = {}) {
-    const { value, count, transfer } = toTransferableBatch(vectors, this.info && this.info.dim);
-    const args = { handle: this.handle, vectors: value };
+    const dim = this.info && this.info.dim;
+    const { value, count, transfer } = toTransferableBatch(vectors, dim);
+    const args = { vectors: value };
     if (count !== undefined) args.count = count;
     if (options.k !== undefined) args.k = options.k;
     if (options.filter !== undefined) args.filter = options.filter;
     if (options.params !== undefined) args.params = options.params;
     const n = ++this._searchSeq;
-    const res = await this._runtime.call(OPS.searchBatch, args, transfer);
+    const flat = count !== undefined ? value : null;
+    const res = await this._pool.searchBatch(args, flat, count, dim, { transfer, primaryOnly: this._primaryOnly });
     if (n > this._statsSeq) {
       this._statsSeq = n;
       this.lastStats = res.stats;
@@ -472,33 +585,32 @@ export class S5Vec {
   /** Text search: [{id, score, metadata}], best first. `options.mode`: "hybrid" (default: embedding +
    * keyword, fused), "vector" or "keyword". Empty or word-less text rejects with EmptyQueryError. */
   async searchText(text, options = {}) {
-    const args = { handle: this.handle, text };
+    const args = { text };
     for (const key of ["k", "filter", "mode", "params"]) if (options[key] !== undefined) args[key] = options[key];
-    const n = ++this._searchSeq;
-    const res = await this._runtime.call(OPS.searchText, args);
-    if (n > this._statsSeq) {
-      this._statsSeq = n;
-      this.lastStats = res.stats;
-    }
-    return res.hits;
+    return (await this._read(OPS.searchText, args)).hits;
   }
 
   /** A record without a search: {id, metadata, timestamp}; UnknownIdError if the index does not hold it. */
   async get(id) {
-    return this._runtime.call(OPS.get, { handle: this.handle, id });
+    return (await this._pool.read(OPS.get, { id }, { primaryOnly: this._primaryOnly })).result;
   }
 
-  /** Cumulative statistics of this database (fetches, cache). */
+  /** Cumulative statistics of this database (fetches, cache). With a pool: summed over its workers,
+   * each worker's own in `workers`. */
   async stats() {
-    return this._runtime.call(OPS.stats, { handle: this.handle });
+    return this._pool.stats();
   }
 
-  /** Release the database in the worker. Idempotent. */
+  /** Release the database in its workers. Idempotent. The pool's extra workers that no other open
+   * database uses are terminated; the page's shared worker stays (as with workers: 1). */
   async close() {
     if (this._closed) return;
     this._closed = true;
-    if (this._runtime.failure) return; // the worker, and the database with it, is gone
-    await this._runtime.call(OPS.close, { handle: this.handle });
+    try {
+      await this._pool.close(); // a dead primary: the database is gone with it, nothing to release
+    } finally {
+      releaseRuntimes(this._pool.members.map((m) => m.runtime));
+    }
   }
 
   get closed() {

@@ -54,6 +54,12 @@ function chunkResponse(bytes, source) {
   });
 }
 
+// Downloads in progress, by blob hash: hashHex -> Promise of the verified bytes (null when the download
+// failed or did not verify), kept until the bytes are stored. Two requests for one chunk at once (two
+// workers of a pool opening the same index, or splitting one batch) share one download, and a request
+// that comes while the first one's bytes are being written gets those bytes, not a second download.
+const inflight = new Map();
+
 /** Cache-first for immutable, content-addressed chunks; verified on the way in and on the way out. */
 class ChunkCacheFirst extends strategies.Strategy {
   async _handle(request, handler) {
@@ -70,21 +76,46 @@ class ChunkCacheFirst extends strategies.Strategy {
     // The portal client asks "past every cache" (?reload=, cache: reload) after bytes failed to verify.
     const bypass = request.cache === "reload" || request.cache === "no-store" || url.searchParams.has("reload");
     if (!bypass) {
+      const shared = await this.shared(bid);
+      if (shared) return chunkResponse(shared, "shared");
       const data = await cache.get(bid).catch((e) => {
         console.warn("[s5vec sw] chunk cache read failed", e);
         return null;
       });
       if (data) return chunkResponse(data, "hit");
+      const late = await this.shared(bid); // another request started downloading it meanwhile
+      if (late) return chunkResponse(late, "shared");
     }
-    // past the HTTP cache: this store is the chunk cache (one copy on disk, verified, under its budget)
-    const resp = await handler.fetch(new Request(request, { cache: "no-store" }));
-    if (resp.status !== 200) return resp;
-    const bytes = await resp.arrayBuffer();
-    if (await self.S5VecChunkCache.verify(bid, bytes)) {
-      handler.waitUntil(cache.put(bid, bytes).catch((e) => console.warn("[s5vec sw] chunk cache write failed", e)));
+    let settle = null;
+    const mine = bypass ? null : new Promise((resolve) => (settle = resolve));
+    if (mine) inflight.set(bid.hashHex, mine);
+    let stored = Promise.resolve();
+    let good = null;
+    try {
+      // past the HTTP cache: this store is the chunk cache (one copy on disk, verified, under its budget)
+      const resp = await handler.fetch(new Request(request, { cache: "no-store" }));
+      if (resp.status !== 200) return resp;
+      const bytes = await resp.arrayBuffer();
+      if (await self.S5VecChunkCache.verify(bid, bytes)) {
+        good = bytes;
+        stored = cache.put(bid, bytes).catch((e) => console.warn("[s5vec sw] chunk cache write failed", e));
+        handler.waitUntil(stored);
+      }
+      // unverified bytes are passed on, never stored: the client rejects them and tries the next portal
+      return chunkResponse(bytes, "network");
+    } finally {
+      if (mine) {
+        settle(good);
+        stored.then(() => {
+          if (inflight.get(bid.hashHex) === mine) inflight.delete(bid.hashHex);
+        });
+      }
     }
-    // unverified bytes are passed on, never stored: the client rejects them and tries the next portal
-    return chunkResponse(bytes, "network");
+  }
+
+  /** The verified bytes of a download of `bid` in progress (null: none, or it failed). */
+  async shared(bid) {
+    return (await inflight.get(bid.hashHex)) ?? null;
   }
 }
 

@@ -105,6 +105,7 @@ function showDev(stats, what) {
     ["downloaded", `${fmtBytes(stats.bytesFetched)} in ${stats.chunksFetched} chunks`],
     ["cache hits", String(stats.cacheHits)],
   ];
+  if (stats.worker !== undefined) rows.push(["answered by", `worker ${stats.worker} of ${state.db.workers}`]);
   if (stats.planned) {
     const p = stats.planned;
     rows.push(["chunks planned", `model ${p.model ?? 0} · postings ${p.postings ?? 0} · index ${p.index ?? 0} · docs ${p.docs ?? 0}`]);
@@ -274,7 +275,10 @@ async function main() {
   const runtime = await S5Vec.runtime({ onProgress: ({ step, phase }) => bootProgress(step, phase) });
   bootProgress("open", "start");
   const t1 = performance.now();
-  state.db = await S5Vec.open({ manifest: config.manifest, portals: config.portals });
+  // ?workers=N (dev): a pool of N workers, clamped to what this machine allows
+  const asked = Number(new URLSearchParams(location.search).get("workers"));
+  const workers = Number.isInteger(asked) && asked > 1 ? Math.min(asked, S5Vec.maxWorkers()) : 1;
+  state.db = await S5Vec.open({ manifest: config.manifest, portals: config.portals, workers });
   bootProgress("open", "done");
   const info = state.db.info;
   state.startup = [
@@ -284,6 +288,7 @@ async function main() {
     ["page to ready", `${(performance.now() - t0).toFixed(0)} ms`],
     ["offline", offline.controlled ? `ready (release ${offline.release})` : "not available"],
   ];
+  if (workers > 1) state.startup.push(["workers", `${workers} (?workers=N, at most ${S5Vec.maxWorkers()} here)`]);
   $("dev-stats").replaceChildren(...state.startup.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]));
   $("boot").classList.add("done");
   document.body.dataset.ready = "1";
