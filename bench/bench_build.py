@@ -53,6 +53,39 @@ def gen(n: int, dim: int, out: str, *, top: int = 50, sub: int = 20, spread_sub:
     print(json.dumps({"wrote": out, "n": n, "dim": dim, "bytes": os.path.getsize(out)}))
 
 
+def synthetic_model(dim: int, seed: int, latent: int = 32, clusters: int = 256):
+    """bench/common.py ``synthetic``'s distribution (sentence-embedding-like: anisotropic clusters
+    in a ``latent``-d space mapped to ``dim``, small isotropic noise, unit length), drawable in blocks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, latent)).astype(np.float32)
+    scales = rng.uniform(0.6, 1.2, (clusters, latent)).astype(np.float32)
+    weights = rng.dirichlet(np.full(clusters, 2.0))
+    W = (rng.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
+
+    def draw(m: int, r: np.random.Generator, noise: float = 0.15) -> np.ndarray:
+        lab = r.choice(clusters, m, p=weights)
+        z = centres[lab] + scales[lab] * r.standard_normal((m, latent)).astype(np.float32)
+        x = z @ W + noise * r.standard_normal((m, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return draw
+
+
+def gen_synthetic(n: int, dim: int, out: str, *, seed: int = 1, block: int = 65_536, queries: int = 1000) -> None:
+    """``n`` rows of :func:`synthetic_model` to ``out`` block by block, and ``queries`` fresh draws
+    (not copies of rows) to ``out`` with ``.queries.npy``."""
+    draw = synthetic_model(dim, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim))
+    for b, s in enumerate(range(0, n, block)):
+        mm[s : s + min(block, n - s)] = draw(min(block, n - s), np.random.default_rng([seed, b + 1]))
+    mm.flush()
+    del mm
+    qpath = out[:-4] + ".queries.npy"
+    np.save(qpath, draw(queries, np.random.default_rng([seed, 1 << 30])))
+    print(json.dumps({"wrote": out, "queries": qpath, "n": n, "dim": dim, "bytes": os.path.getsize(out)}))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,6 +120,23 @@ def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536)
     return best_i
 
 
+def cmd_truth(args: argparse.Namespace) -> None:
+    """Exact cosine top-k of the queries over the memory-mapped base, in blocks (CPython)."""
+    mm = np.load(args.npy, mmap_mode="r")
+    qs = np.load(args.queries)
+    t = time.perf_counter()
+    out = np.concatenate([exact_topk(mm, qs[s : s + 250], args.k) for s in range(0, qs.shape[0], 250)])
+    # exact_topk leaves each row's k unordered: order by similarity
+    qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
+    for i in range(out.shape[0]):
+        x = np.asarray(mm[np.sort(out[i])], dtype=np.float32)
+        sims = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ qn[i]
+        out[i] = np.sort(out[i])[np.argsort(-sims, kind="stable")]
+    np.save(args.out, out)
+    print(json.dumps({"wrote": args.out, "queries": int(qs.shape[0]), "k": args.k,
+                      "seconds": round(time.perf_counter() - t, 1)}))
+
+
 def cmd_ivf(args: argparse.Namespace) -> None:
     from s5vec import api, build, sources
 
@@ -102,11 +152,19 @@ def cmd_ivf(args: argparse.Namespace) -> None:
     try:
         store = api.make_store([url], timeout=120)
         src = sources.open_source(args.npy)
+        load0 = os.getloadavg()
         rep = build.build(src, store, kind=args.kind, metric="cosine", params=params, seed=0, progress=args.progress,
-                          dask=args.dask, portals=[url], sample_size=args.sample)
+                          dask=args.dask, portals=[url], sample_size=args.sample,
+                          explain=lambda c: print("# " + c.line(), file=sys.stderr, flush=True))
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        man = api.read_manifest(store, rep.cid)
+        unlisted = (man.get("extra") or {}).get("unlisted") or {}
+        published = sum(c["size"] for c in man["chunks"]) + sum(u["bytes"] for u in unlisted.values())
         out = {"n": rep.count, "dim": src.dim, "spec": rep.spec, "cid": rep.cid, "seconds": {k: round(v, 1) for k, v in rep.seconds.items()},
                "peak_rss_mib": round(peak_mib), "list_bytes": rep.bytes, "list_bytes_per_vector": round(rep.bytes / rep.count, 1),
+               "published_bytes_per_vector": round(published / rep.count, 1), "unlisted": unlisted,
+               "picked": (rep.choice.params if rep.choice is not None else None),
+               "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
                "portal_dir": args.portal_dir, "dask": args.dask}
         if args.queries:
             mm = np.load(args.npy, mmap_mode="r")
@@ -213,6 +271,10 @@ def main() -> None:
     g.add_argument("--dim", type=int, default=384)
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--shape", choices=["two-level", "synthetic"], default="two-level",
+                   help="two-level: isotropic clusters (hard for PQ); synthetic: bench/common.py's "
+                        "sentence-embedding-like data (+ a .queries.npy of fresh draws)")
+    g.add_argument("--queries", type=int, default=1000)
     b = sub.add_parser("ivf")
     b.add_argument("--npy", required=True)
     b.add_argument("--portal-dir", required=True)
@@ -222,6 +284,11 @@ def main() -> None:
     b.add_argument("--dask", default=None)
     b.add_argument("--queries", type=int, default=100)
     b.add_argument("--progress", action="store_true")
+    tr = sub.add_parser("truth", help="exact top-k ground truth of --queries over --npy (blocked)")
+    tr.add_argument("--npy", required=True)
+    tr.add_argument("--queries", required=True)
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--k", type=int, default=10)
     h = sub.add_parser("hnsw")
     h.add_argument("--n", type=int, default=20_000)
     h.add_argument("--dim", type=int, default=384)
@@ -235,6 +302,10 @@ def main() -> None:
         if args.pkg:
             sys.path.insert(0, args.pkg)
         cmd_hnsw(args)
+    elif args.cmd == "truth":
+        cmd_truth(args)
+    elif args.cmd == "gen" and args.shape == "synthetic":
+        gen_synthetic(args.n, args.dim, args.out, seed=args.seed or 1, queries=args.queries)
     elif args.cmd == "gen":
         gen(args.n, args.dim, args.out, seed=args.seed)
     else:

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_scale.py                 # 100,000 x 384 synthetic, hybrid + ivf
     .venv/bin/python bench/bench_scale.py --n 20000       # quick
-    .venv/bin/python bench/bench_scale.py --manifest CID --portal-dir DIR   # an index built elsewhere (e.g. 1M)
+    .venv/bin/python bench/bench_scale.py --manifest CID --portal-dir DIR --queries-npy Q.npy --truth T.npy \
+        --queries 1000                                    # an index built elsewhere (e.g. 1M, bench_build.py)
     .venv/bin/python bench/bench_scale.py --workers 1,2 --batch-only   # searchBatch QPS with a pool of 1, then 2 workers
 
 For each kind, `api.publish(records, store, kind=...)` with NO params (the defaults picked from N,
@@ -117,6 +118,88 @@ def tune_table(n: int, dims: list[int], seeds: tuple[int, int] = (1, 2)) -> None
                          "B/vec", "est. cold KiB", "tune s"]))
 
 
+JS_STATS = """async (key) => await window.dbs[key].stats()"""
+
+
+def renderer_rss() -> int:
+    """Largest resident set of a Chromium renderer process (the tab, its worker and Pyodide's heap)."""
+    best = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"chrom" not in cmd or b"--type=renderer" not in cmd:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    best = max(best, int(line.split()[1]) * 1024)
+        except OSError:
+            continue
+    return best
+
+
+def load_line() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def measure_manifest(args: argparse.Namespace) -> None:
+    """An index built elsewhere (bench_build.py / `s5vec publish`), ids = row numbers of --npy:
+    open, cold, pass 1 (all --queries), warm pass 2 (the same), recall@10 against --truth (exact,
+    computed by `bench_build.py truth`), worker memory, searchBatch QPS on the first 100."""
+    from s5vec.api import make_store, read_manifest
+
+    qs_all = np.load(args.queries_npy)[: args.queries]
+    truth = np.load(args.truth)[: args.queries, :K]
+    print(f"# bench_scale --manifest {args.manifest[:20]}...  {time.strftime('%Y-%m-%d %H:%M %Z')}  "
+          f"{os.cpu_count()} cores, {load_line()}; {len(qs_all)} queries, k={K}, cacheBytes {args.cache_bytes}")
+    with BB.portal(args.portal_dir) as srv, BB.web_root() as url, BB.chromium() as browser:
+        store = make_store([srv.url])
+        man = read_manifest(store, args.manifest)
+        unlisted = (man.get("extra") or {}).get("unlisted") or {}
+        listed_b = sum(c["size"] for c in man["chunks"])
+        total = listed_b + sum(u["bytes"] for u in unlisted.values())
+        n = int(man["count"])
+        print(f"# {man.get('spec')}: {n} vectors, published {C.fmt_bytes(total)} = {total / n:.1f} B/vector "
+              f"(listed {C.fmt_bytes(listed_b)}, unlisted {unlisted})")
+        auto = (man.get("extra") or {}).get("auto")
+        if auto:
+            print(f"# picked: {auto.get('picked')} evidence: {auto.get('evidence')}")
+        with BB.fresh_page(browser, url) as page:
+            print("# " + BB.startup_line(BB.browser_startup(page)))
+            rss0 = renderer_rss()
+            m = BB.browser_measure(page, args.manifest, [srv.url], qs_all, None, args.cache_bytes)
+            op = page.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
+            q100 = [[float(x) for x in q] for q in qs_all[:100]]
+            page.evaluate(BB.JS_PASS, [op["key"], q100, K, None])
+            b = page.evaluate(JS_BATCH, [op["key"], q100, K, args.batch_reps])
+            st = page.evaluate(JS_STATS, op["key"])
+            rss1 = renderer_rss()
+            page.evaluate(BB.JS_CLOSE, op["key"])
+        id_index = {str(i): i for i in range(n)}
+        s = BB.summarise(m, truth, id_index)
+        p1 = [[id_index[i] for i in r["ids"]] for r in m["pass1"]]
+        warm_bytes = [r["bytes"] for r in m["warm"]]
+        row = {
+            "spec": man.get("spec", ""), "n": n, "B/vec": total / n, "queries": len(qs_all),
+            "recall@10": s["recall@10"], "pass1 recall@10": C.recall(p1, truth),
+            "open ms": s["open ms"], "open B": C.fmt_bytes(s["open bytes"]),
+            "cold ms": s["cold ms"], "cold B": C.fmt_bytes(s["cold bytes"]), "cold chunks": s["cold chunks"],
+            "pass1 B/q": C.fmt_bytes(s["pass1 B/q"]), "pass1 p50 ms": C.pct([r["ms"] for r in m["pass1"]], 50),
+            "pass1 p99 ms": C.pct([r["ms"] for r in m["pass1"]], 99),
+            "warm B/q": C.fmt_bytes(s["warm B/q"]), "warm q with 0 B": f"{np.mean([w == 0 for w in warm_bytes]):.0%}",
+            "warm p50 ms": s["p50"], "warm p99 ms": s["p99"], "rtt p99 ms": s["rtt p99"],
+            "batch QPS (100)": len(q100) / (min(b["times"]) / 1000),
+            "wasm memory": C.fmt_bytes(st.get("wasmMemoryBytes", float("nan"))),
+            "renderer RSS": f"{C.fmt_bytes(rss0)} -> {C.fmt_bytes(rss1)}",
+        }
+    print(json.dumps(row, default=float))
+    print()
+    print(C.table([row], ["spec", "B/vec", "recall@10", "open ms", "open B", "cold B", "pass1 B/q", "warm B/q",
+                          "warm p50 ms", "warm p99 ms", "wasm memory"]))
+    print(f"# {load_line()} at the end")
+
+
 def load() -> str:
     """The machine's load averages (1, 5, 15 min): benchmarks here share 2 cores with other work."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
@@ -158,7 +241,18 @@ def main() -> None:
     ap.add_argument("--tune-table", action="store_true",
                     help="instead: pick defaults on one draw, measure on another (dims --dims, n --n), CPython only")
     ap.add_argument("--dims", default="96,384,768")
+    ap.add_argument("--manifest", help="measure this index instead (ids = row numbers of the base the truth was computed on)")
+    ap.add_argument("--portal-dir", help="with --manifest: the portal directory that holds it")
+    ap.add_argument("--queries-npy", help="with --manifest: query vectors (.npy)")
+    ap.add_argument("--truth", help="with --manifest: exact top-10 row numbers per query (.npy; bench_build.py truth)")
+    ap.add_argument("--cache-bytes", type=int, default=None,
+                    help="with --manifest: the chunk cache (default: sized from the manifest, api.cache_bytes_for)")
     args = ap.parse_args()
+    if args.manifest:
+        if args.build:
+            BB.build_bundle()
+        measure_manifest(args)
+        return
     if args.tune_table:
         tune_table(args.n, [int(d) for d in args.dims.split(",")])
         return

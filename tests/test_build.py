@@ -79,18 +79,71 @@ def test_every_format_builds_the_same_index(data):
     assert a.cid == b.cid == c.cid
 
 
-def test_build_equals_an_index_saved_the_ordinary_way(data):
-    """Same centroids/codec and records -> the bulk build writes exactly what IVFIndex.save writes."""
+REFINE_PARAMS = [PARAMS, {**PARAMS, "refine": "pq", "refine_m": 12, "refine_rows": 8, "rerank": 40},
+                 {**PARAMS, "refine": "sq8", "rerank": 40}, {**PARAMS, "refine": "float16", "rerank": 40},
+                 {**PARAMS, "refine": "pq", "refine_m": 12, "rerank": 40, "pq_rotate": True}]
+
+
+@pytest.mark.parametrize("params", REFINE_PARAMS,
+                         ids=["pq", "pq+pq-refine", "pq+sq8-refine", "pq+f16-refine", "opq+opq-refine"])
+def test_build_equals_an_index_saved_the_ordinary_way(data, params):
+    """Same centroids/codec and records -> the bulk build writes exactly what IVFIndex.save (and
+    api.save: refine chunks named by the list chunks, not by the manifest) writes."""
     d, x, ids, metas, ts = data
     src = sources.open_source(d / "x.npy", ids=d / "ids.jsonl")
-    rep, store = _build(src)
-    template, _ = build.prepare_build(src, kind="ivf", metric="cosine", params=PARAMS, sample_size=3000, seed=0)
+    rep, store = _build(src, params=params)
+    template, _ = build.prepare_build(src, kind="ivf", metric="cosine", params=params, sample_size=3000, seed=0)
     template._insert_trained(ids, build.kernels.prepare(x, "cosine"), metas, np.asarray(ts))
     writer = layout.StoreWriter(store)
     desc = template.save(writer)
     manifest = layout.decode_manifest(store.get(rep.cid))
     assert manifest["index"] == desc
-    assert manifest["chunks"] == writer.chunks
+    listed = [c for c in writer.chunks if c["kind"] != "ivf_refine"]
+    refine = [c for c in writer.chunks if c["kind"] == "ivf_refine"]
+    assert manifest["chunks"] == listed
+    if "refine" in params:
+        assert refine and manifest["extra"]["unlisted"] == {
+            "ivf_refine": {"count": len(refine), "bytes": sum(c["size"] for c in refine)}}
+        assert rep.chunks == len(refine) + len(desc["lists"])
+        db = api.Database.open(rep.cid, store=store)
+        qs = kit.queries_near(x, 40)
+        for q in qs[:10]:  # the loaded build answers exactly as the resident index
+            want = template.search(api.prepare_query(template, q, 10, None, {"nprobe": 8})).hits
+            assert [h["id"] for h in db.search(q, 10, params={"nprobe": 8})] == [h.id for h in want]
+        oracle = kit.flat_oracle(ids, x, "cosine", metas, ts)
+        # 6-byte PQ codes pick the 40 candidates on 24-d isotropic clusters: ~0.8 whatever the refine
+        assert kit.recall_at_k(db, qs, 10, oracle=oracle, nprobe=8) >= 0.75
+    else:
+        assert not refine and "extra" not in manifest
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hybrid"])
+def test_build_without_params_picks_size_aware_defaults(tmp_path, kind):
+    """No params: the build picks them as api.publish does (ivf_tune.choose on its sample, N from
+    the input), says so, records them in the manifest, and the index they give reaches recall
+    against the flat oracle on queries the choice never saw; the same input gives the same CID."""
+    x = kit.clustered(24_000, 32, clusters=60, seed=31, top=6, sub=10, spread=0.3)
+    np.save(tmp_path / "x.npy", x)
+    seen = []
+    store = _store()
+    rep = build.build(sources.open_source(tmp_path / "x.npy"), store, kind=kind, now=NOW, created=CREATED,
+                      explain=seen.append)
+    man = layout.decode_manifest(store.get(rep.cid))
+    auto = man["extra"]["auto"]
+    assert seen and seen[0] is rep.choice and seen[0].record == auto and "N=24000" in seen[0].line()
+    assert auto["kind"] == kind and auto["evidence"]["reached"]
+    ivf = man["index"]["historical"] if kind == "hybrid" else man["index"]
+    picked = auto["picked"] if kind == "ivf" else {k[4:]: v for k, v in auto["picked"].items() if k.startswith("ivf.")}
+    assert ivf["params"]["nlist"] == picked["nlist"] and ivf["params"]["codec"] == picked["codec"]
+    if picked.get("refine"):
+        assert man["extra"]["unlisted"]["ivf_refine"]["count"] > 0
+        assert all(c["kind"] != "ivf_refine" for c in man["chunks"])
+    ids = [str(i) for i in range(len(x))]
+    oracle = kit.flat_oracle(ids, x, "cosine")
+    db = api.Database.open(rep.cid, store=ChunkStore(store.client))
+    assert kit.recall_at_k(db, kit.queries_near(x, 40, seed=9), 10, oracle=oracle) >= 0.9
+    again = build.build(sources.open_source(tmp_path / "x.npy"), _store(), kind=kind, now=NOW, created=CREATED)
+    assert again.cid == rep.cid
 
 
 def test_hybrid_build_holds_everything_in_its_ivf_part(data):

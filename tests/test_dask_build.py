@@ -50,17 +50,24 @@ def _manifests(directory: Path) -> list[str]:
     return found
 
 
-def _build(path, url, **kw):
-    return build.build(sources.open_source(path), api.make_store([url], timeout=60), kind="ivf", params=PARAMS,
+def _build(path, url, params=PARAMS, **kw):
+    return build.build(sources.open_source(path), api.make_store([url], timeout=60), kind="ivf", params=params,
                        now=NOW, created=CREATED, seed=7, sample_size=10_000, portals=[url], **kw)
 
 
-def test_dask_build_is_bit_for_bit_the_single_process_build(portal, npy):
+@pytest.mark.parametrize("params", [
+    PARAMS,
+    {**PARAMS, "pq_rotate": True, "refine": "pq", "refine_m": 16, "refine_rows": 8, "rerank": 40},
+    None,  # the size-aware defaults (ivf_tune.choose on the sample)
+], ids=["pq", "opq+refine", "defaults"])
+def test_dask_build_is_bit_for_bit_the_single_process_build(portal, npy, params):
     url, d = portal
     path, x = npy
-    one = _build(path, url)
-    two = _build(path, url, dask="local")
+    one = _build(path, url, params)
+    two = _build(path, url, params, dask="local")
     assert two.cid == one.cid and two.chunks == one.chunks and two.count == len(x)
+    if params is None:
+        assert one.choice is not None and one.choice.params == two.choice.params
     db = api.Database.open(two.cid, [url])
     ids = [str(i) for i in range(len(x))]
     oracle = kit.flat_oracle(ids, x, "cosine")

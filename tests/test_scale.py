@@ -190,6 +190,59 @@ def test_tuned_pq_defaults_reach_recall_on_other_data(seed, top):
     assert got >= 0.9, (choice.params, got)
 
 
+def _sentence_like(n: int, dim: int, seed: int, latent: int = 16, clusters: int = 40) -> np.ndarray:
+    """Anisotropic clusters in a ``latent``-d space mapped to ``dim`` plus small isotropic noise
+    (bench/common.py ``synthetic``'s shape); the map is fixed, the draw depends on ``seed``."""
+    model = np.random.default_rng(1234)
+    centres = model.standard_normal((clusters, latent)).astype(np.float32)
+    scales = model.uniform(0.6, 1.2, (clusters, latent)).astype(np.float32)
+    w = (model.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, clusters, n)
+    z = centres[lab] + scales[lab] * rng.standard_normal((n, latent)).astype(np.float32)
+    x = z @ w + 0.1 * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_total", [24_000, 1_000_000])
+def test_tuned_opq_refine_defaults_reach_recall_on_other_data(n_total):
+    """Sentence-like data: the defaults picked on one draw reach recall@10 >= 0.9 against the
+    flat oracle on another. For a million records (the choice made on the same 24k rows) they
+    are rotated PQ codes with separate refine data at <= 200 published bytes per vector."""
+    from s5vec.index import ivf_tune
+
+    dim = 64
+    choice = ivf_tune.choose(_sentence_like(24_000, dim, seed=41), "cosine", n_total=n_total)
+    p, ev = choice.params, choice.record["evidence"]
+    assert ev["reached"] and ev["recall"] >= ivf_tune.target_for(n_total) + ivf_tune.margin_for(n_total)
+    if n_total >= ivf_tune.LARGE:
+        assert p["codec"] == "pq" and p["pq_rotate"] and p["refine"], choice.line()
+        assert ev["bytes_per_vector"] <= 200, choice.line()
+    x = _sentence_like(24_000, dim, seed=42)
+    ids = [f"v{i}" for i in range(x.shape[0])]
+    # lists as large as the picked ones would be (so the same nprobe), over these 24k records
+    nlist = max(16, round(x.shape[0] / (n_total / p["nlist"])))
+    idx = IVFIndex(dim, "cosine", **{**p, "nlist": nlist})
+    idx.add(ids, x)
+    oracle = kit.flat_oracle(ids, x)
+    qs = _sentence_like(60, dim, seed=43)  # fresh draws, not records
+    got = kit.recall_at_k(idx, qs, oracle=oracle)
+    assert got >= 0.9, (choice.line(), got)
+
+
+def test_chooser_prefers_fewer_published_bytes_within_the_cold_budget():
+    from s5vec.index import ivf_tune
+
+    rows = [{"recall": 0.99, "cold_bytes": 100_000, "bytes_per_vector": 800},
+            {"recall": 0.98, "cold_bytes": 180_000, "bytes_per_vector": 150},
+            {"recall": 0.98, "cold_bytes": 900_000, "bytes_per_vector": 90},   # beyond the budget
+            {"recall": 0.90, "cold_bytes": 50_000, "bytes_per_vector": 60}]    # below the target
+    best, budget = ivf_tune.pick(rows, 0.97)
+    assert best is rows[1] and budget == ivf_tune.COLD_FLOOR
+    best, budget = ivf_tune.pick(rows, 0.995)  # nobody reaches it: the most accurate, and it says so
+    assert best is rows[0] and budget is None
+
+
 # -- many queries at once ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,params", [

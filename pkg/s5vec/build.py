@@ -17,6 +17,14 @@ Why a separate path from :func:`s5vec.api.publish`: a million vectors do not fit
 4. **assemble** - :func:`assemble` writes the centroids and summaries chunks through the
    index's own ``save`` and puts the manifest last: a failed build publishes nothing.
 
+Without parameters the build picks them as :func:`s5vec.api.publish` does
+(:func:`s5vec.index.ivf_tune.choose` on the training sample, with ``n_total`` = the input's
+size), says what it picked (``explain``) and records it in the manifest (``extra.auto``). IVF-PQ
+with separate refine data keeps only the refine *codes* per row until its unit is uploaded
+(``Piece.refine``; a PQ refine is ``refine_m`` bytes a row, not 4 x dim), and writes the
+``ivf_refine`` chunks through ``IVFIndex.write_list_chunk``; they are named by the list chunks,
+not by the manifest's ``chunks`` (their count and bytes are under ``extra.unlisted``).
+
 Every step is a pure function of (template, block), so the single-process build and the Dask
 build produce the same chunks and, given the same ``created`` time, the same manifest CID.
 A record without a timestamp gets ``now`` (the build's start, or the value passed).
@@ -24,6 +32,7 @@ A record without a timestamp gets ``now`` (the build's start, or the value passe
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 import time
@@ -35,11 +44,11 @@ import numpy as np
 
 from . import kernels, layout
 from . import quantizers as qz
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, S5VecError
 from .filters import summarize
 from .index.ivf import IVFIndex
 from .index.ivf_lists import IVFList
-from .index.ivf_store import CENTROIDS_KIND, LIST_KIND
+from .index.ivf_store import CENTROIDS_KIND, LIST_KIND, REFINE_KIND
 from .sources import DEFAULT_BLOCK, Block, Source
 
 BUILD_KINDS = ("ivf", "hybrid")
@@ -47,7 +56,8 @@ UNITS = 64  # upload units per build: enough to spread over workers, few enough 
 
 
 def auto_nlist(n: int) -> int:
-    """Lists for ``n`` records when none are given: the power of two nearest sqrt(n), 16..4096."""
+    """Lists for ``n`` records when params are given without ``nlist``: the power of two nearest
+    sqrt(n), 16..4096. (With no params at all the build picks everything: :func:`choose_params`.)"""
     return int(min(4096, max(16, 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1.0))))))
 
 
@@ -137,7 +147,8 @@ def train(index: Any, sample: np.ndarray) -> None:
 
 @dataclass
 class Piece:
-    """Rows of one block that fall in one upload unit, sorted by list (stable)."""
+    """Rows of one block that fall in one upload unit, sorted by list (stable). With separate
+    refine data ``refine`` holds what the ``ivf_refine`` chunks store (``vectors`` is None)."""
 
     labels: np.ndarray
     ids: list[str]
@@ -145,6 +156,7 @@ class Piece:
     vectors: np.ndarray | None
     metadata: list[dict[str, Any]]
     timestamps: np.ndarray
+    refine: np.ndarray | None = None
 
 
 def unit_lists(ivf: IVFIndex, units: int = UNITS) -> list[range]:
@@ -176,10 +188,16 @@ def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Pi
             enc_in = x
         codes = ivf.codec.encode(enc_in)
         del enc_in
+    refine = None
+    if ivf.refiner is not None and codes is not None:
+        # what the refine chunks will hold, instead of the float32 rows (IVFIndex._insert_trained
+        # keeps refiner.roundtrip(x): upload_unit decodes these codes to exactly that)
+        refine = ivf.refiner.encode(x, ivf.centroids[labels] if ivf.residual else None, codes)
     order = np.argsort(labels, kind="stable")
     sl = labels[order]
     if ivf.store_full and ivf.vectors_dtype == "float16":
         x = x.astype(np.float16)  # held as published (exact: x was rounded to float16 above)
+    keep_x = ivf.store_full and refine is None
     out: list[Piece | None] = []
     for u in units:
         a, b = np.searchsorted(sl, [u.start, u.stop])
@@ -189,7 +207,8 @@ def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Pi
         rows = order[a:b]
         out.append(Piece(
             sl[a:b], [block.ids[i] for i in rows], None if codes is None else codes[rows],
-            x[rows] if ivf.store_full else None, [block.metadata[i] for i in rows], block.timestamps[rows]))
+            x[rows] if keep_x else None, [block.metadata[i] for i in rows], block.timestamps[rows],
+            None if refine is None else refine[rows]))
     return out
 
 
@@ -206,6 +225,8 @@ class UnitResult:
     summaries: dict[int, dict[str, Any]]
     uploaded: int = 0
     bytes: int = 0
+    #: chunks named by the list chunks, not the manifest (``ivf_refine``): kind -> [count, bytes]
+    unlisted: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
@@ -224,7 +245,9 @@ def upload_unit(ivf: IVFIndex, lists: range, pieces: Iterable[Piece | None], sto
         ids = [i for p in pieces for i in p.ids]
         metas = [m for p in pieces for m in p.metadata]
         ts = _concat([p.timestamps for p in pieces])[order]
-        vecs = _concat([p.vectors for p in pieces])[order] if ivf.store_full else None
+        separate = pieces[0].refine is not None
+        vecs = _concat([p.vectors for p in pieces])[order] if ivf.store_full and not separate else None
+        refine = _concat([p.refine for p in pieces])[order] if separate else None
         codes = None if shared else _concat([p.codes for p in pieces])[order]
         sl = labels[order]
     else:
@@ -237,6 +260,9 @@ def upload_unit(ivf: IVFIndex, lists: range, pieces: Iterable[Piece | None], sto
             continue
         rows = order[a:b]
         v = vecs[a:b] if vecs is not None else None
+        if refine is not None:  # the re-rank rows the index keeps: refiner.roundtrip(x)
+            cents = np.broadcast_to(ivf.centroids[l], (b - a, ivf.dim)) if ivf.residual else None
+            v = ivf.refiner.decode(refine[a:b], cents, codes[a:b])
         t._lists[l] = IVFList([ids[i] for i in rows], v if shared else codes[a:b], v,
                               [metas[i] for i in rows], ts[a:b])
     writer = layout.StoreWriter(store)
@@ -246,6 +272,13 @@ def upload_unit(ivf: IVFIndex, lists: range, pieces: Iterable[Piece | None], sto
         cid = t.write_list_chunk(writer, c)
         entry = writer.chunks[-1]
         res.chunks.append((c, cid, entry["kind"], entry["size"]))
+        for l in range(c * g, min((c + 1) * g, ivf.nlist)):
+            t._lists[l].vectors = None  # written: free the decoded re-rank rows early
+    for e in writer.chunks:
+        if e["kind"] == REFINE_KIND:
+            u = res.unlisted.setdefault(REFINE_KIND, [0, 0])
+            u[0] += 1
+            u[1] += int(e["size"])
     for l in lists:
         lst = t._lists[l]
         res.counts[l] = len(lst)
@@ -285,6 +318,15 @@ def assemble(index: Any, results: Sequence[UnitResult], store: Any, *, created: 
             summaries[l] = r.summaries[l]
     if any(c is None for c in cids):
         raise AssertionError("a list chunk is missing from the build results")
+    unlisted: dict[str, dict[str, int]] = {}
+    for r in results:
+        for kind, (count, size) in r.unlisted.items():
+            u = unlisted.setdefault(kind, {"count": 0, "bytes": 0})
+            u["count"] += count
+            u["bytes"] += size
+    extra = {k: v for k, v in (extra or {}).items() if k != "unlisted"}
+    if unlisted:  # as api.save records chunks the manifest does not list
+        extra["unlisted"] = unlisted
     ivf._lists = [None] * ivf.nlist
     ivf._chunk_cids = cids
     ivf._counts = counts
@@ -294,7 +336,7 @@ def assemble(index: Any, results: Sequence[UnitResult], store: Any, *, created: 
     desc = index.save(writer)
     manifest = layout.encode_manifest(
         kind=index.kind, dim=index.dim, metric=index.metric, count=len(index), index=desc,
-        chunks=writer.chunks, spec=index.spec(), extra=extra, created=created)
+        chunks=writer.chunks, spec=index.spec(), extra=extra or None, created=created)
     return store.put(manifest)
 
 
@@ -303,12 +345,16 @@ def assemble(index: Any, results: Sequence[UnitResult], store: Any, *, created: 
 
 @dataclass
 class BuildReport:
+    """``chunks``/``bytes``: every chunk the units wrote (list + refine chunks); ``choice``: the
+    parameters picked when none were given (``ivf_tune.Choice``), else None."""
+
     cid: str
     count: int
     chunks: int
     bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
     spec: str = ""
+    choice: Any = None
 
 
 def _bar(total: int | None, desc: str, unit: str, enabled: bool):
@@ -339,16 +385,85 @@ class DuplicateCheck:
         self.seen |= new
 
 
+def record_sizes(source: Source, rows: int = 512) -> dict[str, float]:
+    """Mean stored size of an id and of a metadata map over the first ``rows`` records (what
+    :func:`s5vec.index.ivf_tune.choose` counts per record besides its codes)."""
+    ids: list[str] = []
+    metas: list[Any] = []
+    for block in source.blocks(rows):
+        ids, metas = block.ids[:rows], block.metadata[:rows]
+        break
+    if not ids:
+        return {"id_bytes": 8.0, "meta_bytes": 0.0}
+    sizes = []
+    for m in metas:
+        try:  # the index validates metadata when it stores it; here a bad map just does not count
+            sizes.append(len(layout.dumps(dict(m))) if m else 0)
+        except (TypeError, ValueError, RecursionError, S5VecError):
+            pass
+    if not sizes:
+        sizes = [0]
+    return {"id_bytes": float(np.mean([len(i) + 1 for i in ids])), "meta_bytes": float(np.mean(sizes))}
+
+
+def choose_params(kind: str, sample: np.ndarray, metric: str, n_total: int, seed: int,
+                  sizes: Mapping[str, float] | None = None) -> Any:
+    """The size-aware defaults of :func:`s5vec.api.publish` for a bulk build: ``ivf_tune.choose``
+    on the training sample with ``n_total`` records. Returns an ``ivf_tune.Choice`` whose
+    ``params`` fit ``kind`` (a hybrid's IVF part holds every bulk-loaded record) and whose
+    ``record`` goes to the manifest (``extra.auto``; without the tuning time, so a build with a
+    fixed ``created`` stays reproducible)."""
+    from .index import ivf_tune
+
+    c = ivf_tune.choose(sample, metric, n_total=n_total, seed=seed, **dict(sizes or {}))
+    c.record.get("evidence", {}).pop("seconds", None)
+    if kind == "ivf":
+        return c
+    params = {"ivf": dict(c.params), "hnsw": {"vectors_dtype": "float16"}}
+    rec = {"kind": "hybrid", "n": c.record["n"], "dim": c.record["dim"], "metric": metric,
+           "picked": {"hnsw.vectors_dtype": "float16", **{f"ivf.{k}": v for k, v in c.params.items()}},
+           "why": "bulk load: every record goes to the IVF part", "ivf": c.record}
+    if "evidence" in c.record:
+        rec["evidence"] = c.record["evidence"]
+    return ivf_tune.Choice(params, rec)
+
+
 def prepare_build(source: Source, *, kind: str, metric: str, params: Mapping[str, Any] | None,
                   sample_size: int | None, seed: int) -> tuple[Any, np.ndarray]:
-    """The trained, empty template index and the sample it was trained on."""
-    kernels.check_metric(metric)
-    index = make_template(kind, source.dim, metric, params, source.count)
-    ivf = ivf_of(index)
-    size = sample_size or default_sample_size(ivf.nlist, source.count)
-    sample = sample_vectors(source, size, seed)
-    train(index, sample)
+    """The trained, empty template index and the sample it was trained on (see :func:`prepare`)."""
+    index, sample, _ = prepare(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed)
     return index, sample
+
+
+def prepare(source: Source, *, kind: str, metric: str, params: Mapping[str, Any] | None,
+            sample_size: int | None, seed: int, explain: Callable[[Any], Any] | None = None
+            ) -> tuple[Any, np.ndarray, Any]:
+    """(trained empty template index, its training sample, the Choice picked or None).
+
+    Without ``params`` the sample is drawn first (64 rows per list of ``ivf_tune.pick_nlist(N)``)
+    and the parameters are picked on it (:func:`choose_params`); ``explain(choice)`` hears of
+    them before the (long) training starts."""
+    kernels.check_metric(metric)
+    if kind not in BUILD_KINDS:
+        raise InvalidArgumentError(f"a bulk build makes an ivf or hybrid index, not {kind!r}")
+    choice = None
+    if not params:
+        from .index import ivf_tune
+
+        size = sample_size or default_sample_size(ivf_tune.pick_nlist(source.count or 0), source.count)
+        sample = sample_vectors(source, size, seed)  # one pass: a JSON-lines source learns its count
+        n = int(source.count if source.count is not None else sample.shape[0])
+        choice = choose_params(kind, sample, metric, n, seed, record_sizes(source))
+        logging.getLogger("s5vec").info("%s", choice.line())
+        if explain is not None:
+            explain(choice)
+        index = make_template(kind, source.dim, metric, choice.params, n)
+    else:
+        index = make_template(kind, source.dim, metric, params, source.count)
+        size = sample_size or default_sample_size(ivf_of(index).nlist, source.count)
+        sample = sample_vectors(source, size, seed)
+    train(index, sample)
+    return index, sample, choice
 
 
 def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosine",
@@ -356,8 +471,14 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
           now: float | None = None, created: float | None = None, rows: int = DEFAULT_BLOCK,
           threads: int = 4, progress: bool = False, dask: Any = None, portals: Sequence[str] | None = None,
           on_block: Callable[[int], Any] | None = None, connect_timeout: float = 10.0,
-          auth_token: str | None = None) -> BuildReport:
+          auth_token: str | None = None, explain: Callable[[Any], Any] | None = None,
+          extra: Mapping[str, Any] | None = None) -> BuildReport:
     """Build and publish an index of ``kind`` over ``source`` block by block; returns the report.
+
+    Without ``params`` they are picked for the input's size and data (:func:`choose_params`,
+    as ``api.publish`` does): ``explain(choice)`` is called with what was picked (the CLI
+    prints ``choice.line()``) and the manifest records it under ``extra.auto``. ``extra`` goes
+    into the manifest as is.
 
     ``dask``: None (this process; ``threads`` upload in parallel), ``"local"`` (a LocalCluster)
     or a scheduler address / ``distributed.Client``: then workers encode and upload and
@@ -366,7 +487,11 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
     """
     t0 = time.perf_counter()
     now = time.time() if now is None else float(now)
-    index, _ = prepare_build(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed)
+    index, _, choice = prepare(source, kind=kind, metric=metric, params=params, sample_size=sample_size, seed=seed,
+                               explain=explain)
+    extra = dict(extra or {})
+    if choice is not None:
+        extra["auto"] = choice.record
     t1 = time.perf_counter()
     if dask is not None:
         from .build_dask import run_dask
@@ -377,11 +502,11 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
         results, timings = _run_local(index, source, store, rows=rows, now=now, threads=threads,
                                       progress=progress, on_block=on_block)
     t2 = time.perf_counter()
-    cid = assemble(index, results, store, created=created)
+    cid = assemble(index, results, store, created=created, extra=extra)
     seconds = {"train": t1 - t0, **timings, "assemble": time.perf_counter() - t2}
     seconds["total"] = time.perf_counter() - t0
-    return BuildReport(cid, len(index), sum(len(r.chunks) for r in results), sum(r.bytes for r in results),
-                       seconds, index.spec())
+    chunks = sum(len(r.chunks) + sum(u[0] for u in r.unlisted.values()) for r in results)
+    return BuildReport(cid, len(index), chunks, sum(r.bytes for r in results), seconds, index.spec(), choice)
 
 
 def _run_local(index: Any, source: Source, store: Any, *, rows: int, now: float, threads: int, progress: bool,

@@ -135,10 +135,10 @@ def cmd_publish_bulk(args: argparse.Namespace) -> int:
     store = api.make_store(args.portal, timeout=args.timeout, auth_token=args.auth_token)
     rep = build.build(src, store, kind=args.index, metric=args.metric, params=_parse_params(args.param),
                       sample_size=args.sample, seed=args.seed, progress=True, dask=args.dask, portals=args.portal,
-                      auth_token=args.auth_token)
+                      auth_token=args.auth_token, explain=lambda choice: print(choice.line(), file=sys.stderr))
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in rep.seconds.items())
-    print(f"built {rep.spec} over {rep.count} records; {rep.chunks} list chunks ({rep.bytes} bytes); {secs}",
-          file=sys.stderr)
+    print(f"built {rep.spec} over {rep.count} records; {rep.chunks} list/refine chunks ({rep.bytes} bytes, "
+          f"{rep.bytes / max(rep.count, 1):.0f} B/vector); {secs}", file=sys.stderr)
     print(rep.cid)
     return 0
 

@@ -53,6 +53,29 @@ def _blas_threads(inner_dim: int) -> Iterator[None]:
         yield
 
 
+_CONTROLLER: Any = None  # threadpoolctl.ThreadpoolController, made once (False: not installed)
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread (a cached controller: ~2 us, not threadpool_limits' ~150 us). For the
+    PQ rotation: a threaded sgemm rounds differently, and a bulk build's chunks must not depend
+    on how many threads the process (or a Dask worker) has."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        except ImportError:
+            _CONTROLLER = False
+    if _CONTROLLER is False:
+        yield
+        return
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
 def _as_float32_2d(x: Any) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2:
@@ -476,6 +499,13 @@ class PQCodec:
     sub-distances from the exact query to every sub-centroid (squared L2 for ``l2``, negated
     inner products for ``ip``/``cosine``, plus 1 for cosine), and :meth:`distances` sums one
     table entry per subspace for all codes with a single gather + row sum.
+
+    ``rotate``: code ``x @ R`` instead of ``x``, with ``R`` the principal axes of the training
+    rows, dealt to the subspaces in turn (axis ``i`` to subspace ``i % m``) so each subspace gets
+    an equal share of the variance (the non-parametric OPQ of Ge et al., CVPR 2013). Embeddings
+    keep most of their variance in a few directions; unrotated, most subspaces code what varies
+    least. ``R`` is orthonormal, so distances (and the tables, built from ``q @ R``) are
+    unchanged; ``decode`` rotates back. It rides in the codec state (``"rotation"``).
     """
 
     name = "pq"
@@ -490,6 +520,7 @@ class PQCodec:
         seed: int = 0,
         iters: int = 10,
         train_size: int = 10_000,
+        rotate: bool = False,
     ) -> None:
         _check_dim_metric(dim, metric)
         self.dim = int(dim)
@@ -508,6 +539,25 @@ class PQCodec:
         self.codebooks: np.ndarray | None = None  # (m, ksub, dsub)
         self._cb_sq: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
+        self.rotate = bool(rotate)
+        self.rotation: np.ndarray | None = None  # (dim, dim) orthonormal, when rotate
+
+    def _rotated(self, x: np.ndarray) -> np.ndarray:
+        if self.rotation is None:
+            return x
+        with _one_blas_thread():
+            return (x @ self.rotation).astype(np.float32, copy=False)
+
+    def _fit_rotation(self, x: np.ndarray) -> None:
+        """Principal axes of ``x``, axis ``i`` (by variance) dealt to subspace ``i % m``."""
+        xc = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        with _one_blas_thread():  # the same axes whatever the thread count (see _one_blas_thread)
+            w, v = np.linalg.eigh((xc.T @ xc).astype(np.float64))
+        axes = v[:, np.argsort(-w, kind="stable")]
+        pos = np.empty(self.dim, dtype=np.intp)
+        i = np.arange(self.dim)
+        pos[(i % self.m) * self.dsub + i // self.m] = i
+        self.rotation = np.ascontiguousarray(axes[:, pos], dtype=np.float32)
 
     @property
     def trained(self) -> bool:
@@ -540,6 +590,9 @@ class PQCodec:
             x = x[np.sort(rng.choice(n, self.train_size, replace=False))]
             n = x.shape[0]
         ksub = min(1 << self.nbits, n)
+        if self.rotate:
+            self._fit_rotation(x)
+            x = self._rotated(x)
         cb = np.empty((self.m, ksub, self.dsub), dtype=np.float32)
         for j in range(self.m):
             sub = np.ascontiguousarray(x[:, j * self.dsub : (j + 1) * self.dsub])
@@ -558,7 +611,7 @@ class PQCodec:
         block = _ENCODE_BLOCK
         with _blas_threads(self.dsub):
             for s in range(0, n, block):  # row blocks keep each (rows x ksub) matrix in cache
-                xb = x[s : s + block]
+                xb = self._rotated(x[s : s + block])
                 for j in range(self.m):
                     sub = np.ascontiguousarray(xb[:, j * self.dsub : (j + 1) * self.dsub])
                     codes[s : s + block, j] = kernels.nearest(sub, self.codebooks[j], "l2", self._cb_sq[j])[0]
@@ -568,11 +621,16 @@ class PQCodec:
         self._need()
         codes = np.asarray(codes)
         parts = self.codebooks[np.arange(self.m)[None, :], codes.astype(np.intp)]  # (n, m, dsub)
-        return parts.reshape(codes.shape[0], self.dim)
+        out = parts.reshape(codes.shape[0], self.dim)
+        if self.rotation is None:
+            return out
+        with _one_blas_thread():
+            return (out @ self.rotation.T).astype(np.float32, copy=False)
 
     def distance_table(self, query: np.ndarray) -> np.ndarray:
         self._need()
-        q = np.asarray(query, dtype=np.float32).reshape(self.m, self.dsub)
+        q = np.asarray(query, dtype=np.float32).reshape(1, self.dim)
+        q = self._rotated(q).reshape(self.m, self.dsub)
         table = kernels.subspace_distances(q, self.codebooks, "l2" if self.metric == "l2" else "ip", self._cb_sq)
         if self.metric == "cosine":
             table = table.copy()
@@ -596,6 +654,7 @@ class PQCodec:
             "m": self.m,
             "nbits": self.nbits,
             "codebooks": self.codebooks,
+            **({"rotation": self.rotation} if self.rotation is not None else {}),
         }
 
     @classmethod
@@ -603,6 +662,10 @@ class PQCodec:
         c = cls(int(state["dim"]), int(state["m"]), int(state["nbits"]), str(state["metric"]))
         cb = np.asarray(state["codebooks"], dtype=np.float32)
         c._set_codebooks(cb.reshape(c.m, -1, c.dsub))
+        rot = state.get("rotation")
+        if rot is not None:
+            c.rotate = True
+            c.rotation = np.ascontiguousarray(np.asarray(rot, dtype=np.float32).reshape(c.dim, c.dim))
         return c
 
 

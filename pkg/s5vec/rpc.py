@@ -177,7 +177,22 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
 
 @op("stats")
 async def _stats(args: dict[str, Any]) -> dict[str, Any]:
-    return _db(args).stats()
+    out = _db(args).stats()
+    mem = _wasm_memory_bytes()
+    if mem is not None:  # the tab's memory for this worker (Pyodide's wasm heap; it only grows)
+        out["wasmMemoryBytes"] = mem
+    return out
+
+
+def _wasm_memory_bytes() -> int | None:
+    """Size of Pyodide's WebAssembly memory (None outside Pyodide): what the worker holds, as
+    ``performance.measureUserAgentSpecificMemory`` needs cross-origin isolation."""
+    try:
+        import pyodide_js  # type: ignore[import-not-found]
+
+        return int(pyodide_js._module.HEAPU8.buffer.byteLength)
+    except Exception:
+        return None
 
 
 @op("close")

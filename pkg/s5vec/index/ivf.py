@@ -60,7 +60,7 @@ class IVFIndex(IVFStorage):
         self.train_min = int(p.train_min) if p.train_min is not None else max(1000, 30 * self.nlist)
         # PQ encodes residuals x - centroid(list) by default (much finer codes on clustered data)
         self.residual = p.codec == "pq" and (p.residual is None or bool(p.residual))
-        self.pq_nbits, self.pq_m = int(p.pq_nbits), p.pq_m
+        self.pq_nbits, self.pq_m, self.pq_rotate = int(p.pq_nbits), p.pq_m, bool(p.pq_rotate)
         self.codec: qz.Codec = self._fresh_codec()
         if p.codec == "pq":
             self.pq_m = self.codec.m  # type: ignore[attr-defined]
@@ -106,7 +106,7 @@ class IVFIndex(IVFStorage):
     def spec(self) -> str:
         """Short description for the manifest, faiss style: ``IVF256,PQ16``, ``IVF128,SQ8``, ``IVF128,Flat``;
         separate refine data adds ``,Refine(f16|SQ8|PQ<m>)``."""
-        code = {"flat": "Flat", "sq8": "SQ8", "pq": f"PQ{self.pq_m}"}[self.codec_name]
+        code = {"flat": "Flat", "sq8": "SQ8", "pq": f"{'O' if self.pq_rotate else ''}PQ{self.pq_m}"}[self.codec_name]
         out = f"IVF{self.nlist},{code}" + (",f16" if self.vectors_dtype == "float16" else "")
         if self.refine_kind is not None:
             out += ",Refine(" + {"float16": "f16", "sq8": "SQ8", "pq": f"PQ{self.refine_m}"}[self.refine_kind] + ")"
@@ -120,6 +120,7 @@ class IVFIndex(IVFStorage):
             "lists_per_chunk": self.lists_per_chunk, "train_min": self.train_min,
             "kmeans_iters": self.kmeans_iters, "residual": self.residual, "vectors_dtype": self.vectors_dtype,
             "refine": self.refine_kind, "refine_rows": self.refine_rows, "refine_m": self.refine_m,
+            **({"pq_rotate": True} if self.pq_rotate else {}),
         }
 
     def __len__(self) -> int:
@@ -200,12 +201,14 @@ class IVFIndex(IVFStorage):
             self._insert_trained(ids, vecs, metas, ts, codes=codes)
 
     def _fresh_codec(self) -> qz.Codec:
-        return make_codec(self.codec_name, self.dim, self.metric, self.residual, self.pq_m, self.pq_nbits, self.seed)
+        return make_codec(self.codec_name, self.dim, self.metric, self.residual, self.pq_m, self.pq_nbits, self.seed,
+                          self.pq_rotate)
 
     def _fresh_refiner(self) -> Refiner | None:
         if self.refine_kind is None:
             return None
-        return Refiner(self.refine_kind, self.dim, self.metric, self.refine_m, self.seed, self.codec, self.residual)
+        return Refiner(self.refine_kind, self.dim, self.metric, self.refine_m, self.seed, self.codec, self.residual,
+                       self.pq_rotate)
 
     REFINE_TRAIN = 20_000  # rows the refine code is trained on (a sample, like PQ's codebooks)
 
