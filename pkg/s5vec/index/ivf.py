@@ -806,20 +806,37 @@ class IVFIndex(IVFStorage):
             src, rows = st.src[approx], st.rows[approx]
             key = src.astype(np.int64) * (1 << 32) + rows // R
             blocks, where = np.unique(key, return_inverse=True)
-            parts = []
+            where = where.reshape(-1)
+            parts, resident = [], []
             for k in blocks.tolist():  # the rows of each (source, refine block), once
                 s, b = k >> 32, k & 0xFFFFFFFF
                 lst = st.sources[s]
+                resident.append(lst.vectors is not None)
                 if lst.vectors is not None:
                     parts.append(lst.vectors[b * R: (b + 1) * R])
                 else:
-                    parts.append(self._refine_rows(st.numbers[s], lst, b, chunks))
-            starts = np.zeros(len(parts), dtype=np.intp)
-            if len(parts) > 1:
-                np.cumsum([p.shape[0] for p in parts[:-1]], out=starts[1:])
-            pool = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            vecs = pool[starts[where.reshape(-1)] + rows % R]
-            cd[approx] = kernels.scan(query.vector, np.ascontiguousarray(vecs, dtype=np.float32), self.metric)
+                    parts.append(self._refine_block(st.numbers[s], lst, b, chunks)[1])
+            vecs = np.empty((approx.size, self.dim), dtype=np.float32)
+            res = np.asarray(resident)[where]
+            for flag in (True, False):  # resident rows as they are; stored codes decoded for these rows only
+                sel = np.flatnonzero(res == flag)
+                if not sel.size:
+                    continue
+                group = [i for i, r in enumerate(resident) if r == flag]
+                sub = [parts[i] for i in group]
+                pos = np.full(len(parts), -1, dtype=np.intp)
+                pos[group] = np.arange(len(group))
+                starts = np.zeros(len(sub), dtype=np.intp)
+                if len(sub) > 1:
+                    np.cumsum([p.shape[0] for p in sub[:-1]], out=starts[1:])
+                pool = np.concatenate(sub) if len(sub) > 1 else sub[0]
+                got = pool[starts[pos[where[sel]]] + rows[sel] % R]
+                if not flag:
+                    s_sel = src[sel]
+                    got = self._refine_decode(np.asarray([st.numbers[int(x)] for x in s_sel]),
+                                              [st.sources[int(x)] for x in s_sel], rows[sel], got)
+                vecs[sel] = got
+            cd[approx] = kernels.scan(query.vector, vecs, self.metric)
         hits = []
         for b in kernels.top_k(cd, query.k):
             lst, r = st.sources[int(st.src[b])], int(st.rows[b])

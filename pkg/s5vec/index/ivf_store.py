@@ -19,7 +19,7 @@ Lazy loading, without fetching
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,6 @@ SUMMARIES_KIND = "ivf_summaries"
 LIST_KIND = "ivf_list"
 REFINE_KIND = "ivf_refine"
 _MEMO = "__ivf_lists__"  # key under which decoded lists are memoised on a chunk body
-_RMEMO = "__ivf_refine__"  # key under which decoded refine rows are memoised on a refine chunk body
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,16 +132,17 @@ class IVFStorage:
                 out[lst.refine_cids[b]] = None
         return list(out)
 
-    def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
-        """Decoded re-rank vectors of one refine block of list ``l`` (memoised on the chunk body)."""
+    def _refine_block(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> tuple[int, np.ndarray]:
+        """``(start, codes)`` of one refine block of list ``l``: the stored rows, not decoded.
+
+        Nothing decoded is kept on the chunk body: the store's byte budget counts a chunk's raw
+        bytes, and a decoded PQ refine row is 16x its code (a 1M index's cache of refine chunks
+        grew the tab's heap to 1 GB that way). Callers decode only the rows they score."""
         assert lst.refine_cids is not None
         cid = lst.refine_cids[block]
         if cid not in chunks:
             raise RuntimeError(f"IVF refine block {block} of list {l} was read without its chunk")
         body = chunks[cid]
-        got = body.get(_RMEMO)
-        if got is not None:
-            return got
         R = self.refine_rows  # type: ignore[attr-defined]
         try:
             start, data = int(body["start"]), np.asarray(body["data"])
@@ -152,14 +152,25 @@ class IVFStorage:
             data = data.reshape(n, -1)
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"malformed ivf_refine chunk: {exc}") from None
+        return start, data
+
+    def _refine_decode(self, ls: np.ndarray, lists: Sequence[IVFList], rows: np.ndarray, data: np.ndarray) -> np.ndarray:
+        """Re-rank vectors of rows ``rows`` of lists ``lists`` (list numbers ``ls``), from their refine codes ``data``."""
+        codes = None
+        if lists[0].codes is not None:
+            codes = np.stack([lst.codes[r] for lst, r in zip(lists, rows.tolist())])
+        cents = self.centroids[ls] if self.residual else None  # type: ignore[index,attr-defined]
+        return self.refiner.decode(data, cents, codes)  # type: ignore[attr-defined]
+
+    def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
+        """All decoded re-rank vectors of one refine block of list ``l`` (making a list resident)."""
+        start, data = self._refine_block(l, lst, block, chunks)
+        n = data.shape[0]
         codes = lst.codes[start: start + n] if lst.codes is not None else None
         cents = None
         if self.residual:  # type: ignore[attr-defined]
             cents = np.broadcast_to(self.centroids[l], (n, self.dim))  # type: ignore[index]
-        got = self.refiner.decode(data, cents, codes)  # type: ignore[attr-defined]
-        if isinstance(body, dict):
-            body[_RMEMO] = got
-        return got
+        return self.refiner.decode(data, cents, codes)  # type: ignore[attr-defined]
 
     def _refine_bodies(self, l: int, lst: IVFList) -> Iterable[dict[str, Any]]:
         """The ``ivf_refine`` chunk bodies of resident list ``l``, ``refine_rows`` rows each."""
