@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -223,17 +223,30 @@ def pairwise(data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -
     return np.negative(g, out=g)
 
 
+_CONTROLLER: Any = None  # threadpoolctl.ThreadpoolController, made once (False: not installed)
+
+
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread for the block (threadpoolctl; a no-op without it, e.g. in Pyodide).
 
-    For loops of many small products (HNSW construction: thousands of 48 x 48 x dim products a
-    second): a threaded BLAS splits each one across cores and waits for them, which on a busy
-    2-core machine made a build 10x slower than one thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    Why, in the three places that use it:
+    * loops of many small products (HNSW construction: thousands of 48 x 48 x dim products a
+      second; PQ on <= 32-d subspaces): a threaded BLAS splits each one across cores and waits for
+      them, which on a busy 2-core machine made a build 10x slower than one thread;
+    * the PQ rotation: a threaded sgemm rounds differently, and a bulk build's chunks must not
+      depend on how many threads the process (or a Dask worker) has.
+    The controller is made once (entering it then costs ~2 us, not threadpool_limits' ~150 us)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        except ImportError:
+            _CONTROLLER = False
+    if _CONTROLLER is False:
         yield
         return
-    with threadpool_limits(1, user_api="blas"):
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
         yield

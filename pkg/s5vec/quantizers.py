@@ -40,39 +40,11 @@ spends 7-14x longer synchronising threads than computing (10k x 8 @ 8 x 256), wo
 
 @contextlib.contextmanager
 def _blas_threads(inner_dim: int) -> Iterator[None]:
-    """Limit BLAS to one thread for small inner dimensions (no-op without threadpoolctl, e.g. Pyodide)."""
+    """One BLAS thread for small inner dimensions (:func:`kernels.one_blas_thread`), else as configured."""
     if inner_dim > SMALL_GEMM_DIM:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
-
-
-_CONTROLLER: Any = None  # threadpoolctl.ThreadpoolController, made once (False: not installed)
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread (a cached controller: ~2 us, not threadpool_limits' ~150 us). For the
-    PQ rotation: a threaded sgemm rounds differently, and a bulk build's chunks must not depend
-    on how many threads the process (or a Dask worker) has."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()
-        except ImportError:
-            _CONTROLLER = False
-    if _CONTROLLER is False:
-        yield
-        return
-    with _CONTROLLER.limit(limits=1, user_api="blas"):
+    with kernels.one_blas_thread():
         yield
 
 
@@ -545,13 +517,13 @@ class PQCodec:
     def _rotated(self, x: np.ndarray) -> np.ndarray:
         if self.rotation is None:
             return x
-        with _one_blas_thread():
+        with kernels.one_blas_thread():
             return (x @ self.rotation).astype(np.float32, copy=False)
 
     def _fit_rotation(self, x: np.ndarray) -> None:
         """Principal axes of ``x``, axis ``i`` (by variance) dealt to subspace ``i % m``."""
         xc = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        with _one_blas_thread():  # the same axes whatever the thread count (see _one_blas_thread)
+        with kernels.one_blas_thread():  # the same axes whatever the thread count
             w, v = np.linalg.eigh((xc.T @ xc).astype(np.float64))
         axes = v[:, np.argsort(-w, kind="stable")]
         pos = np.empty(self.dim, dtype=np.intp)
@@ -624,7 +596,7 @@ class PQCodec:
         out = parts.reshape(codes.shape[0], self.dim)
         if self.rotation is None:
             return out
-        with _one_blas_thread():
+        with kernels.one_blas_thread():
             return (out @ self.rotation.T).astype(np.float32, copy=False)
 
     def distance_table(self, query: np.ndarray) -> np.ndarray:
