@@ -580,7 +580,7 @@ class HNSWIndex:
         ok = sel >= 0
         es = [sel[ok]]
         counts = nsel
-        self._add_links0(np.concatenate(es).astype(np.int64), np.repeat(slots, counts))
+        self._add_links0(np.concatenate(es).astype(np.int64), np.repeat(slots, counts.astype(np.intp, copy=False)))
         if not uppers:
             return
         for s, l, L, sel in uppers:  # every row first, so a back link never meets a missing one
@@ -699,7 +699,7 @@ class HNSWIndex:
             vis[key] = stamp
             own = key // cap1
             nb = key - own * cap1 - 1
-            ends = np.cumsum(np.bincount(own, minlength=B)).tolist()
+            ends = np.cumsum(np.bincount(own.astype(np.intp, copy=False), minlength=B)).tolist()
             dots = np.empty(nb.shape[0], dtype=np.float32)
             lo = 0
             for b, hi in enumerate(ends):  # gather per query: its rows stay in cache for the gemv
@@ -718,7 +718,7 @@ class HNSWIndex:
                 d, nb, own = d[keep], nb[keep], own[keep]
                 if d.shape[0] == 0:
                     continue
-            counts = np.bincount(own, minlength=B)
+            counts = np.bincount(own.astype(np.intp, copy=False), minlength=B)
             pos = np.arange(own.shape[0]) - (np.cumsum(counts) - counts)[own]
             width = int(counts.max())
             nd = np.full((B, width), _INF, dtype=np.float32)
