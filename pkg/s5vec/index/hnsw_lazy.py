@@ -1,0 +1,470 @@
+"""A lazily fetched HNSW base layer (DiskANN-style layout and beam search).
+
+Why: an HNSW index opens by downloading every node's vector and layer-0 links (100k x 384 at
+float16: ~90 MB). Most of that is read by no query: a search expands ~100 nodes. So a big HNSW
+is saved with only its small parts resident, and the rest in small chunks fetched when a walk
+expands a node (WebANNS, arXiv 2507.00521; DiskANN, NeurIPS 2019):
+
+- resident at open (``hnsw_records`` chunks, ``hnsw_base_dir``, ``hnsw_upper``): ids, metadata,
+  timestamps, levels and tombstones of every node (hits and filters need them), a compact
+  navigation code of every node (PQ with ``m`` ~ dim/8 bytes, principal-axes rotation), the
+  upper layers (links), and the directory of base chunks;
+- lazy (``hnsw_base``, ``rows`` nodes each, named by raw CID in the directory, not in the
+  manifest): each node's layer-0 link row and its full vector (float16 or float32).
+
+The walk (:class:`Walk`) is DiskANN's beam search: the pool holds the ``ef`` best candidates by
+navigation-code distance; each step expands the ``WIDTH`` best unexpanded ones, which needs their
+base chunks (links, and the exact distance for the final re-rank). When a chunk is not held the
+walk suspends: ``search`` returns ``Outcome(widen=...)`` carrying the walk, ``plan`` names the
+missing chunks plus those of the next candidates (read-ahead), the request layer fetches them,
+and the walk resumes. The steps never depend on what was cached (only the number of rounds
+does), so a cold and a warm search, or a batch and one-by-one, return the same hits. Blocks a
+walk used stay decoded in a byte-bounded LRU on the index, so a warm repeat runs in one round
+with no fetch. Hits are the expanded nodes ranked by exact distance.
+
+An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunks named by
+``plan_all``) makes it eager, as the request layer does before an edit.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from .. import kernels
+from .. import quantizers as qz
+from ..errors import CIDError, FormatError, InvalidArgumentError
+from ..query import Chunks, Hit, Outcome, Query
+from ..s5.cid import BlobId
+from .base import ChunkReader, ChunkWriter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hnsw import HNSWIndex
+
+BASE_KIND = "hnsw_base"
+RECORDS_KIND = "hnsw_records"
+DIR_KIND = "hnsw_base_dir"
+
+#: an HNSW whose base layer (vectors + layer-0 links) exceeds this is saved lazily (unless
+#: ``lazy_base=False``); the hybrid's capped recent part (10k) stays far below it
+AUTO_BYTES = 32 * 2**20
+BASE_ROWS = 16        # nodes per hnsw_base chunk
+WIDTH = 4             # candidates expanded per step
+READ_AHEAD = 24       # base chunks one round may name (the step's own first, then the next candidates')
+WALK_ROUNDS = 40      # suspensions before the walk finishes its pool in one last round
+MAX_ROUNDS = WALK_ROUNDS + 4  # what the request layer allows one query (api.QueryRun)
+CACHE_BYTES = 96 * 2**20  # decoded base chunks kept on the index (shared with the store's cache)
+EXACT_IN_POOL = True
+EF_SCALE = 1.0
+_BRUTE_MIN = 2048     # as hnsw.py: a filter matching at most this many (or 5%) is re-ranked exactly
+_BRUTE_FRACTION = 0.05
+
+
+def base_bytes(index: "HNSWIndex") -> int:
+    """Bytes of the base layer as saved: every node's vector and layer-0 link row."""
+    return index._n * (index.dim * np.dtype(index.vectors_dtype).itemsize + index.M0 * 4)
+
+
+def wants_lazy(index: "HNSWIndex") -> bool:
+    policy = getattr(index, "lazy_base", None)
+    if policy is not None:
+        return bool(policy) and index._n > 0
+    return base_bytes(index) > AUTO_BYTES
+
+
+def nav_m(dim: int) -> int:
+    """Bytes of a navigation code: ~dim/8 (the PQ default), but at least min(32, dim/2): below
+    ~32 bytes the codes steer the walk away from true neighbours (recall 0.79 at 8 bytes for 64-d)."""
+    target = max(dim // 8, min(32, dim // 2), 1)
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+# ------------------------------------------------------------------ save
+
+def save(index: "HNSWIndex", writer: ChunkWriter, chunk_rows: int, rows: int = BASE_ROWS) -> dict[str, Any]:
+    """Write the lazy layout of an eager ``index``; returns its descriptor (see docs/FORMAT.md)."""
+    n, dim = index._n, index.dim
+    vecs = index._vecs[:n]
+    codec = qz.PQCodec(dim, nav_m(dim), 8, index.metric, seed=index.seed, rotate=True)
+    codec.train(vecs)
+    codes = codec.encode(vecs)
+    dtype = np.dtype(index.vectors_dtype)
+    base: list[bytes] = []
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        cid = writer.put(BASE_KIND, {"start": lo, "layer0": np.ascontiguousarray(index._nb0[lo:hi]),
+                                     "vectors": np.ascontiguousarray(vecs[lo:hi], dtype=dtype)})
+        base.append(BlobId.parse(cid).to_bytes())
+    records: list[str] = []
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        records.append(writer.put(RECORDS_KIND, {
+            "start": lo, "ids": index._ids[lo:hi], "metadata": index._meta[lo:hi],
+            "timestamps": np.ascontiguousarray(index._ts[lo:hi]),
+            "levels": np.ascontiguousarray(index._levels[lo:hi]),
+            "deleted": index._dead[lo:hi].astype(np.uint8),
+            "codes": np.ascontiguousarray(codes[lo:hi]),
+        }))
+    directory = writer.put(DIR_KIND, {"rows": rows, "count": n, "chunks": base, "codec": codec.state()})
+    upper = writer.put("hnsw_upper", index._upper_body())
+    desc = {
+        "kind": index.kind, "dim": dim, "metric": index.metric, "M": index.M,
+        "ef_construction": index.ef_construction, "ef_search": index.ef_search, "seed": index.seed,
+        "count": n, "live": len(index), "chunk_rows": chunk_rows,
+        "nodes": [], "links": [], "upper": upper, "vectors_dtype": index.vectors_dtype,
+        "base": {"dir": directory, "records": records, "rows": rows},
+    }
+    if getattr(index, "lazy_base", None) is not None:
+        desc["lazy_base"] = bool(index.lazy_base)
+    return desc
+
+
+# ------------------------------------------------------------------ load
+
+def _arr(value: Any, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    a = np.asarray(value, dtype=dtype)
+    if a.shape != shape:
+        if a.size == 0 and math.prod(shape) == 0:
+            return np.zeros(shape, dtype=dtype)
+        raise FormatError(f"lazy hnsw array has shape {a.shape}, expected {shape}")
+    return a
+
+
+def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> None:
+    """Fill ``index`` (fresh, from the descriptor's parameters) with the resident parts of a
+    lazy layout; raises FormatError on anything malformed (KeyError etc. are mapped by the caller)."""
+    base = desc["base"]
+    if not isinstance(base, Mapping):
+        raise FormatError("hnsw base entry is not a map")
+    n, dim = int(desc["count"]), index.dim
+    rows, chunk_rows = int(base["rows"]), int(desc["chunk_rows"])
+    if n < 1 or rows < 1 or chunk_rows < 1:
+        raise FormatError("lazy hnsw descriptor has a bad count or row size")
+    d = reader.get(base["dir"], DIR_KIND)
+    raw = list(d["chunks"])
+    if int(d["rows"]) != rows or int(d["count"]) != n or len(raw) != -(-n // rows):
+        raise FormatError("hnsw_base_dir does not match the descriptor")
+    try:
+        cids = [BlobId.from_bytes(bytes(c)).to_string() for c in raw]
+    except (CIDError, TypeError, ValueError) as exc:
+        raise FormatError(f"bad base chunk CID in hnsw_base_dir: {exc}") from None
+    try:
+        codec = qz.codec_from_state(d["codec"])
+    except InvalidArgumentError as exc:
+        raise FormatError(f"bad navigation codec in hnsw_base_dir: {exc}") from None
+    if not isinstance(codec, qz.PQCodec) or codec.dim != dim:
+        raise FormatError("hnsw navigation codec must be PQ of the index dimension")
+    recs = list(base["records"])
+    if len(recs) != -(-n // chunk_rows):
+        raise FormatError("lazy hnsw descriptor record chunks do not match its count")
+    index._reset(16)
+    ids: list[str] = []
+    meta: list[dict[str, Any]] = []
+    ts = np.zeros(n, np.float64)
+    levels = np.zeros(n, np.int32)
+    dead = np.zeros(n, bool)
+    codes = np.zeros((n, codec.m), np.uint8)
+    for c, cid in enumerate(recs):
+        lo, hi = c * chunk_rows, min(n, (c + 1) * chunk_rows)
+        body = reader.get(cid, RECORDS_KIND)
+        if int(body["start"]) != lo:
+            raise FormatError("hnsw_records chunk out of order")
+        r = hi - lo
+        cids_, cmeta = list(body["ids"]), list(body["metadata"])
+        if len(cids_) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids_):
+            raise FormatError("hnsw_records chunk has the wrong number of ids or metadata")
+        if not all(isinstance(m, Mapping) for m in cmeta):
+            raise FormatError("hnsw_records metadata must be maps")
+        ids.extend(cids_)
+        meta.extend(dict(m) for m in cmeta)
+        ts[lo:hi] = _arr(body["timestamps"], np.float64, (r,))
+        levels[lo:hi] = _arr(body["levels"], np.int32, (r,))
+        dead[lo:hi] = _arr(body["deleted"], np.uint8, (r,)) != 0
+        codes[lo:hi] = _arr(body["codes"], np.uint8, (r, codec.m))
+    index._n, index._cap = n, n
+    index._ts, index._levels, index._dead = ts, levels, dead
+    index._ids, index._meta = ids, meta
+    index._slot = {ids[s]: s for s in np.flatnonzero(~dead).tolist()}
+    if len(index._slot) != n - int(dead.sum()):
+        raise FormatError("hnsw_records chunk holds a live id twice")
+    index._n_dead = n - len(index._slot)
+    index._load_upper(reader.get(desc["upper"], "hnsw_upper"), n)
+    if index._max_level != int(levels.max()):
+        raise FormatError("hnsw levels do not match the upper layers")
+    index._lazy = LazyBase(index, codec, codes, cids, rows, desc)
+
+
+# ------------------------------------------------------------------ the walk
+
+class Walk:
+    """One query's beam search over the lazy base layer, carried between rounds in ``Query.state``.
+
+    Pool: ``pd`` (navigation distances, ascending), ``ps`` slots, ``px`` expanded, ``pa``
+    accepted (passes the filter / not a tombstone). The pool keeps every candidate closer than
+    the ``ef``-th accepted one (the hnswlib rule for filters: traverse everything, return only
+    accepted nodes). ``brute``: the pool is fixed (a selective filter's best matches by code, or
+    a walk out of rounds) and expanding only scores exactly."""
+
+    def __init__(self, lazy: "LazyBase", q: np.ndarray, k: int, ef: int, accept: np.ndarray | None) -> None:
+        self.q, self.k, self.ef, self.accept = q, k, ef, accept
+        self.table = lazy.codec.distance_table(q)
+        self.n = lazy.index._n
+        self.visited = np.zeros(self.n, dtype=bool)
+        self.ex_s: list[np.ndarray] = []
+        self.ex_d: list[np.ndarray] = []
+        self.need: list[int] = []
+        self.hand: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.rounds = 0
+        self.brute = False
+        self.exhausted = False
+        self.pd = np.empty(0, np.float32)
+        self.ps = np.empty(0, np.int64)
+        self.px = np.empty(0, bool)
+        self.pa = np.empty(0, bool)
+
+    def _acc(self, slots: np.ndarray) -> np.ndarray:
+        return np.ones(slots.shape[0], bool) if self.accept is None else self.accept[slots]
+
+    def seed(self, slots: np.ndarray, d: np.ndarray) -> None:
+        self.visited[slots] = True
+        self._merge(slots, d)
+
+    def _merge(self, slots: np.ndarray, d: np.ndarray) -> None:
+        D = np.concatenate([self.pd, d.astype(np.float32)])
+        S = np.concatenate([self.ps, slots.astype(np.int64)])
+        X = np.concatenate([self.px, np.zeros(slots.shape[0], bool)])
+        A = np.concatenate([self.pa, self._acc(slots)])
+        order = np.lexsort((S, D))
+        D, S, X, A = D[order], S[order], X[order], A[order]
+        if not self.brute:
+            cum = np.cumsum(A)
+            if cum.shape[0] and cum[-1] > self.ef:
+                cut = int(np.searchsorted(cum, self.ef)) + 1  # keep through the ef-th accepted
+                D, S, X, A = D[:cut], S[:cut], X[:cut], A[:cut]
+        self.pd, self.ps, self.px, self.pa = D, S, X, A
+
+    def accepted_done(self) -> int:
+        return int(sum(int(self._acc(s).sum()) for s in self.ex_s))
+
+    def advance(self, lazy: "LazyBase") -> bool:
+        """Run steps until done (True) or a base chunk is missing (False; ``need`` names blocks)."""
+        rows = lazy.rows
+        while True:
+            open_ = np.flatnonzero(~self.px)
+            if open_.shape[0] == 0:
+                if self.brute or self.exhausted or self.accepted_done() >= self.k:
+                    return True
+                self._widen(lazy)  # the graph ran dry before k accepted: add unvisited matches
+                continue
+            sel = open_ if self.brute else open_[:WIDTH]
+            slots = self.ps[sel]
+            blocks = np.unique(slots // rows).tolist()
+            missing = [b for b in blocks if not self._have(lazy, b)]
+            if missing:
+                ahead = (self.ps[open_] // rows).tolist()
+                want = dict.fromkeys(missing)
+                for b in ahead:
+                    if len(want) >= READ_AHEAD:
+                        break
+                    if b not in want and not self._have(lazy, b):
+                        want[b] = None
+                self.need = list(want)
+                return False
+            self.px[sel] = True
+            l0 = np.empty((slots.shape[0], lazy.index.M0), np.int32)
+            vecs = np.empty((slots.shape[0], lazy.index.dim), np.float32)
+            for j, s in enumerate(slots.tolist()):
+                links, v = self._block(lazy, s // rows)
+                l0[j], vecs[j] = links[s % rows], v[s % rows]
+            sq = kernels.sq_norms(vecs) if lazy.index.metric == "l2" else None
+            exact = kernels.distances(self.q, vecs, lazy.index.metric, sq)
+            self.ex_s.append(slots)
+            self.ex_d.append(exact)
+            if self.brute:
+                continue
+            if EXACT_IN_POOL:
+                self.pd[sel] = exact
+            nb = l0[l0 >= 0]
+            nb = np.unique(nb)
+            nb = nb[~self.visited[nb]]
+            self.visited[nb] = True
+            self._merge(nb, lazy.codec.distances(self.q, lazy.codes[nb], self.table))
+
+    def _have(self, lazy: "LazyBase", b: int) -> bool:
+        return b in self.hand or b in lazy.cache
+
+    def _block(self, lazy: "LazyBase", b: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self.hand.get(b)
+        if got is None:
+            got = lazy.cache[b]
+            lazy.cache.move_to_end(b)
+        return got
+
+    def _widen(self, lazy: "LazyBase") -> None:
+        """Every reachable node was visited and fewer than k accepted: score the unvisited
+        accepted nodes by code and put the best ``ef`` in the pool (expanded like the rest)."""
+        rest = np.flatnonzero(~self.visited & (self.accept if self.accept is not None else True))
+        if rest.shape[0] == 0:
+            self.exhausted = True
+            return
+        d = lazy.codec.distances(self.q, lazy.codes[rest], self.table)
+        top = rest[np.lexsort((rest, d))[: max(self.ef, self.k)]]
+        self.seed(top, d[np.searchsorted(rest, top)])
+
+    def finish_in_one_round(self) -> None:
+        """Out of rounds: the pool as it is, scored exactly in one more round (no expansion)."""
+        self.brute = True
+
+    def hits(self, lazy: "LazyBase") -> list[Hit]:
+        if not self.ex_s:
+            return []
+        s = np.concatenate(self.ex_s)
+        d = np.concatenate(self.ex_d)
+        ok = self._acc(s)
+        s, d = s[ok], d[ok]
+        order = np.lexsort((s, d))[: self.k]
+        idx = lazy.index
+        return [Hit(idx._ids[int(s[i])], float(d[i]), idx._meta[int(s[i])]) for i in order.tolist()]
+
+
+class LazyBase:
+    """The lazily fetched base layer of an opened HNSW index (see the module docstring)."""
+
+    def __init__(self, index: "HNSWIndex", codec: qz.PQCodec, codes: np.ndarray, cids: list[str],
+                 rows: int, desc: Mapping[str, Any]) -> None:
+        self.index, self.codec, self.codes, self.cids, self.rows = index, codec, codes, cids, rows
+        self.desc = dict(desc)
+        self.cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.cache_bytes = 0
+        self.cache_limit = CACHE_BYTES
+
+    # -- the hand-over
+    def plan(self, query: Query) -> list[str]:
+        st = query.state
+        if not isinstance(st, Walk):
+            return []
+        return [self.cids[b] for b in st.need]
+
+    def search(self, query: Query, chunks: Chunks) -> Outcome:
+        st = query.state
+        if not isinstance(st, Walk):
+            st = self._start(query)
+        else:
+            st.hand = {b: self._decode(b, chunks) for b in st.need if self.cids[b] in chunks}
+            st.rounds += 1
+            if st.rounds >= WALK_ROUNDS and not st.brute:
+                st.finish_in_one_round()
+        for b, blk in st.hand.items():
+            self._keep(b, blk)
+        if not st.advance(self):
+            return Outcome(widen=query.with_state(st))
+        st.hand = {}
+        return Outcome(st.hits(self))
+
+    def _start(self, query: Query) -> Walk:
+        idx = self.index
+        q, k = query.vector, query.k
+        ef = max(int(math.ceil((query.params.ef or idx.ef_search) * EF_SCALE)), k)
+        accept: np.ndarray | None = None
+        if query.filter is not None:
+            accept = idx._filter_mask(query.filter)
+            matching = np.flatnonzero(accept)
+            if matching.shape[0] <= max(_BRUTE_MIN, _BRUTE_FRACTION * len(idx)):
+                st = Walk(self, q, k, ef, accept)
+                st.brute = True
+                if matching.shape[0]:
+                    d = self.codec.distances(q, self.codes[matching], st.table)
+                    top = np.lexsort((matching, d))[: max(ef, 2 * k)]
+                    st.seed(matching[top], d[top])
+                return st
+        elif idx._n_dead:
+            accept = ~idx._dead[: idx._n]
+        st = Walk(self, q, k, ef, accept)
+        # greedy descent through the upper layers on navigation codes
+        ep = idx._entry
+        dep = float(self.codec.distances(q, self.codes[[ep]], st.table)[0])
+        for level in range(idx._max_level, 0, -1):
+            layer = idx._up[level - 1]
+            while True:
+                nb = layer.get(ep)
+                if nb is None or nb.shape[0] == 0:
+                    break
+                d = self.codec.distances(q, self.codes[nb], st.table)
+                j = int(d.argmin())
+                if not d[j] < dep:
+                    break
+                ep, dep = int(nb[j]), float(d[j])
+        st.seed(np.array([ep], np.int64), np.array([dep], np.float32))
+        return st
+
+    # -- decoded blocks
+    def _decode(self, b: int, chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
+        got = self.cache.get(b)
+        if got is not None:
+            return got
+        body = chunks[self.cids[b]]
+        n, rows = self.index._n, self.rows
+        lo, hi = b * rows, min(n, (b + 1) * rows)
+        try:
+            if int(body["start"]) != lo:
+                raise FormatError(f"hnsw_base chunk {b} starts at {body['start']}, expected {lo}")
+            links = _arr(body["layer0"], np.int32, (hi - lo, self.index.M0))
+            vecs = _arr(body["vectors"], np.asarray(body["vectors"]).dtype, (hi - lo, self.index.dim))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"malformed hnsw_base chunk: {exc!r}") from None
+        if vecs.dtype not in (np.float16, np.float32):
+            raise FormatError(f"hnsw_base vectors must be float16 or float32, got {vecs.dtype}")
+        valid = links >= 0
+        if (links >= n).any() or (links < -1).any() or (valid[:, 1:] & ~valid[:, :-1]).any():
+            raise FormatError("hnsw_base layer-0 links out of range or not packed")
+        return links, vecs
+
+    def _keep(self, b: int, blk: tuple[np.ndarray, np.ndarray]) -> None:
+        if b in self.cache:
+            self.cache.move_to_end(b)
+            return
+        self.cache[b] = blk
+        self.cache_bytes += blk[0].nbytes + blk[1].nbytes
+        while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
+            _, old = self.cache.popitem(last=False)
+            self.cache_bytes -= old[0].nbytes + old[1].nbytes
+
+    # -- becoming eager
+    def plan_all(self) -> list[str]:
+        return list(dict.fromkeys(self.cids))
+
+    def load_all(self, chunks: Chunks) -> None:
+        """Make the index eager (every vector and layer-0 row resident) from the chunks
+        ``plan_all`` named; afterwards it is an ordinary HNSW index (writable)."""
+        idx = self.index
+        n = idx._n
+        blocks = [self._decode(b, chunks) for b in range(len(self.cids))]
+        vecs = np.concatenate([v for _, v in blocks]).astype(np.float32)
+        nb0 = np.concatenate([l for l, _ in blocks])
+        ts, levels, dead = idx._ts, idx._levels, idx._dead
+        ids, meta, slot, up = idx._ids, idx._meta, idx._slot, idx._up
+        entry, top, inserted, n_dead = idx._entry, idx._max_level, idx._inserted, idx._n_dead
+        cap = 16
+        while cap < n:
+            cap *= 2
+        idx._reset(cap)
+        idx._n = n
+        idx._vecs[:n], idx._nb0[:n] = vecs, nb0
+        idx._sq[:n] = kernels.sq_norms(idx._vecs[:n])
+        idx._cnt0[:n] = (nb0 >= 0).sum(axis=1)
+        idx._ts[:n], idx._levels[:n], idx._dead[:n] = ts, levels, dead
+        idx._ids, idx._meta, idx._slot, idx._up = ids, meta, slot, up
+        idx._entry, idx._max_level, idx._inserted, idx._n_dead = entry, top, inserted, n_dead
+        idx._lazy = None
+
+
+def require_resident(index: "HNSWIndex", what: str) -> None:
+    if getattr(index, "_lazy", None) is not None:
+        raise InvalidArgumentError(
+            f"cannot {what} a lazily loaded HNSW index: make it resident with load_all() first "
+            "(Database does this before an edit)")
