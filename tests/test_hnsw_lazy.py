@@ -253,6 +253,8 @@ def _republish(client: MemoryClient, cid: str, edit_desc=None, edit_dir=None) ->
     (None, lambda b: b.update(codec={"codec": "pq", "dim": 7, "m": 3, "nbits": 8, "metric": "cosine",
                                       "codebooks": np.zeros((3, 256, 2), np.float32)})),
     (None, lambda b: b.pop("codec")),
+    (None, lambda b: b.update(order=np.zeros_like(np.asarray(b["order"])))),
+    (None, lambda b: b.update(order=np.asarray(b["order"])[:-1].copy())),
 ])
 def test_malformed_lazy_descriptor_is_a_format_error(cos, edit_desc, edit_dir):
     idx, q, oracle, client, _, cid = cos
@@ -262,7 +264,7 @@ def test_malformed_lazy_descriptor_is_a_format_error(cos, edit_desc, edit_dir):
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda b: b.update(start=b["start"] + 1),
+    lambda b: b.update(slots=np.asarray(b["slots"])[::-1].copy()),
     lambda b: b.update(layer0=np.full_like(np.asarray(b["layer0"]), 10**6)),
     lambda b: b.update(vectors=np.zeros((3, 64), np.float16)),
     lambda b: b.update(vectors=np.zeros(np.asarray(b["vectors"]).shape, np.int32)),
