@@ -284,3 +284,23 @@ def test_malformed_base_chunk_is_a_format_error(mutate):
     db = open_db(client, cid)
     with pytest.raises(FormatError):
         db.search(q[0], 10)
+
+
+def test_pin_lists_the_base_chunks(cos, monkeypatch):
+    """The worker's ``chunks`` op (what ``db.pin()`` keeps offline) names the unlisted base chunks."""
+    import asyncio
+    import json
+
+    from s5vec import rpc
+
+    idx, q, oracle, client, _, cid = cos
+    store = ChunkStore(client)
+    monkeypatch.setattr(api, "make_store", lambda portals, **kw: store)
+    monkeypatch.setattr(rpc, "_stores", {})
+    call = lambda op, args: json.loads(asyncio.run(rpc.handle(op, args)))  # noqa: E731
+    h = call("open", {"manifest": cid, "portals": ["http://unused"]})["result"]["handle"]
+    listed = call("chunks", {"handle": h})["result"]["chunks"]
+    m = layout.decode_manifest(client.blobs[cid])
+    want = {cid} | {c["cid"] for c in m["chunks"]} | set(base_cids(client, cid))
+    assert set(listed) == want and len(listed) == len(want)
+    call("close", {"handle": h})
