@@ -304,3 +304,67 @@ def test_pin_lists_the_base_chunks(cos, monkeypatch):
     want = {cid} | {c["cid"] for c in m["chunks"]} | set(base_cids(client, cid))
     assert set(listed) == want and len(listed) == len(want)
     call("close", {"handle": h})
+
+
+# ---------------------------------------------------------------- fuzz: mutated blobs of a lazy index
+
+def _fuzz_sample():
+    idx, x, q, oracle = build(150, 8, "cosine", 7)
+    client = MemoryClient()
+    cid = publish(idx, client, True)
+    m = layout.decode_manifest(client.blobs[cid])
+    return dict(client.blobs), cid, [c["cid"] for c in m["chunks"]], base_cids(client, cid), q[0]
+
+
+FUZZ_BLOBS, FUZZ_CID, FUZZ_LISTED, FUZZ_BASE, FUZZ_Q = _fuzz_sample()
+
+
+def _open_with_bad_base(target: str, bad: bytes) -> str:
+    """Base chunk ``target`` replaced by ``bad`` (uploaded under its own CID, named by a rewritten
+    directory chunk), then open and search: the name of the typed error, or "ok"."""
+    from s5vec import errors
+
+    client = MemoryClient(FUZZ_BLOBS)
+    new = BlobId.parse(client.upload(bad)).to_bytes()
+    old = BlobId.parse(target).to_bytes()
+    doc = layout.loads(FUZZ_BLOBS[FUZZ_CID])
+    d = layout.decode_chunk(FUZZ_BLOBS[doc["index"]["base"]["dir"]], "hnsw_base_dir")
+    d["chunks"] = [new if bytes(c) == old else bytes(c) for c in d["chunks"]]
+    dir_cid = client.upload(layout.encode_chunk("hnsw_base_dir", d))
+    doc["index"]["base"]["dir"] = dir_cid
+    doc["chunks"].append({"cid": dir_cid, "kind": "hnsw_base_dir", "size": 1})
+    root = client.upload(layout.dumps(doc))
+    try:
+        db = api.Database.open(root, store=ChunkStore(client))
+        for v in (FUZZ_Q, -FUZZ_Q):
+            db.search(v, 5)
+            db.search(v, 5, {"parity": 1})
+        db.upsert([{"id": "new", "vector": FUZZ_Q}])  # makes it eager: reads every base chunk
+    except errors.S5VecError as e:
+        return e.name
+    return "ok"
+
+
+def test_mutated_blobs_of_a_lazy_index_give_typed_errors():
+    import fuzzkit as fk
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    cfg = settings(max_examples=120, deadline=None, derandomize=True, database=None,
+                   suppress_health_check=list(HealthCheck))
+
+    @cfg
+    @given(st.sampled_from([FUZZ_CID] + FUZZ_LISTED).flatmap(
+        lambda t: st.tuples(st.just(t), fk.mutations(FUZZ_BLOBS[t]))))
+    def listed(case):
+        target, bad = case
+        fk.run_bounded(lambda: fk.open_with_mutated(FUZZ_BLOBS, FUZZ_CID, target, bad, FUZZ_Q))
+
+    @cfg
+    @given(st.sampled_from(FUZZ_BASE).flatmap(lambda t: st.tuples(st.just(t), fk.mutations(FUZZ_BLOBS[t]))))
+    def base(case):
+        target, bad = case
+        fk.run_bounded(lambda: _open_with_bad_base(target, bad))
+
+    listed()
+    base()
