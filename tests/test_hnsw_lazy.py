@@ -167,6 +167,8 @@ def test_write_after_lazy_open_then_commit_keeps_everything(l2):
     assert db.search(new[2], 1)[0]["id"] == "n2"
     new_cid, _ = db.commit()
     again = open_db(client, new_cid)
+    # the commit kept the navigation codec (no retraining: unchanged nodes keep their codes)
+    assert np.array_equal(again.index._lazy.codec.codebooks, open_db(client, cid).index._lazy.codec.codebooks)
     assert again.index.plan_all()  # still lazy (lazy_base is kept in the descriptor)
     assert again.search(new[3], 1)[0]["id"] == "n3"
     assert again.get("n4")["metadata"] == {"g": -1}

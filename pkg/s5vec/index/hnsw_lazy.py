@@ -160,7 +160,9 @@ def save(index: "HNSWIndex", writer: ChunkWriter, chunk_rows: int, rows: int = B
     """Write the lazy layout of an eager ``index``; returns its descriptor (see docs/FORMAT.md)."""
     n, dim = index._n, index.dim
     vecs = index._vecs[:n]
-    codec, picked = choose_codec(vecs, index.metric, index.seed)
+    kept = index.__dict__.get("_nav_codec")  # from a lazy open made eager: same codes, no training
+    codec, picked = kept if kept is not None and kept[0].dim == dim else choose_codec(vecs, index.metric, index.seed)
+    index.__dict__["_nav_codec"] = (codec, picked)
     codes = codec.encode(vecs)
     dtype = np.dtype(index.vectors_dtype)
     order = block_order(index._nb0, n, rows)
@@ -275,6 +277,8 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
     if index._max_level != int(levels.max()):
         raise FormatError("hnsw levels do not match the upper layers")
     index._lazy = LazyBase(index, codec, codes, cids, rows, order, pos)
+    nav = base.get("nav")
+    index.__dict__["_nav_codec"] = (codec, dict(nav) if isinstance(nav, Mapping) else {"m": codec.m})
 
 
 # ------------------------------------------------------------------ the walk
