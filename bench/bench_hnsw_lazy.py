@@ -136,9 +136,9 @@ def tab(idx: HNSWIndex, queries: np.ndarray, truth: np.ndarray, build_first: boo
         for name, lazy in (("eager", False), ("lazy", True)):
             idx.lazy_base = lazy
             cids[name] = api.save(idx, store)[0]
-        with BB.fresh_page(browser, url) as page:
-            print("# tab: " + BB.startup_line(BB.browser_startup(page)), flush=True)
-            for name, cid in cids.items():
+        for name, cid in cids.items():  # one fresh worker each: the open counts only its own blobs
+            with BB.fresh_page(browser, url) as page:
+                print(f"# tab {name}: " + BB.startup_line(BB.browser_startup(page)), flush=True)
                 s = BB.summarise(BB.browser_measure(page, cid, [srv.url], queries, None), truth, id_index)
                 print(f"tab {name}: open {fmt_bytes(s['open bytes'])} / {s['open chunks']} blobs in {s['open ms']:.0f} ms; "
                       f"cold first query {fmt_bytes(s['cold bytes'])} ({s['cold chunks']} chunks, {s['cold ms']:.1f} ms); "

@@ -50,9 +50,14 @@ DIR_KIND = "hnsw_base_dir"
 #: an HNSW whose base layer (vectors + layer-0 links) exceeds this is saved lazily (unless
 #: ``lazy_base=False``); the hybrid's capped recent part (10k) stays far below it
 AUTO_BYTES = 32 * 2**20
-BASE_ROWS = 16        # nodes per hnsw_base chunk
-WIDTH = 4             # candidates expanded per step
-READ_AHEAD = 24       # base chunks one round may name (the step's own first, then the next candidates')
+# Tuned on 100k x 384 (bench/bench_hnsw_lazy.py, cold queries, recall@10 0.983-0.987 throughout):
+# rows 16 / width 4 / read-ahead 24 fetched 1,227 KB in 9.1 rounds per query; rows 8 / 4 / 24: 684 KB,
+# 9.7 rounds; rows 8 / 16 / 16: 470 KB, 6.5 rounds (a wider beam needs fewer rounds and, expanding
+# the pool's best together, no more nodes); speculative read-ahead beyond the step cost bytes and
+# saved few rounds.
+BASE_ROWS = 8         # nodes per hnsw_base chunk (~7 KB at 384-d float16)
+WIDTH = 16            # candidates expanded per step
+READ_AHEAD = 16       # base chunks one round may name (the step's own first, then the next candidates')
 WALK_ROUNDS = 40      # suspensions before the walk finishes its pool in one last round
 MAX_ROUNDS = WALK_ROUNDS + 4  # what the request layer allows one query (api.QueryRun)
 CACHE_BYTES = 96 * 2**20  # decoded base chunks kept on the index (shared with the store's cache)
