@@ -370,3 +370,15 @@ def test_mutated_blobs_of_a_lazy_index_give_typed_errors():
 
     listed()
     base()
+
+
+def test_a_walk_out_of_rounds_finishes_its_pool_in_one_more(cos, monkeypatch):
+    """The per-query round budget: past WALK_ROUNDS the walk scores its pool exactly in one last
+    round instead of expanding further, so a search always settles (and still returns k hits)."""
+    idx, q, oracle, client, _, cid = cos
+    monkeypatch.setattr(hnsw_lazy, "WALK_ROUNDS", 2)
+    db = open_db(client, cid)
+    for v in q[:5]:
+        out = db.search_with_stats(v, 10)
+        assert len(out["hits"]) == 10 and out["stats"]["rounds"] <= 4
+    assert api.max_rounds(db.index) == hnsw_lazy.MAX_ROUNDS > api.MAX_ROUNDS

@@ -348,9 +348,11 @@ class Walk:
         while True:
             open_ = np.flatnonzero(~self.px)
             if open_.shape[0] == 0:
-                if self.brute or self.exhausted or self.accepted_done() >= self.k:
+                if self.exhausted or self.accepted_done() >= self.k:
                     return True
-                self._widen(lazy)  # the graph ran dry before k accepted: add unvisited matches
+                # fewer than k accepted: the graph ran dry (or the walk ran out of rounds, or a
+                # filter has fewer matches than k): add the best unvisited matches by code
+                self._widen(lazy)
                 continue
             sel = open_ if self.brute else open_[:WIDTH]
             slots = self.ps[sel]
@@ -408,7 +410,8 @@ class Walk:
         self.seed(top, d[np.searchsorted(rest, top)])
 
     def finish_in_one_round(self) -> None:
-        """Out of rounds: the pool as it is, scored exactly in one more round (no expansion)."""
+        """Out of rounds: the pool as it is, scored exactly in one more round (no expansion; a
+        pool with fewer than k accepted is topped up by code first, one round more)."""
         self.brute = True
 
     def hits(self, lazy: "LazyBase") -> list[Hit]:
