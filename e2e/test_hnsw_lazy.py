@@ -5,7 +5,9 @@ GET: opening it in the worker downloads the manifest and the resident chunks (re
 navigation codes, the base-chunk directory, the upper layers) and no ``hnsw_base`` chunk; a search
 walks in rounds that download base chunks; its hits equal CPython's for the same queries; recall@10
 against the flat index is within 0.02 of the eager layout of the same graph; a warm repeat downloads
-nothing; ``searchBatch`` equals search one by one.
+nothing; ``searchBatch`` equals search one by one. Writes in the tab on the lazily opened index
+(upsert, delete, commit) work: the worker fetches the rest first, and CPython opens the commit
+(lazy again) and finds exactly the edits.
 """
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ N, DIM = 20_000, 64
 
 
 @pytest.fixture(scope="module")
-def lazy_pub(tmp_path_factory):
+def lazy_pub(tmp_path_factory, web_url):
     from s5vec import api, layout
     from s5vec.index.hnsw import HNSWIndex
     from s5vec.s5 import portal as portal_mod
     from s5vec.s5.cid import BlobId
 
     log = kit.GetLog()
-    server, _ = portal_mod.serve(tmp_path_factory.mktemp("hnsw-lazy-portal"), on_request=log.record)
+    server, _ = portal_mod.serve(tmp_path_factory.mktemp("hnsw-lazy-portal"), on_request=log.record,
+                                 cors_origins=[web_url.rstrip("/")])
     x = kit.clustered(N + 40, DIM, 80, 11, 0.35)
     data, qs = x[:N], x[N:]
     ids = [f"v{i:05d}" for i in range(N)]
@@ -108,3 +111,34 @@ def test_lazy_hnsw_in_the_worker(shared_harness, lazy_pub, request):
         assert batch == [r["hits"] for r in singles]
         if "filter" in opts:
             assert all(h["metadata"]["odd"] for hits in batch for h in hits)
+
+
+def test_writes_on_a_lazily_opened_hnsw_in_the_worker(shared_harness, lazy_pub, request):
+    from s5vec import api
+
+    key = shared_harness.open(lazy_pub["cid"], lazy_pub["urls"])
+    request.addfinalizer(lambda: shared_harness.run("await window.dbs[arg].close();", key))
+    rng = np.random.default_rng(5)
+    new = rng.standard_normal((2, DIM)).astype(np.float32)
+    out = shared_harness.js(
+        """const db = window.dbs[arg.key];
+           await db.search(new Float32Array(arg.q), { k: 5 });           // a lazy walk first
+           await db.upsert(arg.recs);
+           await db.delete(["v00007"]);
+           const found = await db.search(new Float32Array(arg.recs[1].vector), { k: 1 });
+           const gone = await db.search(new Float32Array(arg.q7), { k: 10 });
+           const done = await db.commit();
+           return { found, gone, done };""",
+        {"key": key, "q": [float(v) for v in lazy_pub["queries"][0]], "q7": [float(v) for v in lazy_pub["queries"][1]],
+         "recs": [{"id": f"new{i}", "vector": [float(v) for v in new[i]], "metadata": {"n": -1, "odd": False},
+                   "timestamp": 1e6} for i in range(2)]}, timeout=600_000)
+    assert out["found"][0]["id"] == "new1"
+    assert "v00007" not in {h["id"] for h in out["gone"]}
+    print(f"\n[hnsw lazy] commit from the tab after 2 upserts + 1 delete: {out['done']['uploaded']} chunks uploaded, "
+          f"{out['done']['skipped']} unchanged")
+    assert out["done"]["uploaded"] > 0 and out["done"]["skipped"] > 0  # unchanged chunks kept their CIDs
+    back = api.Database.open(out["done"]["manifest"], lazy_pub["urls"])
+    assert back.index.plan_all()  # lazy again
+    assert len(back.index) == N + 2 - 1
+    assert back.search(new[0], 1)[0]["id"] == "new0" and back.get("new1")["metadata"] == {"n": -1, "odd": False}
+    assert "v00007" not in back.index
