@@ -7,20 +7,25 @@ expands a node (WebANNS, arXiv 2507.00521; DiskANN, NeurIPS 2019):
 
 - resident at open (``hnsw_records`` chunks, ``hnsw_base_dir``, ``hnsw_upper``): ids, metadata,
   timestamps, levels and tombstones of every node (hits and filters need them), a compact
-  navigation code of every node (PQ with ``m`` ~ dim/8 bytes, principal-axes rotation), the
-  upper layers (links), and the directory of base chunks;
+  navigation code of every node (PQ with principal-axes rotation; ``m`` from ~dim/8 bytes up,
+  the smallest that ranks held-out neighbours well, :func:`choose_codec`), the upper layers
+  (links), and the directory of base chunks;
 - lazy (``hnsw_base``, ``rows`` nodes each, named by raw CID in the directory, not in the
-  manifest): each node's layer-0 link row and its full vector (float16 or float32).
+  manifest): each node's layer-0 link row and its full vector (float16 or float32). A chunk holds
+  a seed node and its nearest neighbours (:func:`block_order`), so one fetch serves several
+  expansions.
 
 The walk (:class:`Walk`) is DiskANN's beam search: the pool holds the ``ef`` best candidates by
 navigation-code distance; each step expands the ``WIDTH`` best unexpanded ones, which needs their
-base chunks (links, and the exact distance for the final re-rank). When a chunk is not held the
+base chunks (links, and the exact distance, which ranks the node in the pool from then on and in
+the final re-rank). When a chunk is not held the
 walk suspends: ``search`` returns ``Outcome(widen=...)`` carrying the walk, ``plan`` names the
 missing chunks plus those of the next candidates (read-ahead), the request layer fetches them,
 and the walk resumes. The steps never depend on what was cached (only the number of rounds
 does), so a cold and a warm search, or a batch and one-by-one, return the same hits. Blocks a
-walk used stay decoded in a byte-bounded LRU on the index, so a warm repeat runs in one round
-with no fetch. Hits are the expanded nodes ranked by exact distance.
+walk used stay decoded in a byte-bounded LRU on the index, so a warm repeat runs in one search
+call with no fetch. Selective filters (up to 20% of the records) skip the graph: their matches are
+ranked by code and the best ``ef`` re-ranked exactly, in one round. Hits are the expanded nodes ranked by exact distance.
 
 An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunks named by
 ``plan_all``) makes it eager, as the request layer does before an edit.
