@@ -33,6 +33,7 @@ An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunk
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -314,6 +315,7 @@ class Walk:
         self.ex_s: list[np.ndarray] = []
         self.ex_d: list[np.ndarray] = []
         self.need: list[int] = []
+        #: every block this walk was handed (kept until it ends)
         self.hand: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.rounds = 0
         self.brute = False
@@ -362,15 +364,21 @@ class Walk:
             sel = open_ if self.brute else open_[:WIDTH]
             slots = self.ps[sel]
             where = lazy.pos[slots]
-            blocks = np.unique(where // rows).tolist()
-            missing = [b for b in blocks if not self._have(lazy, b)]
+            got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            missing = []
+            for b in np.unique(where // rows).tolist():
+                blk = self._get(lazy, b)  # held from here on, whatever another search evicts
+                if blk is None:
+                    missing.append(b)
+                else:
+                    got[b] = blk
             if missing:
                 ahead = (lazy.pos[self.ps[open_]] // rows).tolist()
                 want = dict.fromkeys(missing)
                 for b in ahead:
                     if len(want) >= READ_AHEAD:
                         break
-                    if b not in want and not self._have(lazy, b):
+                    if b not in want and b not in self.hand and b not in lazy.cache:
                         want[b] = None
                 self.need = list(want)
                 return False
@@ -378,7 +386,7 @@ class Walk:
             l0 = np.empty((slots.shape[0], lazy.index.M0), np.int32)
             vecs = np.empty((slots.shape[0], lazy.index.dim), np.float32)
             for j, p in enumerate(where.tolist()):
-                links, v = self._block(lazy, p // rows)
+                links, v = got[p // rows]
                 l0[j], vecs[j] = links[p % rows], v[p % rows]
             sq = kernels.sq_norms(vecs) if lazy.index.metric == "l2" else None
             exact = kernels.distances(self.q, vecs, lazy.index.metric, sq)
@@ -393,14 +401,14 @@ class Walk:
             self.visited[nb] = True
             self._merge(nb, lazy.codec.distances(self.q, lazy.codes[nb], self.table))
 
-    def _have(self, lazy: "LazyBase", b: int) -> bool:
-        return b in self.hand or b in lazy.cache
-
-    def _block(self, lazy: "LazyBase", b: int) -> tuple[np.ndarray, np.ndarray]:
+    def _get(self, lazy: "LazyBase", b: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Block ``b`` if this round was handed it or the index holds it (then marked recent)."""
         got = self.hand.get(b)
         if got is None:
-            got = lazy.cache[b]
-            lazy.cache.move_to_end(b)
+            with lazy.lock:  # searches on other threads (CPython servers) share the LRU
+                got = lazy.cache.get(b)
+                if got is not None:
+                    lazy.cache.move_to_end(b)
         return got
 
     def _widen(self, lazy: "LazyBase") -> None:
@@ -443,6 +451,7 @@ class LazyBase:
         self.cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.cache_bytes = 0
         self.cache_limit = CACHE_BYTES
+        self.lock = threading.Lock()
 
     # -- the hand-over
     def plan(self, query: Query) -> list[str]:
@@ -456,12 +465,15 @@ class LazyBase:
         if not isinstance(st, Walk):
             st = self._start(query)
         else:
-            st.hand = {b: self._decode(b, chunks) for b in st.need if self.cids[b] in chunks}
+            # a walk keeps every block it was handed until it ends (a few hundred KB): blocks of a
+            # step must not be lost to the LRU between rounds, or a small cache would never settle
+            st.hand.update({b: self._decode(b, chunks) for b in st.need if self.cids[b] in chunks})
             st.rounds += 1
             if st.rounds >= WALK_ROUNDS and not st.brute:
                 st.finish_in_one_round()
-        for b, blk in st.hand.items():
-            self._keep(b, blk)
+        for b in st.need:
+            if b in st.hand:
+                self._keep(b, st.hand[b])
         if not st.advance(self):
             return Outcome(widen=query.with_state(st))
         st.hand = {}
@@ -526,14 +538,15 @@ class LazyBase:
         return links, vecs
 
     def _keep(self, b: int, blk: tuple[np.ndarray, np.ndarray]) -> None:
-        if b in self.cache:
-            self.cache.move_to_end(b)
-            return
-        self.cache[b] = blk
-        self.cache_bytes += blk[0].nbytes + blk[1].nbytes
-        while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
-            _, old = self.cache.popitem(last=False)
-            self.cache_bytes -= old[0].nbytes + old[1].nbytes
+        with self.lock:
+            if b in self.cache:
+                self.cache.move_to_end(b)
+                return
+            self.cache[b] = blk
+            self.cache_bytes += blk[0].nbytes + blk[1].nbytes
+            while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
+                _, old = self.cache.popitem(last=False)
+                self.cache_bytes -= old[0].nbytes + old[1].nbytes
 
     # -- becoming eager
     def plan_all(self) -> list[str]:
