@@ -261,8 +261,8 @@ def _republish(client: MemoryClient, cid: str, edit_desc=None, edit_dir=None) ->
 def test_malformed_lazy_descriptor_is_a_format_error(cos, edit_desc, edit_dir):
     idx, q, oracle, client, _, cid = cos
     bad = _republish(client, cid, edit_desc, edit_dir)
-    with pytest.raises(FormatError):
-        open_db(client, bad)
+    with pytest.raises(FormatError):  # at open, or (a bad base chunk CID) when a search names it
+        open_db(client, bad).search(q[0], 10)
 
 
 @pytest.mark.parametrize("mutate", [

@@ -237,10 +237,8 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
     raw = list(d["chunks"])
     if int(d["rows"]) != rows or int(d["count"]) != n or len(raw) != -(-n // rows):
         raise FormatError("hnsw_base_dir does not match the descriptor")
-    try:
-        cids = [BlobId.from_bytes(bytes(c)).to_string() for c in raw]
-    except (CIDError, TypeError, ValueError) as exc:
-        raise FormatError(f"bad base chunk CID in hnsw_base_dir: {exc}") from None
+    if not all(isinstance(c, bytes) for c in raw):
+        raise FormatError("hnsw_base_dir chunk CIDs must be byte strings")
     order = _arr(d["order"], np.int64, (n,))
     pos = np.full(n, -1, dtype=np.int64)
     if ((order < 0) | (order >= n)).any():
@@ -273,7 +271,7 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
         cids_, cmeta = list(body["ids"]), list(body["metadata"])
         if len(cids_) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids_):
             raise FormatError("hnsw_records chunk has the wrong number of ids or metadata")
-        if not all(isinstance(m, Mapping) for m in cmeta):
+        if not all(type(m) is dict or isinstance(m, Mapping) for m in cmeta):  # dict first: fast
             raise FormatError("hnsw_records metadata must be maps")
         ids.extend(cids_)
         meta.extend(dict(m) for m in cmeta)
@@ -291,7 +289,7 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
     index._load_upper(reader.get(desc["upper"], "hnsw_upper"), n)
     if index._max_level != int(levels.max()):
         raise FormatError("hnsw levels do not match the upper layers")
-    index._lazy = LazyBase(index, codec, codes, cids, rows, order, pos)
+    index._lazy = LazyBase(index, codec, codes, raw, rows, order, pos)
     nav = base.get("nav")
     index.__dict__["_nav_codec"] = (codec, dict(nav) if isinstance(nav, Mapping) else {"m": codec.m})
 
@@ -442,9 +440,13 @@ class Walk:
 class LazyBase:
     """The lazily fetched base layer of an opened HNSW index (see the module docstring)."""
 
-    def __init__(self, index: "HNSWIndex", codec: qz.PQCodec, codes: np.ndarray, cids: list[str],
+    def __init__(self, index: "HNSWIndex", codec: qz.PQCodec, codes: np.ndarray, raw: list[bytes],
                  rows: int, order: np.ndarray, pos: np.ndarray) -> None:
-        self.index, self.codec, self.codes, self.cids, self.rows = index, codec, codes, cids, rows
+        self.index, self.codec, self.codes, self.rows = index, codec, codes, rows
+        #: raw CID bytes of the base chunks, turned into strings when first needed (12,600 at
+        #: 100k: converting them all at open cost a third of the open's CPU)
+        self.raw = raw
+        self._cid: dict[int, str] = {}
         #: ``order``: slots in base-chunk order (block b holds order[b*rows:(b+1)*rows]);
         #: ``pos``: its inverse, a slot's place in that order
         self.order, self.pos = order, pos
@@ -458,7 +460,17 @@ class LazyBase:
         st = query.state
         if not isinstance(st, Walk):
             return []
-        return [self.cids[b] for b in st.need]
+        return [self.cid(b) for b in st.need]
+
+    def cid(self, b: int) -> str:
+        """CID of base chunk ``b``; a malformed one is a FormatError."""
+        got = self._cid.get(b)
+        if got is None:
+            try:
+                got = self._cid[b] = BlobId.from_bytes(self.raw[b]).to_string()
+            except (CIDError, TypeError, ValueError) as exc:
+                raise FormatError(f"bad base chunk CID {b} in hnsw_base_dir: {exc}") from None
+        return got
 
     def search(self, query: Query, chunks: Chunks) -> Outcome:
         st = query.state
@@ -467,7 +479,7 @@ class LazyBase:
         else:
             # a walk keeps every block it was handed until it ends (a few hundred KB): blocks of a
             # step must not be lost to the LRU between rounds, or a small cache would never settle
-            st.hand.update({b: self._decode(b, chunks) for b in st.need if self.cids[b] in chunks})
+            st.hand.update({b: self._decode(b, chunks) for b in st.need if self.cid(b) in chunks})
             st.rounds += 1
             if st.rounds >= WALK_ROUNDS and not st.brute:
                 st.finish_in_one_round()
@@ -520,7 +532,7 @@ class LazyBase:
         got = self.cache.get(b)
         if got is not None:
             return got
-        body = chunks[self.cids[b]]
+        body = chunks[self.cid(b)]
         n, rows = self.index._n, self.rows
         lo, hi = b * rows, min(n, (b + 1) * rows)
         try:
@@ -550,14 +562,14 @@ class LazyBase:
 
     # -- becoming eager
     def plan_all(self) -> list[str]:
-        return list(dict.fromkeys(self.cids))
+        return list(dict.fromkeys(self.cid(b) for b in range(len(self.raw))))
 
     def load_all(self, chunks: Chunks) -> None:
         """Make the index eager (every vector and layer-0 row resident) from the chunks
         ``plan_all`` named; afterwards it is an ordinary HNSW index (writable)."""
         idx = self.index
         n = idx._n
-        blocks = [self._decode(b, chunks) for b in range(len(self.cids))]
+        blocks = [self._decode(b, chunks) for b in range(len(self.raw))]
         vecs = np.empty((n, idx.dim), np.float32)
         nb0 = np.empty((n, idx.M0), np.int32)
         vecs[self.order] = np.concatenate([v for _, v in blocks])
