@@ -70,13 +70,35 @@ function blake3Digest(data) {
 
 // ---------------------------------------------------------------- start-up steps
 
+// Pyodide 0.27 turns on stack switching (JSPI) when the engine has it (Chromium >= 137). Then every
+// call from JS into Python that may suspend (each asyncio callback of its WebLoop, so a dozen per
+// fetched chunk) goes through callPyObjectKwargsPromising, which stackAlloc()s 4 bytes and restores
+// the C stack pointer only when the call raised: 16 bytes of the 5 MiB C stack are lost per call
+// (pyodide/pyodide#6249, fixed upstream after 0.29). A session of ~800 cold searches (~20k fetched
+// chunks) used it all up; the stack then ran into the static data below it and the worker died
+// ("table index is out of bounds", "function signature mismatch", "memory access out of bounds").
+// s5vec never suspends Python (no run_sync; fetches are awaited on the event loop), so the worker
+// hides JSPI from Pyodide before loading it and runs the path every browser without JSPI runs.
+function hideJspi() {
+  for (const name of ["Suspending", "Suspender"]) {
+    if (name in WebAssembly) {
+      try {
+        delete WebAssembly[name];
+      } catch (_) { /* not configurable: checked after the load */ }
+    }
+  }
+}
+
 async function loadPyodide(cfg) {
+  hideJspi();
   const mod = await import(cfg.indexURL + "pyodide.mjs");
   py.pyodide = await mod.loadPyodide({
     indexURL: cfg.indexURL,
     stdout: (s) => console.log("[s5vec py]", s),
     stderr: (s) => console.warn("[s5vec py]", s),
   });
+  // the call path is chosen per call from this flag: with it off, no call leaks stack
+  if (py.pyodide._module.jspiSupported) py.pyodide._module.jspiSupported = false;
 }
 
 async function loadNumpy(cfg) {

@@ -181,6 +181,9 @@ async def _stats(args: dict[str, Any]) -> dict[str, Any]:
     mem = _wasm_memory_bytes()
     if mem is not None:  # the tab's memory for this worker (Pyodide's wasm heap; it only grows)
         out["wasmMemoryBytes"] = mem
+    stack = _wasm_stack_free_bytes()
+    if stack is not None:  # the C stack left below this call: constant from call to call unless it leaks
+        out["wasmStackFreeBytes"] = stack
     return out
 
 
@@ -191,6 +194,19 @@ def _wasm_memory_bytes() -> int | None:
         import pyodide_js  # type: ignore[import-not-found]
 
         return int(pyodide_js._module.HEAPU8.buffer.byteLength)
+    except Exception:
+        return None
+
+
+def _wasm_stack_free_bytes() -> int | None:
+    """Bytes of Pyodide's C stack (5 MiB in 0.27) still free at this point of a call (None outside
+    Pyodide). Measured at the same call depth every time, it must not shrink from one request to
+    the next: a drift is a stack-pointer leak, and when the stack runs into the static data below
+    it the worker dies ("table index is out of bounds"; see worker.js, which turns off JSPI)."""
+    try:
+        import pyodide_js  # type: ignore[import-not-found]
+
+        return int(pyodide_js._module._emscripten_stack_get_free())
     except Exception:
         return None
 
