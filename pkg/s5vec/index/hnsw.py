@@ -90,7 +90,7 @@ class HNSWIndex:
         #: NumPy calls per distance computed, which is what costs in CPython and even more in Pyodide
         self.expand_batch = 4
         #: pool members expanded per step while building (see _search_build)
-        self.build_batch = 32
+        self.build_batch = 16
         #: level-0 nodes connected together (see _insert_batch0); fewer while the graph is small
         self.insert_batch = 64
         #: nearest candidates scored all-pairs at once by the batched heuristic (_select_many)
@@ -160,7 +160,7 @@ class HNSWIndex:
         return self._up[level - 1][s]
 
     def _dist(self, q: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        return kernels.distances(q, self._vecs[slots], self.metric, self._sq[slots])
+        return kernels.distances(q, self._vecs.take(slots, axis=0), self.metric, self._sq[slots])
 
     # ------------------------------------------------------------------ public accessors
 
@@ -300,7 +300,7 @@ class HNSWIndex:
         n = cands.shape[0]
         if n <= m:
             return cands
-        sub = self._vecs[cands]
+        sub = self._vecs.take(cands, axis=0)
         sq = self._sq[cands]
         metric = self.metric
         # Candidates still eligible are the set bits of ``ok`` (bit j = j-th nearest to the base).
@@ -480,7 +480,7 @@ class HNSWIndex:
             scratch[nb] = ar  # drop shared neighbours: last write wins
             nb = nb[scratch[nb] == ar]
             visit[nb] = stamp
-            ds = dist(q, vecs[nb], metric, sq[nb] if need_sq else None)
+            ds = dist(q, vecs.take(nb, axis=0), metric, sq[nb] if need_sq else None)
             if ps.shape[0] >= ef:
                 keep = ds < pd[-1]
                 if not keep.any():
@@ -643,7 +643,7 @@ class HNSWIndex:
     def _rows_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Vectors (and, for l2, squared norms) of a slot array; padding -1 reads slot 0."""
         s = np.maximum(slots, 0)
-        return self._vecs[s], (self._sq[s] if self.metric == "l2" else None)
+        return self._vecs.take(s, axis=0), (self._sq[s] if self.metric == "l2" else None)
 
     def _pair(self, a: np.ndarray, asq: np.ndarray | None, b: np.ndarray, bsq: np.ndarray | None) -> np.ndarray:
         """Distances ``[R, i, j]`` between rows a[r, i] and b[r, j] (one batched product)."""
@@ -680,7 +680,7 @@ class HNSWIndex:
         pd[:, 0], ps[:, 0], pe[:, 0] = epd, eps, False
         vecs, sq, nb0, metric = self._vecs, self._sq, self._nb0, self.metric
         step = self.build_batch
-        matmul = np.matmul
+        dot, take = np.dot, np.take
         while True:
             todo = ~pe
             if step < ef:
@@ -704,7 +704,7 @@ class HNSWIndex:
             lo = 0
             for b, hi in enumerate(ends):  # gather per query: its rows stay in cache for the gemv
                 if hi > lo:
-                    matmul(vecs[nb[lo:hi]], q[b], out=dots[lo:hi])
+                    dot(take(vecs, nb[lo:hi], axis=0), q[b], out=dots[lo:hi])
                 lo = hi
             if metric == "cosine":
                 d = np.subtract(1.0, dots, out=dots)
@@ -778,8 +778,8 @@ class HNSWIndex:
         own = np.repeat(np.arange(R), counts)
         col = M0 + np.arange(own.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
         cand[own, col] = ss[np.repeat(start, counts) + (col - M0)]
-        g = self._vecs[np.maximum(cand, 0)]
-        d = np.matmul(g, self._vecs[rows][:, :, None])[:, :, 0]
+        g = self._vecs.take(np.maximum(cand, 0), axis=0)
+        d = np.matmul(g, self._vecs.take(rows, axis=0)[:, :, None])[:, :, 0]
         if self.metric == "cosine":
             np.subtract(1.0, d, out=d)
         elif self.metric == "ip":
