@@ -160,7 +160,7 @@ class HNSWIndex:
         return self._up[level - 1][s]
 
     def _dist(self, q: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        return kernels.distances(q, self._vecs.take(slots, axis=0), self.metric, self._sq[slots])
+        return kernels.distances(q, self._vecs.take(slots.astype(np.intp, copy=False), axis=0), self.metric, self._sq[slots])
 
     # ------------------------------------------------------------------ public accessors
 
@@ -300,7 +300,7 @@ class HNSWIndex:
         n = cands.shape[0]
         if n <= m:
             return cands
-        sub = self._vecs.take(cands, axis=0)
+        sub = self._vecs.take(cands.astype(np.intp, copy=False), axis=0)
         sq = self._sq[cands]
         metric = self.metric
         # Candidates still eligible are the set bits of ``ok`` (bit j = j-th nearest to the base).
@@ -480,7 +480,7 @@ class HNSWIndex:
             scratch[nb] = ar  # drop shared neighbours: last write wins
             nb = nb[scratch[nb] == ar]
             visit[nb] = stamp
-            ds = dist(q, vecs.take(nb, axis=0), metric, sq[nb] if need_sq else None)
+            ds = dist(q, vecs.take(nb.astype(np.intp, copy=False), axis=0), metric, sq[nb] if need_sq else None)
             if ps.shape[0] >= ef:
                 keep = ds < pd[-1]
                 if not keep.any():
@@ -547,7 +547,7 @@ class HNSWIndex:
         own upper layers is node by node (one node in M has them), and their back links are
         added per layer at the end (:meth:`_add_links_up`)."""
         vecs, metric, efc = self._vecs, self.metric, self.ef_construction
-        q = vecs.take(slots, axis=0)
+        q = vecs.take(slots.astype(np.intp, copy=False), axis=0)
         qsq = self._sq[slots]
         top = self._max_level
         d0 = kernels.distances(vecs[self._entry], q, metric, qsq)  # symmetric: entry -> each new node
@@ -715,7 +715,7 @@ class HNSWIndex:
     def _rows_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Vectors (and, for l2, squared norms) of a slot array; padding -1 reads slot 0."""
         s = np.maximum(slots, 0)
-        return self._vecs.take(s, axis=0), (self._sq[s] if self.metric == "l2" else None)
+        return self._vecs.take(s.astype(np.intp, copy=False), axis=0), (self._sq[s] if self.metric == "l2" else None)
 
     def _pair(self, a: np.ndarray, asq: np.ndarray | None, b: np.ndarray, bsq: np.ndarray | None) -> np.ndarray:
         """Distances ``[R, i, j]`` between rows a[r, i] and b[r, j] (one batched product)."""
@@ -765,13 +765,13 @@ class HNSWIndex:
                 break
             pe[rows, cols] = True
             # row-major: grouped by query; ndarray.take is the fast row gather
-            key = (nb0.take(ps[rows, cols], axis=0) + off[rows][:, None]).ravel()
+            key = (nb0.take(ps[rows, cols].astype(np.intp, copy=False), axis=0) + off[rows][:, None]).ravel()
             key = key[vis[key] != stamp]
             if key.shape[0] == 0:
                 continue
             vis[key] = stamp  # a key twice (shared neighbour) is scored twice, dropped below
             own = key // kt(cap1)
-            nb = key - own * kt(cap1) - kt(1)
+            nb = (key - own * kt(cap1) - kt(1)).astype(np.intp, copy=False)  # take wants intp
             ends = np.cumsum(np.bincount(own.astype(np.intp, copy=False), minlength=B)).tolist()
             dots = np.empty(nb.shape[0], dtype=np.float32)
             lo = 0
@@ -869,8 +869,8 @@ class HNSWIndex:
     def _repick(self, rows: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         """The heuristic's picks (at most ``m``, left-packed, -1 padded, and their counts) for
         each of ``rows`` among its candidates ``cand`` ([R, K] slots, -1 padded), all at once."""
-        g = self._vecs.take(np.maximum(cand, 0), axis=0)
-        d = np.matmul(g, self._vecs.take(rows, axis=0)[:, :, None])[:, :, 0]
+        g = self._vecs.take(np.maximum(cand, 0).astype(np.intp, copy=False), axis=0)
+        d = np.matmul(g, self._vecs.take(rows.astype(np.intp, copy=False), axis=0)[:, :, None])[:, :, 0]
         if self.metric == "cosine":
             np.subtract(1.0, d, out=d)
         elif self.metric == "ip":
