@@ -195,6 +195,56 @@ def cmd_ivf(args: argparse.Namespace) -> None:
         proc.wait(10)
 
 
+def cmd_phases(args: argparse.Namespace) -> None:
+    """The default build's phases, timed one by one, without publishing: sampling (one pass over the
+    input), the choice (``ivf_tune.choose``), training (k-means + codecs) and ``--blocks`` blocks of
+    assignment + encoding. For a size this machine cannot build in the time at hand (10M), this
+    measures the parts that do not scale linearly (training at its nlist) and the per-row encode
+    cost at its nlist; the rest (encode of every block, upload) is projected per row."""
+    from s5vec import build, sources
+    from s5vec.index import ivf_tune
+
+    src = sources.open_source(args.npy)
+    n = int(src.count)
+    out: dict = {"n": n, "dim": src.dim, "load_before": [round(v, 2) for v in os.getloadavg()]}
+    t = time.perf_counter()
+    size = build.default_sample_size(ivf_tune.pick_nlist(n), n)
+    sample = build.sample_vectors(src, size, 0)
+    out["sample_rows"] = int(sample.shape[0])
+    out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
+    t = time.perf_counter()
+    choice = build.choose_params("ivf", sample, "cosine", n, 0, build.record_sizes(src))
+    out["seconds"]["choose"] = round(time.perf_counter() - t, 1)
+    out["picked"] = choice.params
+    print("# " + choice.line(), file=sys.stderr, flush=True)
+    index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
+    t = time.perf_counter()
+    build.train(index, sample)
+    out["seconds"]["train"] = round(time.perf_counter() - t, 1)
+    ivf = build.ivf_of(index)
+    from s5vec import quantizers as qz
+
+    lab = qz.assign(sample, ivf.centroids, "cosine")
+    cnt = np.bincount(lab, minlength=ivf.nlist)
+    out["sample_list_sizes"] = {"empty": int((cnt == 0).sum()), "min": int(cnt.min()), "max": int(cnt.max()),
+                                "mean": round(float(cnt.mean()), 1)}
+    units = build.unit_lists(ivf)
+    per_block = []
+    for b, block in enumerate(src.blocks()):
+        if b >= args.blocks:
+            break
+        t = time.perf_counter()
+        build.encode_block(ivf, build.stamp_block(block, time.time()), units)
+        per_block.append((len(block), time.perf_counter() - t))
+    rows = sum(r for r, _ in per_block)
+    secs = sum(s for _, s in per_block)
+    out["encode"] = {"blocks": len(per_block), "rows": rows, "seconds": round(secs, 1),
+                     "projected_all_rows_s": round(secs / max(rows, 1) * n, 0)}
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(out))
+
+
 def _base_tree(commit: str) -> str:
     """``pkg/`` of ``commit`` (the before of a speed-up), extracted once into a temp dir."""
     import tempfile
@@ -293,6 +343,9 @@ def main() -> None:
     b.add_argument("--dask", default=None)
     b.add_argument("--queries", type=int, default=100)
     b.add_argument("--progress", action="store_true")
+    ph = sub.add_parser("phases", help="the default build's phases timed, no upload (train + --blocks of encoding)")
+    ph.add_argument("--npy", required=True)
+    ph.add_argument("--blocks", type=int, default=3)
     tr = sub.add_parser("truth", help="exact top-k ground truth of --queries over --npy (blocked)")
     tr.add_argument("--npy", required=True)
     tr.add_argument("--queries", required=True)
@@ -314,6 +367,8 @@ def main() -> None:
         cmd_hnsw(args)
     elif args.cmd == "truth":
         cmd_truth(args)
+    elif args.cmd == "phases":
+        cmd_phases(args)
     elif args.cmd == "gen" and args.shape == "synthetic":
         gen_synthetic(args.n, args.dim, args.out, seed=args.seed or 1, queries=args.queries)
     elif args.cmd == "gen":
