@@ -190,25 +190,28 @@ def measure_manifest(args: argparse.Namespace) -> None:
               f"{len(q100) / (min(b['times']) / 1000):.0f}", flush=True)
         all_ids: list = []
         heap = []
-        if len(qs_all) > len(qs_lat):  # recall of every query, in a fresh tab (a new worker)
-            with BB.fresh_page(browser, url) as page2:
-                op2 = page2.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
-                t0 = time.perf_counter()
-                try:
-                    for a in range(0, len(qs_all), args.recall_batch):
-                        chunk = [[float(x) for x in q] for q in qs_all[a : a + args.recall_batch]]
-                        if args.recall_mode == "batch":
-                            all_ids += page2.evaluate(JS_IDS_BATCH, [op2["key"], chunk, K])
-                        else:
-                            all_ids += [r["ids"] for r in page2.evaluate(BB.JS_PASS, [op2["key"], chunk, K, None])]
-                        heap.append(page2.evaluate(JS_STATS, op2["key"]).get("wasmMemoryBytes"))
-                        found = [[id_index[i] for i in hits] for hits in all_ids]
-                        print(f"# recall pass ({args.recall_mode}): {len(all_ids)} queries, recall@10 "
-                              f"{C.recall(found, truth[: len(found)]):.4f}, {time.perf_counter() - t0:.0f} s, wasm "
-                              f"{C.fmt_bytes(heap[-1] or float('nan'))}; {load_line()}", flush=True)
-                except Exception as exc:  # the worker died: report how far it got
-                    print(f"# recall pass stopped after {len(all_ids)} queries: {str(exc)[:200]}", flush=True)
-                else:
+        if len(qs_all) > len(qs_lat):  # recall of every query, in a fresh tab (a new worker) per --recall-fresh
+            fresh = args.recall_fresh or len(qs_all)
+            t0 = time.perf_counter()
+            for seg in range(args.recall_from, len(qs_all), fresh):
+                with BB.fresh_page(browser, url) as page2:
+                    op2 = page2.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
+                    try:
+                        for a in range(seg, min(seg + fresh, len(qs_all)), args.recall_batch):
+                            chunk = [[float(x) for x in q] for q in qs_all[a : min(a + args.recall_batch, seg + fresh)]]
+                            if args.recall_mode == "batch":
+                                all_ids += page2.evaluate(JS_IDS_BATCH, [op2["key"], chunk, K])
+                            else:
+                                all_ids += [r["ids"] for r in page2.evaluate(BB.JS_PASS, [op2["key"], chunk, K, None])]
+                            heap.append(page2.evaluate(JS_STATS, op2["key"]).get("wasmMemoryBytes"))
+                            found = [[id_index[i] for i in hits] for hits in all_ids]
+                            lo = args.recall_from
+                            print(f"# recall pass ({args.recall_mode}): queries {lo}..{lo + len(all_ids)}, recall@10 "
+                                  f"{C.recall(found, truth[lo : lo + len(found)]):.4f}, {time.perf_counter() - t0:.0f} s, "
+                                  f"wasm {C.fmt_bytes(heap[-1] or float('nan'))}; {load_line()}", flush=True)
+                    except Exception as exc:  # the worker died: report how far it got
+                        print(f"# recall pass stopped after {len(all_ids)} queries: {str(exc)[:200]}", flush=True)
+                        break
                     page2.evaluate(BB.JS_CLOSE, op2["key"])
         p1 = [[id_index[i] for i in r["ids"]] for r in m["pass1"]]
         warm_bytes = [r["bytes"] for r in m["warm"]]
@@ -227,8 +230,9 @@ def measure_manifest(args: argparse.Namespace) -> None:
         }
         if all_ids:
             found = [[id_index[i] for i in hits] for hits in all_ids]
-            same = sum(f == [id_index[i] for i in r["ids"]] for f, r in zip(found, m["warm"]))
-            row.update({f"recall@10 (all, {args.recall_mode})": C.recall(found, truth[: len(found)]),
+            lo = args.recall_from
+            same = sum(f == [id_index[i] for i in r["ids"]] for f, r in zip(found, m["warm"][lo:]))
+            row.update({f"recall@10 (queries {lo}.., {args.recall_mode})": C.recall(found, truth[lo : lo + len(found)]),
                         "queries (all)": len(found), "same as pass 2": f"{same}/{min(len(found), len(qs_lat))}",
                         "wasm memory (recall tab)": C.fmt_bytes(max(h or 0 for h in heap))})
     print(json.dumps(row, default=float))
@@ -287,6 +291,8 @@ def main() -> None:
                     help="with --manifest: one-by-one passes (latency, bytes) on the first N of --queries only; "
                          "recall@10 of all --queries by searchBatch")
     ap.add_argument("--recall-batch", type=int, default=500, help="queries per call in the recall pass")
+    ap.add_argument("--recall-fresh", type=int, default=None, help="a fresh tab every N queries of the recall pass")
+    ap.add_argument("--recall-from", type=int, default=0, help="start the recall pass at this query")
     ap.add_argument("--recall-mode", choices=["batch", "single"], default="batch",
                     help="recall pass by searchBatch or one query at a time (a fresh tab either way)")
     ap.add_argument("--cache-bytes", type=int, default=None,
