@@ -7,6 +7,7 @@ Set ``S5VEC_SCREENSHOT=docs/demo.png`` to save the README screenshot while these
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -24,14 +25,20 @@ def demo(web_dist, film_index):
     config.unlink(missing_ok=True)
 
 
-def open_page(browser, web_url, viewport=DESKTOP):
+@contextmanager
+def demo_page(browser, web_url, viewport=DESKTOP):
+    """The demo page in a fresh context; on a clean exit, no uncaught page error may have happened."""
     ctx = browser.new_context(viewport=viewport)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_default_timeout(120_000)
-    page.goto(web_url + "index.html")
-    return ctx, page, errors
+    try:
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(120_000)
+        page.goto(web_url + "index.html")
+        yield page
+        assert not errors, errors
+    finally:
+        ctx.close()
 
 
 def wait_ready(page):
@@ -67,8 +74,7 @@ def type_query(page, text):
 def test_typing_a_title_from_a_cold_tab_shows_that_film_first(browser, web_url, demo):
     from s5vec.keyword import tokenize
 
-    ctx, page, errors = open_page(browser, web_url)
-    try:
+    with demo_page(browser, web_url) as page:
         assert page.evaluate("document.activeElement.id") == "q"  # the search box has the focus
         assert page.locator("#boot .bar").is_visible()
         title = next(r["metadata"]["title"] for r in demo["records"][1000:] if len(tokenize(r["metadata"]["title"])) >= 2)
@@ -90,14 +96,10 @@ def test_typing_a_title_from_a_cold_tab_shows_that_film_first(browser, web_url, 
             type_query(page, "documentary about space")
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=os.environ["S5VEC_SCREENSHOT"])
-        assert not errors
-    finally:
-        ctx.close()
 
 
 def test_filters_empty_state_and_reversed_range(browser, web_url, demo):
-    ctx, page, errors = open_page(browser, web_url)
-    try:
+    with demo_page(browser, web_url) as page:
         wait_ready(page)
         type_query(page, "love story")
         page.select_option("#genre", "Comedy")
@@ -128,16 +130,12 @@ def test_filters_empty_state_and_reversed_range(browser, web_url, demo):
         page.click("#clear")
         page.wait_for_selector("#empty", state="hidden")
         assert len(result_ids(page)) == 10
-        assert not errors
-    finally:
-        ctx.close()
 
 
 def test_more_like_this_leaves_the_film_out(browser, web_url, demo):
     from s5vec.demo import movie_text
 
-    ctx, page, errors = open_page(browser, web_url)
-    try:
+    with demo_page(browser, web_url) as page:
         wait_ready(page)
         type_query(page, "western gunfight")
         film = result_ids(page)[0]
@@ -150,14 +148,10 @@ def test_more_like_this_leaves_the_film_out(browser, web_url, demo):
         assert result_ids(page) == want and film not in result_ids(page)
         page.click("#back")
         wait_query(page, "western gunfight")
-        assert not errors
-    finally:
-        ctx.close()
 
 
 def test_phone_width_results_in_view_after_a_search(browser, web_url, demo):
-    ctx, page, errors = open_page(browser, web_url, PHONE)
-    try:
+    with demo_page(browser, web_url, PHONE) as page:
         wait_ready(page)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
         page.fill("#q", "documentary about space")
@@ -165,6 +159,3 @@ def test_phone_width_results_in_view_after_a_search(browser, web_url, demo):
         wait_query(page, "documentary about space")
         box = page.locator("#results li").first.bounding_box()
         assert box and 0 <= box["y"] and box["y"] + box["height"] <= PHONE["height"], box
-        assert not errors
-    finally:
-        ctx.close()

@@ -40,11 +40,12 @@ INDEX_KINDS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_KIND = "hybrid"
 # Chunk kinds fetched lazily at search time; every other chunk is fetched when an index opens.
-LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine", "kw_postings", "kw_docs"})
-# Chunk kinds named by other chunks (an ivf_list names its ivf_refine blocks) and left out of the
+LAZY_CHUNK_KINDS = frozenset({"ivf_list", "ivf_refine", "kw_postings", "kw_docs", "hnsw_base"})
+# Chunk kinds named by other chunks (an ivf_list names its ivf_refine blocks, hnsw_base_dir the
+# lazily fetched HNSW base layer's hnsw_base chunks) and left out of the
 # manifest's chunk list, so the manifest -- what every open downloads -- does not grow with N; the
 # manifest records their count and bytes under extra.unlisted.
-UNLISTED_CHUNK_KINDS = frozenset({"ivf_refine"})
+UNLISTED_CHUNK_KINDS = frozenset({"ivf_refine", "hnsw_base"})
 
 
 def index_class(kind: str) -> type:
@@ -110,6 +111,12 @@ def prepare_query(index: Index, vector: Any, k: Any = 10, filter: Any = None,
 MAX_ROUNDS = 32  # a widening IVF search doubles nprobe each round: log2(nlist) rounds at most
 
 
+def max_rounds(index: Index) -> int:
+    """Rounds one query may take: :data:`MAX_ROUNDS`, or the index's own cap when it walks in
+    rounds (a lazily fetched HNSW base layer, ``s5vec.index.hnsw_lazy.MAX_ROUNDS``)."""
+    return getattr(index, "max_rounds", None) or MAX_ROUNDS
+
+
 class QueryRun:
     """One query's rounds of plan -> fetch -> search against one index and chunk store.
 
@@ -139,7 +146,7 @@ class QueryRun:
         out = self.index.search(self.query, self.chunks())
         if out.widen is None:
             return out.hits
-        if self.searches >= MAX_ROUNDS:
+        if self.searches >= max_rounds(self.index):
             raise RuntimeError("search did not settle: too many widening rounds")
         self.query = out.widen
         return None
@@ -188,7 +195,7 @@ class BatchRun:
                 self.hits[i] = out.hits
             else:
                 self.queries[i] = out.widen
-        if any(h is None for h in self.hits) and self._searches >= MAX_ROUNDS:
+        if any(h is None for h in self.hits) and self._searches >= max_rounds(self.index):
             raise RuntimeError("batch search did not settle: too many rounds")
         return all(h is not None for h in self.hits)
 

@@ -247,9 +247,13 @@ async def _chunks(args: dict[str, Any]) -> dict[str, Any]:
     """Every blob of the open snapshot (manifest first): what ``db.pin()`` keeps offline.
 
     With a text model (named in the manifest's extra, not in its chunk list) its model, vocabulary
-    and row chunks are listed too: text search offline embeds with any of them."""
+    and row chunks are listed too: text search offline embeds with any of them; so are the chunks
+    the index names itself and has not made resident (``plan_all``: the lazy HNSW base layer)."""
     db = _db(args)
     blobs = [db.cid] + [c["cid"] for c in db.manifest["chunks"]]
+    plan_all = getattr(db.index, "plan_all", None)  # chunks not in the manifest (a lazy HNSW base layer)
+    if plan_all is not None:
+        blobs += plan_all()
     model = getattr(db, "model", None)
     if model is not None:
         blobs += [model.cid, str(model.head["vocab"])] + [model.row_cid(c) for c in range(model.row_count)]

@@ -35,7 +35,7 @@ from .. import kernels
 from ..errors import FormatError, InvalidArgumentError, UnknownIdError
 from ..filters import Filter, fields_of
 from ..query import NO_CHUNKS, Chunks, Hit, HNSWSearchParams, Outcome, Query, Record
-from . import hnsw_walk
+from . import hnsw_lazy, hnsw_walk
 from .base import ChunkReader, ChunkWriter
 from .records import check_batch
 
@@ -73,8 +73,15 @@ class HNSWIndex:
         ef_search: int = 64,
         seed: int = 0,
         vectors_dtype: str = "float32",
+        lazy_base: bool | None = None,
     ) -> None:
         self.dim = _check_int("dim", dim, 1, 1 << 20)
+        if lazy_base is not None and not isinstance(lazy_base, bool):
+            raise InvalidArgumentError(f"lazy_base must be true, false or null, got {lazy_base!r}")
+        #: save the base layer as lazily fetched chunks (hnsw_lazy): None = when it is big
+        self.lazy_base = lazy_base
+        #: the lazily fetched base layer of an index opened that way (None = eager)
+        self._lazy: hnsw_lazy.LazyBase | None = None
         if vectors_dtype not in ("float32", "float16"):
             raise InvalidArgumentError(f"vectors_dtype must be 'float32' or 'float16', got {vectors_dtype!r}")
         #: float16 halves the bytes an open downloads (vectors are rounded on insert, so a loaded
@@ -184,6 +191,7 @@ class HNSWIndex:
 
     def vector(self, id: str) -> np.ndarray:
         """The stored vector (as prepared for the metric: unit length for cosine)."""
+        hnsw_lazy.require_resident(self, "read a vector of")
         return self._vecs[self._live_slot(id)].copy()
 
     def ids(self) -> list[str]:
@@ -191,6 +199,7 @@ class HNSWIndex:
 
     def items(self) -> Iterator[tuple[str, np.ndarray, dict[str, Any], float]]:
         """(id, vector, metadata, timestamp) of every live record, in slot order."""
+        hnsw_lazy.require_resident(self, "read the vectors of")
         for s in np.flatnonzero(~self._dead[: self._n]).tolist():
             yield self._ids[s], self._vecs[s].copy(), dict(self._meta[s]), float(self._ts[s])
 
@@ -209,6 +218,7 @@ class HNSWIndex:
         progress: Callable[[int, int], Any] | None = None,
     ) -> None:
         """Insert records; an id already present is replaced (its old slot is tombstoned)."""
+        hnsw_lazy.require_resident(self, "add to")
         ids, mat, metas, ts = check_batch(self.dim, ids, vectors, metadata, timestamps)
         total = len(ids)
         if total == 0:
@@ -831,7 +841,20 @@ class HNSWIndex:
     # ------------------------------------------------------------------ search
 
     def plan(self, query: Query) -> list[str]:
-        return []  # loaded whole
+        return self._lazy.plan(query) if self._lazy is not None else []  # else loaded whole
+
+    @property
+    def max_rounds(self) -> int | None:
+        """Rounds one query may take (the request layer's cap): a lazy base layer walks in rounds."""
+        return hnsw_lazy.MAX_ROUNDS if self._lazy is not None else None
+
+    def plan_all(self) -> list[str]:
+        """The chunks ``load_all`` needs to make a lazily opened index eager (writable)."""
+        return self._lazy.plan_all() if self._lazy is not None else []
+
+    def load_all(self, chunks: Chunks) -> None:
+        if self._lazy is not None:
+            self._lazy.load_all(chunks)
 
     def plan_get(self, id: str) -> list[str]:
         return []
@@ -845,6 +868,8 @@ class HNSWIndex:
         ``ef_search``, never below ``k``)."""
         if not self._slot:
             return Outcome()
+        if self._lazy is not None:
+            return self._lazy.search(query, chunks)
         q, k, flt = query.vector, query.k, query.filter
         ef = max(query.params.ef or self.ef_search, k)
         if flt is not None:
@@ -875,7 +900,7 @@ class HNSWIndex:
         tombstones walk the graph together (:mod:`s5vec.index.hnsw_walk`), in groups of equal
         ``k`` and ``ef``."""
         out: list[Outcome | None] = [None] * len(queries)
-        if self._slot and self._live_acceptor() is None:
+        if self._slot and self._live_acceptor() is None and self._lazy is None:
             groups: dict[tuple[int, int], list[int]] = {}
             for i, query in enumerate(queries):
                 if query.filter is None:
@@ -948,6 +973,7 @@ class HNSWIndex:
         Each live node that lost neighbours re-picks them (heuristic) among its surviving
         neighbours and the surviving neighbours of the removed ones.  Returns the number removed.
         """
+        hnsw_lazy.require_resident(self, "vacuum")
         n = self._n
         dead = self._dead[:n].copy()
         removed = int(dead.sum())
@@ -1072,6 +1098,9 @@ class HNSWIndex:
         "hnsw_upper" chunk (upper layers as CSR, entry point, params).  Ranges start at multiples
         of ``chunk_rows``, so an unchanged range yields byte-identical chunks."""
         chunk_rows = _check_int("chunk_rows", chunk_rows, 1, 1 << 24)
+        hnsw_lazy.require_resident(self, "save")
+        if hnsw_lazy.wants_lazy(self):
+            return hnsw_lazy.save(self, writer, chunk_rows)
         n = self._n
         nodes: list[str] = []
         links: list[str] = []
@@ -1084,12 +1113,15 @@ class HNSWIndex:
                 "layer0": np.ascontiguousarray(self._nb0[lo:hi]),
             }))
         upper = writer.put("hnsw_upper", self._upper_body())
-        return {
+        desc = {
             "kind": self.kind, "dim": self.dim, "metric": self.metric, "M": self.M,
             "ef_construction": self.ef_construction, "ef_search": self.ef_search, "seed": self.seed,
             "count": n, "live": len(self), "chunk_rows": chunk_rows,
             "nodes": nodes, "links": links, "upper": upper, "vectors_dtype": self.vectors_dtype,
         }
+        if self.lazy_base is not None:
+            desc["lazy_base"] = self.lazy_base
+        return desc
 
     def _nodes_body(self, lo: int, hi: int) -> dict[str, Any]:
         return {
@@ -1124,6 +1156,12 @@ class HNSWIndex:
             idx = cls(desc["dim"], desc["metric"], M=desc["M"], ef_construction=desc["ef_construction"],
                       ef_search=desc["ef_search"], seed=desc["seed"],
                       vectors_dtype=desc.get("vectors_dtype", "float32"))
+            if desc.get("lazy_base") not in (None, True, False):
+                raise FormatError("hnsw lazy_base must be a boolean")
+            idx.lazy_base = desc.get("lazy_base")
+            if "base" in desc:  # the lazily fetched layout (hnsw_lazy): resident parts only
+                hnsw_lazy.load(idx, desc, reader)
+                return idx
             n = int(desc["count"])
             cap = 16
             while cap < n:

@@ -99,7 +99,8 @@ class HybridIndex:
         self.clock = clock or time.time
         hp, ip = _route(params, HNSW_PARAMS, IVF_PARAMS, "unknown hybrid parameter")
         hp, ip = {**(hnsw or {}), **hp}, {**(ivf or {}), **ip}
-        self.recent = HNSWIndex(self.dim, metric=self.metric, **hp)
+        # the recent part is capped and searched whole in every round: never a lazy base layer
+        self.recent = HNSWIndex(self.dim, metric=self.metric, lazy_base=False, **hp)
         self.historical = IVFIndex(self.dim, metric=self.metric, **ip)
 
     def spec(self) -> str:
@@ -300,6 +301,9 @@ class HybridIndex:
             obj.recent_max = _check_cap(desc.get("recent_max"))
             obj.clock = time.time
             obj.recent = HNSWIndex.load(desc["recent"], reader)
+            if obj.recent.plan_all():
+                raise FormatError("a hybrid index's recent (HNSW) part must not have a lazy base layer")
+            obj.recent.lazy_base = False
             obj.historical = IVFIndex.load(desc["historical"], reader)
         except (KeyError, TypeError, InvalidArgumentError) as exc:
             raise FormatError(f"bad hybrid index descriptor: {exc}") from None
