@@ -97,7 +97,7 @@ class HNSWIndex:
         #: NumPy calls per distance computed, which is what costs in CPython and even more in Pyodide
         self.expand_batch = 4
         #: pool members expanded per step while building (see _search_build)
-        self.build_batch = 32
+        self.build_batch = 16
         #: level-0 nodes connected together (see _insert_batch0); fewer while the graph is small
         self.insert_batch = 64
         #: nearest candidates scored all-pairs at once by the batched heuristic (_select_many)
@@ -167,7 +167,7 @@ class HNSWIndex:
         return self._up[level - 1][s]
 
     def _dist(self, q: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        return kernels.distances(q, self._vecs[slots], self.metric, self._sq[slots])
+        return kernels.distances(q, self._vecs.take(slots.astype(np.intp, copy=False), axis=0), self.metric, self._sq[slots])
 
     # ------------------------------------------------------------------ public accessors
 
@@ -310,7 +310,7 @@ class HNSWIndex:
         n = cands.shape[0]
         if n <= m:
             return cands
-        sub = self._vecs[cands]
+        sub = self._vecs.take(cands.astype(np.intp, copy=False), axis=0)
         sq = self._sq[cands]
         metric = self.metric
         # Candidates still eligible are the set bits of ``ok`` (bit j = j-th nearest to the base).
@@ -490,7 +490,7 @@ class HNSWIndex:
             scratch[nb] = ar  # drop shared neighbours: last write wins
             nb = nb[scratch[nb] == ar]
             visit[nb] = stamp
-            ds = dist(q, vecs[nb], metric, sq[nb] if need_sq else None)
+            ds = dist(q, vecs.take(nb.astype(np.intp, copy=False), axis=0), metric, sq[nb] if need_sq else None)
             if ps.shape[0] >= ef:
                 keep = ds < pd[-1]
                 if not keep.any():
@@ -552,28 +552,31 @@ class HNSWIndex:
         layer-0 candidates with distances from one pairwise product, the heuristic picks the
         neighbours of all of them at once (:meth:`_select_many`), and the back links are added at
         the end (:meth:`_add_links0`). Upper layers (one node in M has them) are searched before
-        and linked after layer 0, node by node, as :meth:`_insert_slot` does."""
+        and linked after layer 0: the descent through the layers above a node's own is one
+        lockstep greedy walk for the whole batch (:meth:`_greedy_many`), the ef search on a node's
+        own upper layers is node by node (one node in M has them), and their back links are
+        added per layer at the end (:meth:`_add_links_up`)."""
         vecs, metric, efc = self._vecs, self.metric, self.ef_construction
-        q = vecs[slots]
+        q = vecs.take(slots.astype(np.intp, copy=False), axis=0)
         qsq = self._sq[slots]
-        ep = self._entry
         top = self._max_level
-        d0 = kernels.distances(vecs[ep], q, metric, qsq)  # symmetric: entry -> each new node
-        eps = np.empty(slots.shape[0], dtype=np.int64)
-        epd = np.empty(slots.shape[0], dtype=np.float32)
-        uppers: list[tuple[int, int, int, np.ndarray]] = []  # (slot, level, top level, links)
-        for b, dep in enumerate(d0.tolist()):
-            e, L = ep, levels[b]
-            for l in range(top, L, -1):
-                e, dep = self._greedy(q[b], e, dep, l)
-            if L > 0:
-                eds, ecs = np.array([dep], dtype=np.float32), np.array([e], dtype=np.int64)
-                for l in range(min(L, top), 0, -1):
-                    ds, cs = self._search_build(q[b], eds, ecs, efc, l)
-                    uppers.append((int(slots[b]), l, L, self._heuristic(ds, cs.astype(np.int32), self.M)))
-                    eds, ecs = ds, cs
-                e, dep = int(ecs[0]), float(eds[0])
-            eps[b], epd[b] = e, dep
+        d0 = kernels.distances(vecs[self._entry], q, metric, qsq)  # symmetric: entry -> each new node
+        eps = np.full(slots.shape[0], self._entry, dtype=np.int64)
+        epd = d0.astype(np.float32)
+        lv = np.asarray(levels)
+        uppers: list[tuple[int, int, np.ndarray]] = []  # (slot, layer, links)
+        chain: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # node -> its last upper-layer search
+        for l in range(top, 0, -1):
+            walk = np.flatnonzero(lv < l)
+            if walk.shape[0]:
+                eps[walk], epd[walk] = self._greedy_many(q, qsq, walk, eps[walk], epd[walk], l)
+            for b in np.flatnonzero(lv >= l).tolist():
+                eds, ecs = chain.get(b) or (epd[b : b + 1], eps[b : b + 1])
+                ds, cs = self._search_build(q[b], eds, ecs, efc, l)
+                uppers.append((int(slots[b]), l, self._heuristic(ds, cs.astype(np.int32), self.M)))
+                chain[b] = (ds, cs)
+        for b, (ds, cs) in chain.items():
+            eps[b], epd[b] = cs[0], ds[0]
         pd, ps = self._search_build_many(q, qsq, eps, epd, self.ef_construction)
         peer = kernels.pairwise(q, metric, qsq)
         np.fill_diagonal(peer, _INF)
@@ -593,11 +596,13 @@ class HNSWIndex:
         self._add_links0(np.concatenate(es).astype(np.int64), np.repeat(slots, counts.astype(np.intp, copy=False)))
         if not uppers:
             return
-        for s, l, L, sel in uppers:  # every row first, so a back link never meets a missing one
+        for s, l, sel in uppers:  # every row first, so a back link never meets a missing one
             self._up[l - 1][s] = sel.astype(np.int32)
-        for s, l, L, sel in uppers:
-            for e in sel.tolist():
-                self._add_link(e, s, l)
+        for l in range(1, top + 1):
+            mine = [(s, sel) for s, ll, sel in uppers if ll == l and sel.shape[0]]
+            if mine:
+                self._add_links_up(l, np.concatenate([sel for _, sel in mine]).astype(np.int64),
+                                   np.concatenate([np.full(sel.shape[0], s, np.int64) for s, sel in mine]))
         for b in np.flatnonzero(np.asarray(levels) > 0).tolist():
             s, L = int(slots[b]), levels[b]
             while len(self._up) < L:
@@ -606,6 +611,73 @@ class HNSWIndex:
                 self._up[l - 1].setdefault(s, np.empty(0, dtype=np.int32))
             if L > self._max_level:
                 self._entry, self._max_level = s, L
+
+    def _greedy_many(self, q: np.ndarray, qsq: np.ndarray, which: np.ndarray, e: np.ndarray, dep: np.ndarray,
+                     level: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_greedy` (ef=1 descent on upper layer ``level``) for queries ``q[which]`` from
+        entries ``e`` at distances ``dep``, in lockstep: each step scores the current node's
+        links of every query still moving with one gather, and moves those that improved."""
+        upl, vecs, metric = self._up[level - 1], self._vecs, self.metric
+        e, dep = e.copy(), dep.copy()
+        act = np.arange(which.shape[0])
+        for _ in range(self._n + 1):  # each step strictly decreases every moving distance
+            rows = [upl[x] for x in e[act].tolist()]
+            lens = np.fromiter((r.shape[0] for r in rows), dtype=np.intp, count=len(rows))
+            if not lens.any():
+                break
+            nb = np.concatenate(rows).astype(np.intp, copy=False)
+            own = np.repeat(np.arange(act.shape[0]), lens)
+            qs = which[act][own]
+            dots = np.einsum("ij,ij->i", vecs.take(nb, axis=0), q.take(qs, axis=0))
+            if metric == "cosine":
+                d = 1.0 - dots
+            elif metric == "ip":
+                d = -dots
+            else:
+                d = np.maximum(self._sq[nb] - 2.0 * dots + qsq[qs], 0.0)
+            pos = np.arange(nb.shape[0]) - np.repeat(np.cumsum(lens) - lens, lens)
+            D = np.full((act.shape[0], int(lens.max())), _INF, dtype=np.float32)
+            D[own, pos] = d
+            NB = np.zeros(D.shape, dtype=np.intp)
+            NB[own, pos] = nb
+            j = D.argmin(axis=1)
+            best = D[np.arange(act.shape[0]), j]
+            moved = best < dep[act]
+            if not moved.any():
+                break
+            act = act[moved]
+            e[act] = NB[moved, j[moved]]
+            dep[act] = best[moved]
+        return e, dep
+
+    def _add_links_up(self, level: int, es: np.ndarray, ss: np.ndarray) -> None:
+        """Upper-layer back links e -> s for many pairs: a row with room gets its new links
+        appended; the rows that would overflow M are re-picked together (:meth:`_repick`)."""
+        upl, M = self._up[level - 1], self.M
+        order = np.argsort(es, kind="stable")
+        es, ss = es[order], ss[order].astype(np.int32)
+        uniq, start, counts = np.unique(es, return_index=True, return_counts=True)
+        over: list[int] = []
+        cands: list[np.ndarray] = []
+        for e, a, c in zip(uniq.tolist(), start.tolist(), counts.tolist()):
+            row, new = upl[e], ss[a : a + c]
+            new = new[~(new[:, None] == row[None, :]).any(axis=1)]
+            if new.shape[0] == 0:
+                continue
+            if row.shape[0] + new.shape[0] <= M:
+                upl[e] = np.concatenate((row, new))
+            else:
+                over.append(e)
+                cands.append(np.concatenate((row, new)))
+        if not over:
+            return
+        K = max(c.shape[0] for c in cands)
+        cand = np.full((len(over), K), -1, dtype=np.int64)
+        for r, c in enumerate(cands):
+            cand[r, : c.shape[0]] = c
+        sel, nsel = self._repick(np.asarray(over, dtype=np.int64), cand, M)
+        for r, e in enumerate(over):
+            upl[e] = sel[r, : nsel[r]].copy()
 
     def _select_many(self, cd: np.ndarray, cs: np.ndarray, m: int, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_heuristic` for R candidate lists at once: ``cd``/``cs`` ``[R, K]`` are each
@@ -653,7 +725,7 @@ class HNSWIndex:
     def _rows_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Vectors (and, for l2, squared norms) of a slot array; padding -1 reads slot 0."""
         s = np.maximum(slots, 0)
-        return self._vecs[s], (self._sq[s] if self.metric == "l2" else None)
+        return self._vecs.take(s.astype(np.intp, copy=False), axis=0), (self._sq[s] if self.metric == "l2" else None)
 
     def _pair(self, a: np.ndarray, asq: np.ndarray | None, b: np.ndarray, bsq: np.ndarray | None) -> np.ndarray:
         """Distances ``[R, i, j]`` between rows a[r, i] and b[r, j] (one batched product)."""
@@ -681,16 +753,19 @@ class HNSWIndex:
         B, cap1 = q.shape[0], self._cap + 1
         vis, scr = self._batch_visit(B * cap1)
         stamp = self._bstamp
-        base = np.arange(B, dtype=np.int64) * cap1
-        vis[base] = stamp  # offset 0 of each row stands for the padding -1: always "visited"
-        vis[base + 1 + eps] = stamp
+        # keys (row b, slot s) -> b * cap1 + 1 + s, int32 while they fit (half the bytes to move)
+        kt = np.int32 if B * cap1 < 2**31 else np.int64
+        off = np.arange(B, dtype=kt) * kt(cap1) + kt(1)
+        vis[off - 1] = stamp  # offset 0 of each row stands for the padding -1: always "visited"
+        vis[off + eps] = stamp
         pd = np.full((B, ef), _INF, dtype=np.float32)
-        ps = np.full((B, ef), -1, dtype=np.int64)
+        ps = np.full((B, ef), -1, dtype=np.int32)
         pe = np.ones((B, ef), dtype=bool)  # expanded (or empty)
         pd[:, 0], ps[:, 0], pe[:, 0] = epd, eps, False
         vecs, sq, nb0, metric = self._vecs, self._sq, self._nb0, self.metric
         step = self.build_batch
-        matmul = np.matmul
+        dot, take = np.dot, vecs.take  # the bound method: np.take's Python wrapper costs ~1 us a call
+        qrows = list(q)
         while True:
             todo = ~pe
             if step < ef:
@@ -699,22 +774,20 @@ class HNSWIndex:
             if rows.shape[0] == 0:
                 break
             pe[rows, cols] = True
-            key = (nb0[ps[rows, cols]] + 1 + base[rows][:, None]).ravel()  # row-major: grouped by query
+            # row-major: grouped by query; ndarray.take is the fast row gather
+            key = (nb0.take(ps[rows, cols].astype(np.intp, copy=False), axis=0) + off[rows][:, None]).ravel()
             key = key[vis[key] != stamp]
             if key.shape[0] == 0:
                 continue
-            tag = np.arange(key.shape[0], dtype=np.int32)
-            scr[key] = tag  # shared neighbours of one row: last write wins
-            key = key[scr[key] == tag]
-            vis[key] = stamp
-            own = key // cap1
-            nb = key - own * cap1 - 1
+            vis[key] = stamp  # a key twice (shared neighbour) is scored twice, dropped below
+            own = key // kt(cap1)
+            nb = (key - own * kt(cap1) - kt(1)).astype(np.intp, copy=False)  # take wants intp
             ends = np.cumsum(np.bincount(own.astype(np.intp, copy=False), minlength=B)).tolist()
             dots = np.empty(nb.shape[0], dtype=np.float32)
             lo = 0
             for b, hi in enumerate(ends):  # gather per query: its rows stay in cache for the gemv
                 if hi > lo:
-                    matmul(vecs[nb[lo:hi]], q[b], out=dots[lo:hi])
+                    dot(take(nb[lo:hi], 0), qrows[b], out=dots[lo:hi])
                 lo = hi
             if metric == "cosine":
                 d = np.subtract(1.0, dots, out=dots)
@@ -725,21 +798,32 @@ class HNSWIndex:
                 np.maximum(d, 0.0, out=d)
             keep = d < pd[own, -1]
             if not keep.all():
-                d, nb, own = d[keep], nb[keep], own[keep]
+                d, nb, own, key = d[keep], nb[keep], own[keep], key[keep]
                 if d.shape[0] == 0:
                     continue
+            # shared neighbours of one row (~4% of the keys; only the ~1/4 that survived the
+            # bound are checked): last write wins in the scratch array
+            tag = np.arange(key.shape[0], dtype=np.int32)
+            scr[key] = tag
+            first = scr[key] == tag
+            if not first.all():
+                d, nb, own = d[first], nb[first], own[first]
             counts = np.bincount(own.astype(np.intp, copy=False), minlength=B)
-            pos = np.arange(own.shape[0]) - (np.cumsum(counts) - counts)[own]
-            width = int(counts.max())
-            nd = np.full((B, width), _INF, dtype=np.float32)
-            ns = np.full((B, width), -1, dtype=np.int64)
-            nd[own, pos] = d
-            ns[own, pos] = nb
-            ad = np.concatenate((pd, nd), axis=1)
+            pos = np.arange(own.shape[0]) - (np.cumsum(counts) - counts)[own] + ef
+            W = ef + int(counts.max())
+            ad = np.full((B, W), _INF, dtype=np.float32)
+            ad[:, :ef] = pd
+            ad[own, pos] = d
             order = np.argsort(ad, axis=1, kind="stable")[:, :ef]
             pd = np.take_along_axis(ad, order, axis=1)
-            ps = np.take_along_axis(np.concatenate((ps, ns), axis=1), order, axis=1)
-            pe = np.take_along_axis(np.concatenate((pe, ns < 0), axis=1), order, axis=1)
+            ns = np.full((B, W), -1, dtype=np.int32)
+            ns[:, :ef] = ps
+            ns[own, pos] = nb
+            ps = np.take_along_axis(ns, order, axis=1)
+            ne = np.ones((B, W), dtype=bool)
+            ne[:, :ef] = pe
+            ne[own, pos] = False
+            pe = np.take_along_axis(ne, order, axis=1)
         return pd, ps
 
     def _batch_visit(self, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -788,8 +872,15 @@ class HNSWIndex:
         own = np.repeat(np.arange(R), counts)
         col = M0 + np.arange(own.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
         cand[own, col] = ss[np.repeat(start, counts) + (col - M0)]
-        g = self._vecs[np.maximum(cand, 0)]
-        d = np.matmul(g, self._vecs[rows][:, :, None])[:, :, 0]
+        sel, nsel = self._repick(rows, cand, M0)
+        nb0[rows] = sel
+        self._cnt0[rows] = nsel
+
+    def _repick(self, rows: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The heuristic's picks (at most ``m``, left-packed, -1 padded, and their counts) for
+        each of ``rows`` among its candidates ``cand`` ([R, K] slots, -1 padded), all at once."""
+        g = self._vecs.take(np.maximum(cand, 0).astype(np.intp, copy=False), axis=0)
+        d = np.matmul(g, self._vecs.take(rows.astype(np.intp, copy=False), axis=0)[:, :, None])[:, :, 0]
         if self.metric == "cosine":
             np.subtract(1.0, d, out=d)
         elif self.metric == "ip":
@@ -799,9 +890,7 @@ class HNSWIndex:
             np.maximum(d, 0.0, out=d)
         d[cand < 0] = _INF
         order = np.argsort(d, axis=1, kind="stable")
-        sel, nsel = self._select_many(np.take_along_axis(d, order, axis=1), np.take_along_axis(cand, order, axis=1), M0)
-        nb0[rows] = sel
-        self._cnt0[rows] = nsel
+        return self._select_many(np.take_along_axis(d, order, axis=1), np.take_along_axis(cand, order, axis=1), m)
 
     def _add_link(self, e: int, s: int, level: int) -> None:
         """Add the edge e -> s; if e's list overflows, shrink it with the heuristic."""
