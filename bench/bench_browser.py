@@ -73,7 +73,10 @@ JS_OPEN = """async ([manifest, portals, cacheBytes]) => {
   const ms = performance.now() - t0;
   const st = await db.stats();
   const key = Object.keys(window.dbs).length + 1; window.dbs[key] = db;
-  return { key, ms, bytes: st.bytes_fetched, chunks: st.chunks_fetched, info: db.info };
+  // openStats: this open's own traffic (stats() counts every database the worker opened on these portals)
+  const own = db.openStats;
+  return { key, ms, bytes: own ? own.bytesFetched : st.bytes_fetched, chunks: own ? own.chunksFetched : st.chunks_fetched,
+           info: db.info };
 }"""
 
 JS_PASS = """async ([key, queries, k, params]) => {

@@ -103,8 +103,9 @@ def start_portal(directory: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536) -> np.ndarray:
-    """Exact cosine top-k ids over a memory-mapped matrix, block by block."""
+def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 32_768) -> np.ndarray:
+    """Exact cosine top-k ids over a memory-mapped matrix, block by block (one pass over ``mm``;
+    each block's own top k is merged into the running best, so memory is queries x block)."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     best_s = np.full((q.shape[0], k), -np.inf, np.float32)
     best_i = np.zeros((q.shape[0], k), np.int64)
@@ -112,20 +113,28 @@ def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536)
         x = np.asarray(mm[s : s + block], dtype=np.float32)
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         sc = q @ x.T
-        cat_s = np.concatenate([best_s, sc], axis=1)
-        cat_i = np.concatenate([best_i, np.arange(s, s + x.shape[0])[None, :].repeat(q.shape[0], 0)], axis=1)
-        top = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
-        best_s = np.take_along_axis(cat_s, top, 1)
-        best_i = np.take_along_axis(cat_i, top, 1)
+        kk = min(k, sc.shape[1])
+        top = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
+        cat_s = np.concatenate([best_s, np.take_along_axis(sc, top, 1)], axis=1)
+        cat_i = np.concatenate([best_i, top + s], axis=1)
+        keep = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
+        best_s = np.take_along_axis(cat_s, keep, 1)
+        best_i = np.take_along_axis(cat_i, keep, 1)
     return best_i
 
 
 def cmd_truth(args: argparse.Namespace) -> None:
-    """Exact cosine top-k of the queries over the memory-mapped base, in blocks (CPython)."""
+    """Exact cosine top-k of the queries over the memory-mapped base, in blocks (CPython): one pass
+    over the base per ``--query-block`` queries (2,000: ~0.3 GB of scores per 32k-row block)."""
     mm = np.load(args.npy, mmap_mode="r")
     qs = np.load(args.queries)
     t = time.perf_counter()
-    out = np.concatenate([exact_topk(mm, qs[s : s + 250], args.k) for s in range(0, qs.shape[0], 250)])
+    qb = max(1, args.query_block)
+    parts = []
+    for s in range(0, qs.shape[0], qb):
+        parts.append(exact_topk(mm, qs[s : s + qb], args.k))
+        print(f"# {s + parts[-1].shape[0]}/{qs.shape[0]} queries, {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    out = np.concatenate(parts)
     # exact_topk leaves each row's k unordered: order by similarity
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
     for i in range(out.shape[0]):
@@ -133,7 +142,7 @@ def cmd_truth(args: argparse.Namespace) -> None:
         sims = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ qn[i]
         out[i] = np.sort(out[i])[np.argsort(-sims, kind="stable")]
     np.save(args.out, out)
-    print(json.dumps({"wrote": args.out, "queries": int(qs.shape[0]), "k": args.k,
+    print(json.dumps({"wrote": args.out, "queries": int(qs.shape[0]), "k": args.k, "query_block": qb,
                       "seconds": round(time.perf_counter() - t, 1)}))
 
 
@@ -184,6 +193,56 @@ def cmd_ivf(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cmd_phases(args: argparse.Namespace) -> None:
+    """The default build's phases, timed one by one, without publishing: sampling (one pass over the
+    input), the choice (``ivf_tune.choose``), training (k-means + codecs) and ``--blocks`` blocks of
+    assignment + encoding. For a size this machine cannot build in the time at hand (10M), this
+    measures the parts that do not scale linearly (training at its nlist) and the per-row encode
+    cost at its nlist; the rest (encode of every block, upload) is projected per row."""
+    from s5vec import build, sources
+    from s5vec.index import ivf_tune
+
+    src = sources.open_source(args.npy)
+    n = int(src.count)
+    out: dict = {"n": n, "dim": src.dim, "load_before": [round(v, 2) for v in os.getloadavg()]}
+    t = time.perf_counter()
+    size = build.default_sample_size(ivf_tune.pick_nlist(n), n)
+    sample = build.sample_vectors(src, size, 0)
+    out["sample_rows"] = int(sample.shape[0])
+    out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
+    t = time.perf_counter()
+    choice = build.choose_params("ivf", sample, "cosine", n, 0, build.record_sizes(src))
+    out["seconds"]["choose"] = round(time.perf_counter() - t, 1)
+    out["picked"] = choice.params
+    print("# " + choice.line(), file=sys.stderr, flush=True)
+    index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
+    t = time.perf_counter()
+    build.train(index, sample)
+    out["seconds"]["train"] = round(time.perf_counter() - t, 1)
+    ivf = build.ivf_of(index)
+    from s5vec import quantizers as qz
+
+    lab = qz.assign(sample, ivf.centroids, "cosine")
+    cnt = np.bincount(lab, minlength=ivf.nlist)
+    out["sample_list_sizes"] = {"empty": int((cnt == 0).sum()), "min": int(cnt.min()), "max": int(cnt.max()),
+                                "mean": round(float(cnt.mean()), 1)}
+    units = build.unit_lists(ivf)
+    per_block = []
+    for b, block in enumerate(src.blocks()):
+        if b >= args.blocks:
+            break
+        t = time.perf_counter()
+        build.encode_block(ivf, build.stamp_block(block, time.time()), units)
+        per_block.append((len(block), time.perf_counter() - t))
+    rows = sum(r for r, _ in per_block)
+    secs = sum(s for _, s in per_block)
+    out["encode"] = {"blocks": len(per_block), "rows": rows, "seconds": round(secs, 1),
+                     "projected_all_rows_s": round(secs / max(rows, 1) * n, 0)}
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(out))
 
 
 def _base_tree(commit: str) -> str:
@@ -284,11 +343,15 @@ def main() -> None:
     b.add_argument("--dask", default=None)
     b.add_argument("--queries", type=int, default=100)
     b.add_argument("--progress", action="store_true")
+    ph = sub.add_parser("phases", help="the default build's phases timed, no upload (train + --blocks of encoding)")
+    ph.add_argument("--npy", required=True)
+    ph.add_argument("--blocks", type=int, default=3)
     tr = sub.add_parser("truth", help="exact top-k ground truth of --queries over --npy (blocked)")
     tr.add_argument("--npy", required=True)
     tr.add_argument("--queries", required=True)
     tr.add_argument("--out", required=True)
     tr.add_argument("--k", type=int, default=10)
+    tr.add_argument("--query-block", type=int, default=2000, help="queries per pass over --npy")
     h = sub.add_parser("hnsw")
     h.add_argument("--n", type=int, default=20_000)
     h.add_argument("--dim", type=int, default=384)
@@ -304,6 +367,8 @@ def main() -> None:
         cmd_hnsw(args)
     elif args.cmd == "truth":
         cmd_truth(args)
+    elif args.cmd == "phases":
+        cmd_phases(args)
     elif args.cmd == "gen" and args.shape == "synthetic":
         gen_synthetic(args.n, args.dim, args.out, seed=args.seed or 1, queries=args.queries)
     elif args.cmd == "gen":

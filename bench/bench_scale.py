@@ -120,6 +120,11 @@ def tune_table(n: int, dims: list[int], seeds: tuple[int, int] = (1, 2)) -> None
 
 JS_STATS = """async (key) => await window.dbs[key].stats()"""
 
+JS_IDS_BATCH = """async ([key, queries, k]) => {
+  const hits = await window.dbs[key].searchBatch(queries.map((q) => new Float32Array(q)), { k });
+  return hits.map((h) => h.map((x) => x.id));
+}"""
+
 
 def renderer_rss() -> int:
     """Largest resident set of a Chromium renderer process (the tab, its worker and Pyodide's heap)."""
@@ -151,6 +156,7 @@ def measure_manifest(args: argparse.Namespace) -> None:
 
     qs_all = np.load(args.queries_npy)[: args.queries]
     truth = np.load(args.truth)[: args.queries, :K]
+    qs_lat = qs_all[: args.latency_queries] if args.latency_queries else qs_all
     print(f"# bench_scale --manifest {args.manifest[:20]}...  {time.strftime('%Y-%m-%d %H:%M %Z')}  "
           f"{os.cpu_count()} cores, {load_line()}; {len(qs_all)} queries, k={K}, cacheBytes {args.cache_bytes}")
     with BB.portal(args.portal_dir) as srv, BB.web_root() as url, BB.chromium() as browser:
@@ -168,7 +174,8 @@ def measure_manifest(args: argparse.Namespace) -> None:
         with BB.fresh_page(browser, url) as page:
             print("# " + BB.startup_line(BB.browser_startup(page)))
             rss0 = renderer_rss()
-            m = BB.browser_measure(page, args.manifest, [srv.url], qs_all, None, args.cache_bytes)
+            m = BB.browser_measure(page, args.manifest, [srv.url], qs_lat, None, args.cache_bytes)
+            print(f"# one-by-one passes over {len(qs_lat)} queries done; {load_line()}", flush=True)
             op = page.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
             q100 = [[float(x) for x in q] for q in qs_all[:100]]
             page.evaluate(BB.JS_PASS, [op["key"], q100, K, None])
@@ -177,12 +184,40 @@ def measure_manifest(args: argparse.Namespace) -> None:
             rss1 = renderer_rss()
             page.evaluate(BB.JS_CLOSE, op["key"])
         id_index = {str(i): i for i in range(n)}
-        s = BB.summarise(m, truth, id_index)
+        s = BB.summarise(m, truth[: len(qs_lat)], id_index)
+        print("# one by one: " + json.dumps({k: v for k, v in s.items()}, default=float)
+              + f"; wasm memory {C.fmt_bytes(st.get('wasmMemoryBytes', float('nan')))}; batch QPS (100) "
+              f"{len(q100) / (min(b['times']) / 1000):.0f}", flush=True)
+        all_ids: list = []
+        heap = []
+        if len(qs_all) > len(qs_lat):  # recall of every query, in a fresh tab (a new worker) per --recall-fresh
+            fresh = args.recall_fresh or len(qs_all)
+            t0 = time.perf_counter()
+            for seg in range(args.recall_from, len(qs_all), fresh):
+                with BB.fresh_page(browser, url) as page2:
+                    op2 = page2.evaluate(BB.JS_OPEN, [args.manifest, [srv.url], args.cache_bytes])
+                    try:
+                        for a in range(seg, min(seg + fresh, len(qs_all)), args.recall_batch):
+                            chunk = [[float(x) for x in q] for q in qs_all[a : min(a + args.recall_batch, seg + fresh)]]
+                            if args.recall_mode == "batch":
+                                all_ids += page2.evaluate(JS_IDS_BATCH, [op2["key"], chunk, K])
+                            else:
+                                all_ids += [r["ids"] for r in page2.evaluate(BB.JS_PASS, [op2["key"], chunk, K, None])]
+                            heap.append(page2.evaluate(JS_STATS, op2["key"]).get("wasmMemoryBytes"))
+                            found = [[id_index[i] for i in hits] for hits in all_ids]
+                            lo = args.recall_from
+                            print(f"# recall pass ({args.recall_mode}): queries {lo}..{lo + len(all_ids)}, recall@10 "
+                                  f"{C.recall(found, truth[lo : lo + len(found)]):.4f}, {time.perf_counter() - t0:.0f} s, "
+                                  f"wasm {C.fmt_bytes(heap[-1] or float('nan'))}; {load_line()}", flush=True)
+                    except Exception as exc:  # the worker died: report how far it got
+                        print(f"# recall pass stopped after {len(all_ids)} queries: {str(exc)[:200]}", flush=True)
+                        break
+                    page2.evaluate(BB.JS_CLOSE, op2["key"])
         p1 = [[id_index[i] for i in r["ids"]] for r in m["pass1"]]
         warm_bytes = [r["bytes"] for r in m["warm"]]
         row = {
-            "spec": man.get("spec", ""), "n": n, "B/vec": total / n, "queries": len(qs_all),
-            "recall@10": s["recall@10"], "pass1 recall@10": C.recall(p1, truth),
+            "spec": man.get("spec", ""), "n": n, "B/vec": total / n, "queries": len(qs_lat),
+            "recall@10": s["recall@10"], "pass1 recall@10": C.recall(p1, truth[: len(qs_lat)]),
             "open ms": s["open ms"], "open B": C.fmt_bytes(s["open bytes"]),
             "cold ms": s["cold ms"], "cold B": C.fmt_bytes(s["cold bytes"]), "cold chunks": s["cold chunks"],
             "pass1 B/q": C.fmt_bytes(s["pass1 B/q"]), "pass1 p50 ms": C.pct([r["ms"] for r in m["pass1"]], 50),
@@ -193,6 +228,13 @@ def measure_manifest(args: argparse.Namespace) -> None:
             "wasm memory": C.fmt_bytes(st.get("wasmMemoryBytes", float("nan"))),
             "renderer RSS": f"{C.fmt_bytes(rss0)} -> {C.fmt_bytes(rss1)}",
         }
+        if all_ids:
+            found = [[id_index[i] for i in hits] for hits in all_ids]
+            lo = args.recall_from
+            same = sum(f == [id_index[i] for i in r["ids"]] for f, r in zip(found, m["warm"][lo:]))
+            row.update({f"recall@10 (queries {lo}.., {args.recall_mode})": C.recall(found, truth[lo : lo + len(found)]),
+                        "queries (all)": len(found), "same as pass 2": f"{same}/{min(len(found), len(qs_lat))}",
+                        "wasm memory (recall tab)": C.fmt_bytes(max(h or 0 for h in heap))})
     print(json.dumps(row, default=float))
     print()
     print(C.table([row], ["spec", "B/vec", "recall@10", "open ms", "open B", "cold B", "pass1 B/q", "warm B/q",
@@ -245,6 +287,14 @@ def main() -> None:
     ap.add_argument("--portal-dir", help="with --manifest: the portal directory that holds it")
     ap.add_argument("--queries-npy", help="with --manifest: query vectors (.npy)")
     ap.add_argument("--truth", help="with --manifest: exact top-10 row numbers per query (.npy; bench_build.py truth)")
+    ap.add_argument("--latency-queries", type=int, default=None,
+                    help="with --manifest: one-by-one passes (latency, bytes) on the first N of --queries only; "
+                         "recall@10 of all --queries by searchBatch")
+    ap.add_argument("--recall-batch", type=int, default=500, help="queries per call in the recall pass")
+    ap.add_argument("--recall-fresh", type=int, default=None, help="a fresh tab every N queries of the recall pass")
+    ap.add_argument("--recall-from", type=int, default=0, help="start the recall pass at this query")
+    ap.add_argument("--recall-mode", choices=["batch", "single"], default="batch",
+                    help="recall pass by searchBatch or one query at a time (a fresh tab either way)")
     ap.add_argument("--cache-bytes", type=int, default=None,
                     help="with --manifest: the chunk cache (default: sized from the manifest, api.cache_bytes_for)")
     args = ap.parse_args()

@@ -117,10 +117,27 @@ def test_ivf_open_fetches_only_manifest_and_eager_chunks(harness, ivf):
     # the product's counters: exactly the manifest and the eager chunks
     assert stats["chunks_fetched"] == 1 + len(eager)
     assert stats["bytes_fetched"] == open_bytes
+    assert harness.js("return window.dbs[arg].openStats;", key) == {"bytesFetched": open_bytes,
+                                                                      "chunksFetched": 1 + len(eager)}
     # the portal's log: each of those once, no inverted list
     assert sorted(fetched) == sorted([canon(ivf["cid"])] + eager), fetched
     info = harness.js("return window.dbs[arg].info;", key)
     assert info["kind"] == "ivf" and info["count"] == IVF_N and info["dim"] == IVF_DIM
+
+
+def test_ivf_open_stats_count_only_that_open(harness, ivf):
+    """Two indexes opened in one worker share the store (and its counters): ``db.openStats`` is what
+    each open downloaded, as the portal saw it, not the worker's running total."""
+    key = harness.open(ivf["cid"], ivf["urls"])
+    assert harness.search(key, ivf["queries"][1], k=10)["ok"]  # traffic of the first database
+    total0 = bstats(harness, key)["bytes_fetched"]
+    ivf["log"].clear()
+    key2 = harness.open(ivf["cid"], ivf["urls"])
+    fetched = ivf["log"].blobs()
+    second = harness.js("return window.dbs[arg].openStats;", key2)
+    want = sum(ivf["manifest_size"] if c == canon(ivf["cid"]) else ivf["sizes"][c] for c in fetched)
+    assert second == {"bytesFetched": want, "chunksFetched": len(fetched)}
+    assert bstats(harness, key2)["bytes_fetched"] == total0 + want > second["bytesFetched"]
 
 
 def test_ivf_query_fetches_exactly_the_probed_lists(harness, ivf):

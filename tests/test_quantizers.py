@@ -210,3 +210,43 @@ def test_rotated_pq_adc_equals_distance_to_reconstruction_and_round_trips(metric
     assert "rotation" not in plain.state()
     err = lambda c: float(np.mean(np.sum((c.decode(c.encode(x)) - x) ** 2, axis=1)))  # noqa: E731
     assert err(rot) < 0.5 * err(plain)
+
+
+def test_kmeans_work_rule_at_scale():
+    # up to k = 4096 (a 1M index) the rule is the old one: 16 rows per centre
+    for k in (16, 64, 1024, 4096):
+        assert qz.seeding_rows(k) == max(10_000, 16 * k)
+        assert qz.minibatch_rows(k) == max(4096, 16 * k)
+    # beyond, seeding and a mini-batch step cost no more than at k = 4096 (10M: k = 16384)
+    for k in (8192, 16384, 32768, 65536):
+        assert qz.seeding_rows(k) >= k
+        assert qz.seeding_rows(k) * k <= max(qz.KMEANS_WORK, k * k)
+        assert qz.minibatch_rows(k) * k <= max(qz.KMEANS_WORK, 4096 * k)
+    assert qz.seeding_rows(8192) == 32_768 and qz.minibatch_rows(8192) == 32_768
+    assert qz.seeding_rows(16384) == 16_384 and qz.minibatch_rows(16384) == 16_384
+
+
+def test_kmeans_many_centres_seeds_from_rows_without_empty_lists(monkeypatch):
+    # k = 16384 (the 10M default nlist): seeding is a draw of k rows, batches are k rows
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((60_000, 4)).astype(np.float32)
+    seen = {}
+    monkeypatch.setattr(qz, "_kmeanspp", lambda *a, **k: seen.setdefault("pp", True) and None)
+    real = qz._minibatch
+
+    def spy(x_, centers, b, steps, *a, **k):
+        seen["b"] = b
+        seen["init"] = centers.copy()
+        return real(x_, centers, b, steps, *a, **k)
+
+    monkeypatch.setattr(qz, "_minibatch", spy)
+    c = qz.kmeans(x, 16384, iters=1, seed=0)
+    assert "pp" not in seen and seen["b"] == 16384
+    # the seeds are distinct data points
+    init = seen["init"]
+    assert np.unique(init, axis=0).shape[0] == 16384
+    assert np.isin(init.view([("", init.dtype)] * 4).ravel(), x.view([("", x.dtype)] * 4).ravel()).all()
+    assert c.shape == (16384, 4) and np.isfinite(c).all()
+    assert np.bincount(qz.assign(x, c), minlength=16384).min() > 0
+    # and beats the seeds alone
+    assert qz.inertia(x, c) < qz.inertia(x, init)

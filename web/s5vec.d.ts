@@ -174,6 +174,10 @@ export declare class S5Vec {
   static maxWorkers(): number;
   /** Stats of the last search, null before the first. */
   readonly lastStats: SearchStats | null;
+  /** What S5Vec.open itself downloaded (the manifest and eager chunks; with a pool, the first
+   * worker's). `stats()` instead counts everything the worker fetched for these portals, for
+   * every database opened on them. */
+  readonly openStats: { bytesFetched: number; chunksFetched: number } | null;
   readonly closed: boolean;
   search<M = Record<string, unknown>>(vector: Float32Array | ArrayLike<number>, options?: SearchOptions): Promise<Hit<M>[]>;
   /** Many queries answered together (one plan/fetch per round, matrix operations); equal to

@@ -291,6 +291,7 @@ export class S5Vec {
     this._pool = pool; // the workers that hold this database (pool.js); pool.primary takes the writes
     this.info = info;
     this.lastStats = null;
+    this.openStats = null;
     this._closed = false;
     this._searchSeq = 0;
     this._statsSeq = 0;
@@ -374,6 +375,9 @@ export class S5Vec {
       throw e;
     }
     const db = new S5Vec(pool, res.info);
+    // bytes/chunks this open downloaded (stats() counts everything the worker's store for these
+    // portals fetched, for every database opened on them); null from a worker that predates it
+    db.openStats = res.opened || null;
     db._portals = [...opts.portals];
     db._openArgs = { cacheBytes: opts.cacheBytes, timeoutMs: opts.timeoutMs, authToken: opts.authToken };
     db.pointer = resolved ? { pointer: resolved.pointer, revision: resolved.revision } : null;

@@ -27,6 +27,10 @@ from .errors import FormatError, InvalidArgumentError
 MINIBATCH_THRESHOLD = 50_000
 """Inputs with more rows than this use mini-batch k-means automatically."""
 
+KMEANS_WORK = 1 << 28
+"""k x rows that k-means++ seeding and one mini-batch step may cost (k = 4096 on 65,536 rows, a 1M
+index's training): beyond it both shrink as 1/k (see :func:`seeding_rows`, :func:`minibatch_rows`)."""
+
 _ENCODE_BLOCK = 2048  # PQ encoding rows per block: a 2048 x 256 float32 matrix stays in L2 cache
 _DIST_BUDGET = 1 << 22  # entries of a (rows x k) distance block: 16 MiB of float32
 
@@ -160,11 +164,11 @@ def kmeans(
 ) -> np.ndarray:
     """Cluster the rows of ``x`` into ``k`` centroids; returns a (k, dim) float32 array.
 
-    k-means++ seeding runs on a random sample of ``max(10_000, 16 k)`` rows (all rows when
+    k-means++ seeding runs on a random sample of :func:`seeding_rows` rows (all rows when
     fewer). Then, for at most :data:`MINIBATCH_THRESHOLD` rows and no ``batch_size``, Lloyd
     iterations (stopping early when the inertia improves by less than ``tol`` relatively);
     otherwise mini-batch k-means with per-centre learning rates (``iters * 3`` steps of
-    ``batch_size`` rows, default ``max(4096, 16 k)``). Empty clusters are re-seeded from the
+    ``batch_size`` rows, default :func:`minibatch_rows`). Empty clusters are re-seeded from the
     worst-fitting point of the largest cluster. ``metric`` is ``"l2"`` or ``"cosine"``
     (spherical k-means on unit vectors; ``"ip"`` clusters as ``"l2"``).
     ``progress(done, total)`` is called after every iteration / step.
@@ -187,23 +191,43 @@ def kmeans(
         return _kmeans(x, k, iters, seed, batch_size, progress, metric, tol, init_sample)
 
 
+def seeding_rows(k: int) -> int:
+    """Rows k-means++ seeds ``k`` centres from: 16 per centre (at least 10,000), but no more than
+    :data:`KMEANS_WORK` / k (and no fewer than k). Why: seeding is k sequential passes over its rows
+    (memory-bound, ~0.1 s per pass over 256k x 384 rows here), so 16 k rows cost 16 k^2 dim: fine
+    at k = 4096 (the 1M default, 65,536 rows, ~1 min), 34 min at the 10M default k = 16384. From
+    k = 16384 on it is k rows, i.e. a random draw of k rows (faiss's IVF initialisation)."""
+    return int(max(10_000, k, min(16 * k, KMEANS_WORK // max(k, 1))))
+
+
+def minibatch_rows(k: int) -> int:
+    """Rows per mini-batch step for ``k`` centres: 16 per centre (at least 4096), but no more than
+    :data:`KMEANS_WORK` / k, so a step costs at most what it costs at k = 4096 (a step is a
+    rows x k x dim GEMM: 16 k rows made 60 steps at k = 16384 ~190 TFLOP, hours on 2 cores; the
+    centres still see 60 rows each, on top of a seeding that starts them on data points)."""
+    return int(max(4096, min(16 * k, KMEANS_WORK // max(k, 1))))
+
+
 def _kmeans(x: np.ndarray, k: int, iters: int, seed: int, batch_size: int | None, progress: Progress | None,
             metric: str, tol: float, init_sample: int | None) -> np.ndarray:
     n = x.shape[0]
     rng = np.random.default_rng(seed)
 
-    sample_n = init_sample if init_sample is not None else max(10_000, 16 * k)
+    sample_n = init_sample if init_sample is not None else seeding_rows(k)
     if n > sample_n:
         sample = x[np.sort(rng.choice(n, sample_n, replace=False))]
     else:
         sample = x
-    centers = _kmeanspp(sample, k, rng, metric)
+    if sample.shape[0] == k:
+        centers = sample.copy()  # k-means++ over k rows picks every one of them
+    else:
+        centers = _kmeanspp(sample, k, rng, metric)
     if k == n:
         return x.copy()
 
     if batch_size is None and n <= MINIBATCH_THRESHOLD:
         return _lloyd(x, centers, iters, metric, tol, progress)
-    b = int(batch_size) if batch_size is not None else max(4096, 16 * k)
+    b = int(batch_size) if batch_size is not None else minibatch_rows(k)
     if b < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     return _minibatch(x, centers, min(b, n), iters * 3, metric, rng, progress)
