@@ -13,8 +13,10 @@
 * ``stats()`` / ``snapshot()`` / ``diff()`` -- totals, and the change over a window (one search).
 
 This is the process's one cache and ``cache_bytes`` its one byte budget: decoded chunk bodies
-live exactly as long as their raw bytes (their arrays are views on those bytes, so the raw size
-is what they cost), and nothing above the store keeps chunks of its own.
+live exactly as long as their raw bytes. The budget counts the raw bytes only, and a decoded body
+is a copy (cbor2 returns new byte strings, and arrays are built from them), so the memory it costs
+is a multiple of the budget (about 3x, measured on a 3M-vector IVF-PQ index in the tab:
+bench/bench_long_session.py). Counting decoded sizes in the budget is still to be done.
 Counters are totals over the store's life; with concurrent users of one store a window
 includes their traffic too.
 """
