@@ -98,7 +98,7 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     if store is None:
         store = make_store(portals, cache_bytes=cache or 64 * 2**20, timeout=_timeout(args), auth_token=token)
         _stores[key] = store
-    before = store.stats()
+    before = store.snapshot()
     try:
         db = await Database.open_async(cid, store=store, cache_bytes=cache)
     except IntegrityError:
@@ -111,13 +111,12 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
 
         # the session store serves every open index: big enough for the biggest
         store.cache_limit = max(store.cache_limit, cache_bytes_for(db.manifest))
-    after = store.stats()
-    handle, _next_handle = _next_handle, _next_handle + 1
-    _dbs[handle] = db
     # what this open fetched: the store (and its counters) is shared by every index opened on these
     # portals in this worker, so stats() after a second open counts the first one's traffic too
-    opened = {"bytesFetched": after["bytes_fetched"] - before["bytes_fetched"],
-              "chunksFetched": after["chunks_fetched"] - before["chunks_fetched"]}
+    fetched = store.diff(before)
+    handle, _next_handle = _next_handle, _next_handle + 1
+    _dbs[handle] = db
+    opened = {"bytesFetched": fetched["bytes_fetched"], "chunksFetched": fetched["chunks_fetched"]}
     return {"handle": handle, "info": db.info(), "opened": opened}
 
 
