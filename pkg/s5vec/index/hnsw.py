@@ -1279,13 +1279,9 @@ class HNSWIndex:
             if int(nb["start"]) != lo or int(lb["start"]) != lo:
                 raise FormatError("hnsw chunk out of order")
             r = hi - lo
-            cids, cmeta = list(nb["ids"]), list(nb["metadata"])
-            if len(cids) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids):
-                raise FormatError("hnsw_nodes chunk has the wrong number of ids or metadata")
-            if not all(isinstance(m, Mapping) for m in cmeta):
-                raise FormatError("hnsw_nodes metadata must be maps")
+            cids, cmeta = chunk_records(nb, r, "hnsw_nodes")
             ids.extend(cids)
-            meta.extend(dict(m) for m in cmeta)
+            meta.extend(cmeta)
             self._vecs[lo:hi] = _arr(nb["vectors"], np.float32, (r, self.dim))
             self._ts[lo:hi] = _arr(nb["timestamps"], np.float64, (r,))
             self._levels[lo:hi] = _arr(nb["levels"], np.int32, (r,))
@@ -1299,9 +1295,14 @@ class HNSWIndex:
             raise FormatError("hnsw layer-0 links out of range or not packed")
         self._cnt0[:n] = valid.sum(axis=1)
         self._ids, self._meta = ids, meta
-        self._slot = {ids[s]: s for s in np.flatnonzero(~self._dead[:n]).tolist()}
+        self._index_live(n, "hnsw")
+
+    def _index_live(self, n: int, what: str) -> None:
+        """The id -> slot map of the live slots of a loaded index (ids and tombstones set), and
+        its dead count; an id live twice is a FormatError."""
+        self._slot = {self._ids[s]: s for s in np.flatnonzero(~self._dead[:n]).tolist()}
         if len(self._slot) != n - int(self._dead[:n].sum()):
-            raise FormatError("hnsw chunk holds a live id twice")
+            raise FormatError(f"{what} chunk holds a live id twice")
         self._n_dead = n - len(self._slot)
 
     def _load_upper(self, up: Mapping[str, Any], n: int) -> None:
@@ -1324,12 +1325,23 @@ class HNSWIndex:
             raise FormatError("hnsw entry point or level count is inconsistent")
 
 
-def _arr(value: Any, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:
+def chunk_records(body: Mapping[str, Any], r: int, kind: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The ids and metadata of a chunk of ``r`` nodes (``hnsw_nodes``, or ``hnsw_records`` of the
+    lazy layout), checked: ``r`` string ids and ``r`` maps, else FormatError."""
+    ids, meta = list(body["ids"]), list(body["metadata"])
+    if len(ids) != r or len(meta) != r or not all(isinstance(i, str) for i in ids):
+        raise FormatError(f"{kind} chunk has the wrong number of ids or metadata")
+    if not all(type(m) is dict or isinstance(m, Mapping) for m in meta):  # dict first: fast
+        raise FormatError(f"{kind} metadata must be maps")
+    return ids, [dict(m) for m in meta]
+
+
+def _arr(value: Any, dtype: Any, shape: tuple[int, ...] | None, what: str = "hnsw") -> np.ndarray:
     a = np.asarray(value, dtype=dtype)
     if shape is None:
         a = a.reshape(-1)
     elif a.shape != shape:
         if a.size == 0 and math.prod(shape) == 0:
             return np.zeros(shape, dtype=dtype)
-        raise FormatError(f"hnsw array has shape {a.shape}, expected {shape}")
+        raise FormatError(f"{what} array has shape {a.shape}, expected {shape}")
     return a

@@ -32,7 +32,6 @@ An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunk
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
@@ -215,17 +214,16 @@ def save(index: "HNSWIndex", writer: ChunkWriter, chunk_rows: int, rows: int = B
 # ------------------------------------------------------------------ load
 
 def _arr(value: Any, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-    a = np.asarray(value, dtype=dtype)
-    if a.shape != shape:
-        if a.size == 0 and math.prod(shape) == 0:
-            return np.zeros(shape, dtype=dtype)
-        raise FormatError(f"lazy hnsw array has shape {a.shape}, expected {shape}")
-    return a
+    """hnsw's checked chunk array (imported here, not at the top: hnsw imports this module)."""
+    from .hnsw import _arr as checked
+    return checked(value, dtype, shape, "lazy hnsw")
 
 
 def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> None:
     """Fill ``index`` (fresh, from the descriptor's parameters) with the resident parts of a
     lazy layout; raises FormatError on anything malformed (KeyError etc. are mapped by the caller)."""
+    from .hnsw import chunk_records  # here, not at the top: hnsw imports this module
+
     base = desc["base"]
     if not isinstance(base, Mapping):
         raise FormatError("hnsw base entry is not a map")
@@ -268,13 +266,9 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
         if int(body["start"]) != lo:
             raise FormatError("hnsw_records chunk out of order")
         r = hi - lo
-        cids_, cmeta = list(body["ids"]), list(body["metadata"])
-        if len(cids_) != r or len(cmeta) != r or not all(isinstance(i, str) for i in cids_):
-            raise FormatError("hnsw_records chunk has the wrong number of ids or metadata")
-        if not all(type(m) is dict or isinstance(m, Mapping) for m in cmeta):  # dict first: fast
-            raise FormatError("hnsw_records metadata must be maps")
+        cids_, cmeta = chunk_records(body, r, RECORDS_KIND)
         ids.extend(cids_)
-        meta.extend(dict(m) for m in cmeta)
+        meta.extend(cmeta)
         ts[lo:hi] = _arr(body["timestamps"], np.float64, (r,))
         levels[lo:hi] = _arr(body["levels"], np.int32, (r,))
         dead[lo:hi] = _arr(body["deleted"], np.uint8, (r,)) != 0
@@ -282,10 +276,7 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
     index._n, index._cap = n, n
     index._ts, index._levels, index._dead = ts, levels, dead
     index._ids, index._meta = ids, meta
-    index._slot = {ids[s]: s for s in np.flatnonzero(~dead).tolist()}
-    if len(index._slot) != n - int(dead.sum()):
-        raise FormatError("hnsw_records chunk holds a live id twice")
-    index._n_dead = n - len(index._slot)
+    index._index_live(n, RECORDS_KIND)
     index._load_upper(reader.get(desc["upper"], "hnsw_upper"), n)
     if index._max_level != int(levels.max()):
         raise FormatError("hnsw levels do not match the upper layers")
