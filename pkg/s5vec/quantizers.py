@@ -136,7 +136,7 @@ def grouped_pays(k: int, metric: str) -> bool:
 
 
 def group_centroids(centroids: np.ndarray, metric: str, *, seed: int = 0, groups: int | None = None,
-                    probe: int = GROUP_PROBE) -> CentroidGroups:
+                    probe: int | None = None) -> CentroidGroups:
     """Cluster ``centroids`` (prepared for ``metric``) into ~sqrt(k) groups (k-means on them, seeded:
     the same centroids always give the same groups)."""
     c = _as_float32_2d(centroids)
@@ -149,8 +149,9 @@ def group_centroids(centroids: np.ndarray, metric: str, *, seed: int = 0, groups
     order = np.argsort(labels, kind="stable")
     offsets = np.searchsorted(labels[order], np.arange(g + 1)).astype(np.int64)
     grouped = np.ascontiguousarray(c[order])
+    p = GROUP_PROBE if probe is None else int(probe)
     return CentroidGroups(centers, order, offsets, grouped,
-                          kernels.sq_norms(grouped) if metric == "l2" else None, max(1, min(int(probe), g)))
+                          kernels.sq_norms(grouped) if metric == "l2" else None, max(1, min(p, g)))
 
 
 _GROUPED_BLOCK = 16_384  # rows per pass: a (rows x probe) gather of the block stays ~200 MB at 384-d
