@@ -104,8 +104,11 @@ GROUPED_MIN_K = 8192
 """From this many centroids on an IVF index assigns rows through :func:`assign_grouped` (see
 :func:`grouped_pays`): exact assignment of 10M rows to 16,384 centroids is ~126 TFLOP, hours here."""
 
-GROUP_PROBE = 8
-"""Groups whose centroids a row scores (of ~sqrt(k)): 1/14 of the exact work at k = 16,384."""
+GROUP_PROBE: int | None = None
+"""Groups whose centroids a row scores; None = a quarter of them (at least 8): 16 of 64 groups at
+k = 8192 (3M), 32 of 128 at 16,384 (10M), so a row scores ~G + k/4 centroids, ~1/4 of the exact work.
+Measured at 3M (bench/assign_recall.py): 16 of 64 give 99.4% of rows the exact list and the same probe
+recall (0.9309 vs 0.9311 at nprobe 14); 8 of 64 give 97.6% and 0.929."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,12 +147,13 @@ def group_centroids(centroids: np.ndarray, metric: str, *, seed: int = 0, groups
     g = int(groups) if groups is not None else int(2 ** round(math.log2(max(math.sqrt(k), 1.0))))
     g = max(1, min(g, k))
     tm = _train_metric(metric)
-    centers = kmeans(c, g, iters=10, seed=seed, metric=tm)
-    labels = np.asarray(assign(c, centers, tm), dtype=np.int64)
+    with kernels.one_blas_thread():  # the same groups whatever the process's thread count
+        centers = kmeans(c, g, iters=10, seed=seed, metric=tm)
+        labels = np.asarray(assign(c, centers, tm), dtype=np.int64)
     order = np.argsort(labels, kind="stable")
     offsets = np.searchsorted(labels[order], np.arange(g + 1)).astype(np.int64)
     grouped = np.ascontiguousarray(c[order])
-    p = GROUP_PROBE if probe is None else int(probe)
+    p = int(probe) if probe is not None else GROUP_PROBE if GROUP_PROBE is not None else max(8, g // 4)
     return CentroidGroups(centers, order, offsets, grouped,
                           kernels.sq_norms(grouped) if metric == "l2" else None, max(1, min(p, g)))
 
@@ -161,11 +165,21 @@ def assign_grouped(x: np.ndarray, centroids: np.ndarray, groups: CentroidGroups,
                    return_distances: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`assign`, two-level: every row scores the ``G`` group centres, then only the centroids
     of its ``groups.probe`` nearest groups (one GEMM per group over the rows that chose it), so the
-    work per row is ``G + probe * k / G`` centroids instead of ``k`` (1,152 of 16,384 at the 10M
+    work per row is ``G + probe * k / G`` centroids instead of ``k`` (4,224 of 16,384 at the 10M
     default). Not exact: a row whose nearest centroid sits in a group outside its nearest few gets
     the best one inside them (its distance is then slightly larger; measured on 3M/10M in bench/).
-    Deterministic for the same rows in the same blocks (a pure function of the block)."""
-    x = _as_float32_2d(x)
+    Deterministic for the same rows in the same blocks (a pure function of the block).
+
+    Runs BLAS on one thread (:func:`kernels.one_blas_thread`): its products are many and small (a
+    few thousand rows by ~128 centroids), where a threaded BLAS spends more time synchronising than
+    computing (measured 3.7 vs 0.7 CPU s on 65k rows at k = 16,384 on the busy 2-core machine), and
+    the result then cannot depend on how many threads a process or Dask worker has."""
+    with kernels.one_blas_thread():
+        return _assign_grouped(_as_float32_2d(x), groups, metric, return_distances)
+
+
+def _assign_grouped(x: np.ndarray, groups: CentroidGroups, metric: str,
+                    return_distances: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     G, P = groups.count, groups.probe
     labels = np.empty(n, dtype=np.int64)
