@@ -76,9 +76,10 @@ def test_ivf_with_groups_keeps_recall_and_lists(data, monkeypatch):
     exact = _ivf(ids, x)
     assert exact.centroid_groups() is None
     monkeypatch.setattr(qz, "GROUPED_MIN_K", 256)
+    monkeypatch.setattr(qz, "GROUP_PROBE", 4)  # a quarter of the groups, so it is two-level here
     grouped = _ivf(ids, x)
     groups = grouped.centroid_groups()
-    assert groups is not None and groups.count == 16
+    assert groups is not None and groups.count == 16 and groups.probe == 4
     assert np.array_equal(grouped.centroids, exact.centroids)  # training is unchanged (same seed)
     same = (grouped.assign(x) == exact.assign(x)).mean()
     assert same >= 0.99

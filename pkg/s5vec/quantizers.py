@@ -104,11 +104,12 @@ GROUPED_MIN_K = 8192
 """From this many centroids on an IVF index assigns rows through :func:`assign_grouped` (see
 :func:`grouped_pays`): exact assignment of 10M rows to 16,384 centroids is ~126 TFLOP, hours here."""
 
-GROUP_PROBE: int | None = None
-"""Groups whose centroids a row scores; None = a quarter of them (at least 8): 16 of 64 groups at
-k = 8192 (3M), 32 of 128 at 16,384 (10M), so a row scores ~G + k/4 centroids, ~1/4 of the exact work.
-Measured at 3M (bench/assign_recall.py): 16 of 64 give 99.4% of rows the exact list and the same probe
-recall (0.9309 vs 0.9311 at nprobe 14); 8 of 64 give 97.6% and 0.929."""
+GROUP_PROBE = 16
+"""Groups whose centroids a row scores (of ~sqrt(k)): 16 of 64 at k = 8192 (3M), 16 of 128 at 16,384
+(10M), so a row scores 1,088 / 2,176 centroids instead of 8,192 / 16,384. Measured on the k-means
+centroids of 1M / 3M / 10M (bench/assign_recall.py, 65,536 random rows): 99.5% / 99.4% / 99.2% of rows
+get the exact list (8 groups: 97.9% / 97.6% / 97.7%; 32 of 128: 99.8%); at 3M the probe recall of the
+true top 10 at nprobe 14 is 0.9309 vs 0.9311 exact (8 groups: 0.929)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +154,7 @@ def group_centroids(centroids: np.ndarray, metric: str, *, seed: int = 0, groups
     order = np.argsort(labels, kind="stable")
     offsets = np.searchsorted(labels[order], np.arange(g + 1)).astype(np.int64)
     grouped = np.ascontiguousarray(c[order])
-    p = int(probe) if probe is not None else GROUP_PROBE if GROUP_PROBE is not None else max(8, g // 4)
+    p = GROUP_PROBE if probe is None else int(probe)
     return CentroidGroups(centers, order, offsets, grouped,
                           kernels.sq_norms(grouped) if metric == "l2" else None, max(1, min(p, g)))
 
@@ -165,7 +166,7 @@ def assign_grouped(x: np.ndarray, centroids: np.ndarray, groups: CentroidGroups,
                    return_distances: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`assign`, two-level: every row scores the ``G`` group centres, then only the centroids
     of its ``groups.probe`` nearest groups (one GEMM per group over the rows that chose it), so the
-    work per row is ``G + probe * k / G`` centroids instead of ``k`` (4,224 of 16,384 at the 10M
+    work per row is ``G + probe * k / G`` centroids instead of ``k`` (2,176 of 16,384 at the 10M
     default). Not exact: a row whose nearest centroid sits in a group outside its nearest few gets
     the best one inside them (its distance is then slightly larger; measured on 3M/10M in bench/).
     Deterministic for the same rows in the same blocks (a pure function of the block).

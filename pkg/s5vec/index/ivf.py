@@ -230,7 +230,7 @@ class IVFIndex(IVFStorage):
     def assign(self, x: np.ndarray) -> np.ndarray:
         """The list of every prepared row: its nearest centroid, exactly, or from ``nlist`` >=
         :data:`s5vec.quantizers.GROUPED_MIN_K` on through the centroids' groups (two-level, see
-        :func:`s5vec.quantizers.assign_grouped`; ~1/4 of the work at 8,192+ lists, the same list for
+        :func:`s5vec.quantizers.assign_grouped`; 1/8 of the work at 16,384 lists, the same list for
         nearly every row). The one assignment of adds, bulk builds and codec training, so a resident
         index and a bulk-built one put a record in the same list."""
         assert self.centroids is not None
