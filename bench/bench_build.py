@@ -219,6 +219,7 @@ def cmd_phases(args: argparse.Namespace) -> None:
             index = pickle.load(f)
         out["template"] = args.template
         out["picked"] = build.ivf_of(index).params()
+        build.ivf_of(index)._grouped = build.ivf_of(index)._groups = None  # assignment groups: made by this code
     else:
         t = time.perf_counter()
         choice = build.choose_params("ivf", sample, "cosine", n, 0, build.record_sizes(src))
