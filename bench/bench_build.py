@@ -103,13 +103,28 @@ def start_portal(directory: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 32_768) -> np.ndarray:
+def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 32_768,
+               checkpoint: str | None = None) -> np.ndarray:
     """Exact cosine top-k ids over a memory-mapped matrix, block by block (one pass over ``mm``;
-    each block's own top k is merged into the running best, so memory is queries x block)."""
+    each block's own top k is merged into the running best, so memory is queries x block).
+
+    ``checkpoint``: a file the running best is saved to every ~64 blocks and resumed from (a pass
+    over 10M rows takes hours on a busy machine and must survive the process ending)."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     best_s = np.full((q.shape[0], k), -np.inf, np.float32)
     best_i = np.zeros((q.shape[0], k), np.int64)
-    for s in range(0, mm.shape[0], block):
+    start = 0
+    tag = np.array([mm.shape[0], q.shape[0], k, block, int(np.float64(q[:, :4].sum()) * 1e6)], np.int64)
+    if checkpoint and os.path.exists(checkpoint):
+        with np.load(checkpoint) as ck:
+            if np.array_equal(ck["tag"], tag):
+                best_s, best_i, start = ck["best_s"], ck["best_i"], int(ck["next"])
+                print(f"# resuming at row {start:,} of {mm.shape[0]:,}", file=sys.stderr, flush=True)
+    for b, s in enumerate(range(start, mm.shape[0], block)):
+        if checkpoint and b and b % 64 == 0:
+            np.savez(checkpoint + ".tmp.npz", best_s=best_s, best_i=best_i, next=s, tag=tag)
+            os.replace(checkpoint + ".tmp.npz", checkpoint)
+            print(f"# row {s:,} of {mm.shape[0]:,}", file=sys.stderr, flush=True)
         x = np.asarray(mm[s : s + block], dtype=np.float32)
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         sc = q @ x.T
@@ -132,7 +147,7 @@ def cmd_truth(args: argparse.Namespace) -> None:
     qb = max(1, args.query_block)
     parts = []
     for s in range(0, qs.shape[0], qb):
-        parts.append(exact_topk(mm, qs[s : s + qb], args.k))
+        parts.append(exact_topk(mm, qs[s : s + qb], args.k, checkpoint=f"{args.out}.part{s}.npz"))
         print(f"# {s + parts[-1].shape[0]}/{qs.shape[0]} queries, {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     out = np.concatenate(parts)
     # exact_topk leaves each row's k unordered: order by similarity
