@@ -203,7 +203,10 @@ def test_ivf_second_query_fetches_only_new_lists(shared_harness, ivf, request):
 
 
 def test_ivf_hits_match_cpython_and_recall(shared_harness, ivf, request):
-    """10 queries: the browser equals CPython; re-ranked PQ recall@10 vs the flat oracle >= 0.8."""
+    """10 queries: the browser equals CPython; re-ranked PQ recall@10 vs the flat oracle >= 0.8.
+    The centroids chunk is float16 (what the worker opened and probes with)."""
+    body = ivf["ref"].reader.get(ivf["manifest"]["index"]["centroids"], "ivf_centroids")
+    assert np.asarray(body["centroids"]).dtype == np.float16
     key = open_db(shared_harness, ivf, request)
     qs = ivf["queries"][100:110]
     recall, recall_pq_only, bytes_per_query = [], [], []
