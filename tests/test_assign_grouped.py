@@ -98,3 +98,16 @@ def test_ivf_with_groups_keeps_recall_and_lists(data, monkeypatch):
     back = IVFIndex.load(desc, io.fresh())
     assert np.array_equal(back.assign(x[:3000]), grouped.assign(x[:3000]))
     assert np.array_equal(back.centroid_groups().order, groups.order)
+
+
+def test_kmeans_with_grouped_steps_clusters_as_well(data, monkeypatch):
+    """Mini-batch k-means whose steps assign through groups (regrouped every step) reaches the
+    inertia of exact steps, and leaves no centre empty."""
+    x = data[1]
+    exact = qz.kmeans(x, 256, iters=5, seed=1, metric="cosine", batch_size=4096)
+    monkeypatch.setattr(qz, "GROUP_PROBE", 4)  # 4 of 16 groups: really two-level
+    grouped = qz.kmeans(x, 256, iters=5, seed=1, metric="cosine", batch_size=4096, grouped=True)
+    assert not np.array_equal(grouped, exact)
+    ie, ig = qz.inertia(x, exact, "cosine"), qz.inertia(x, grouped, "cosine")
+    assert ig <= ie * 1.02, (ig, ie)
+    assert np.bincount(qz.assign(x, grouped, "cosine"), minlength=256).min() > 0

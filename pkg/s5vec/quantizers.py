@@ -301,6 +301,7 @@ def kmeans(
     metric: str = "l2",
     tol: float = 1e-4,
     init_sample: int | None = None,
+    grouped: bool = False,
 ) -> np.ndarray:
     """Cluster the rows of ``x`` into ``k`` centroids; returns a (k, dim) float32 array.
 
@@ -311,7 +312,8 @@ def kmeans(
     ``batch_size`` rows, default :func:`minibatch_rows`). Empty clusters are re-seeded from the
     worst-fitting point of the largest cluster. ``metric`` is ``"l2"`` or ``"cosine"``
     (spherical k-means on unit vectors; ``"ip"`` clusters as ``"l2"``).
-    ``progress(done, total)`` is called after every iteration / step.
+    ``progress(done, total)`` is called after every iteration / step. With ``grouped`` the
+    mini-batch steps assign through :func:`assign_grouped` (the moving centres regrouped every step).
     """
     x = _as_float32_2d(x)
     n = x.shape[0]
@@ -328,7 +330,7 @@ def kmeans(
     if metric == "cosine":
         x = _normalise_rows(x)
     with _blas_threads(x.shape[1]):
-        return _kmeans(x, k, iters, seed, batch_size, progress, metric, tol, init_sample)
+        return _kmeans(x, k, iters, seed, batch_size, progress, metric, tol, init_sample, grouped)
 
 
 def seeding_rows(k: int) -> int:
@@ -349,7 +351,7 @@ def minibatch_rows(k: int) -> int:
 
 
 def _kmeans(x: np.ndarray, k: int, iters: int, seed: int, batch_size: int | None, progress: Progress | None,
-            metric: str, tol: float, init_sample: int | None) -> np.ndarray:
+            metric: str, tol: float, init_sample: int | None, grouped: bool = False) -> np.ndarray:
     n = x.shape[0]
     rng = np.random.default_rng(seed)
 
@@ -370,7 +372,7 @@ def _kmeans(x: np.ndarray, k: int, iters: int, seed: int, batch_size: int | None
     b = int(batch_size) if batch_size is not None else minibatch_rows(k)
     if b < 1:
         raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
-    return _minibatch(x, centers, min(b, n), iters * 3, metric, rng, progress)
+    return _minibatch(x, centers, min(b, n), iters * 3, metric, rng, progress, grouped, seed)
 
 
 def _lloyd(
@@ -405,6 +407,8 @@ def _minibatch(
     metric: str,
     rng: np.random.Generator,
     progress: Progress | None,
+    grouped: bool = False,
+    seed: int = 0,
 ) -> np.ndarray:
     """Sculley's mini-batch k-means, batch-vectorised: c_j += (S_j - n_j c_j) / v_j."""
     n = x.shape[0]
@@ -417,7 +421,8 @@ def _minibatch(
         c32 = centers.astype(np.float32)
         if metric == "cosine":
             c32 = _normalise_rows(c32)
-        labels, dmin = assign(batch, c32, metric, return_distances=True)
+        groups = group_centroids(c32, metric, seed=seed) if grouped else None
+        labels, dmin = assign(batch, c32, metric, return_distances=True, groups=groups)
         sums, counts = _cluster_sums(batch, labels, k)
         hit = counts > 0
         seen[hit] += counts[hit]
@@ -437,7 +442,8 @@ def _minibatch(
     if metric == "cosine":
         out = _normalise_rows(out)
     # Final guarantee on the full data: no centre without members (when the data allow it).
-    labels, dmin = assign(x, out, metric, return_distances=True)
+    groups = group_centroids(out, metric, seed=seed) if grouped else None
+    labels, dmin = assign(x, out, metric, return_distances=True, groups=groups)
     counts = np.bincount(labels.astype(np.intp, copy=False), minlength=k)  # intp: wasm32-safe
     if (counts == 0).any():
         _reseed_empty(x, out, labels, dmin, counts)
