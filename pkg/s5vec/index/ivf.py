@@ -172,9 +172,11 @@ class IVFIndex(IVFStorage):
     def _fit(self, x: np.ndarray, progress: Callable[[int, int], Any] | None = None) -> None:
         """Train on prepared vectors ``x`` and redistribute every record held."""
         ids, vecs, codes, metas, ts = self._gather()
+        # from nlist 8192 on the mini-batch steps assign two-level too (3M: k-means 252 -> 137 CPU s,
+        # probe recall 0.9311 -> 0.9306 at nprobe 14; bench/README.md)
         centroids, f16 = storable_centroids(qz.kmeans(
-            x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric
-        ))
+            x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric,
+            grouped=qz.grouped_pays(self.nlist, self.metric)))
         # nothing better to re-encode from (retrain of PQ/SQ8 without full vectors): keep the
         # codec; keep the codes too unless they are residuals of the old centroids
         keep_codec = codes is not None and not self.store_full
