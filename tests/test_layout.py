@@ -58,8 +58,8 @@ def test_packed_columns_round_trip_and_decode_lazily():
                                                          "meta": layout.pack_records(metas)}), "t")
     assert layout.unpack_strings(body["ids"], 4) == ids
     lazy = layout.unpack_records(body["meta"], 4)
-    assert isinstance(lazy, layout.LazyRecords) and lazy._cache == [None] * 4
-    assert lazy[2] == metas[2] and lazy._cache[0] is None  # only what was asked for is decoded
+    assert isinstance(lazy, layout.LazyRecords) and lazy._cache == {}
+    assert lazy[2] == metas[2] and 0 not in lazy._cache  # only what was asked for is decoded
     assert list(lazy) == metas and lazy[1:3] == metas[1:3]
     # the old plain-list form still reads
     assert layout.unpack_strings(ids) == ids and list(layout.unpack_records(metas)) == metas
