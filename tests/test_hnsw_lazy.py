@@ -385,15 +385,16 @@ def test_a_walk_out_of_rounds_finishes_its_pool_in_one_more(cos, monkeypatch):
 
 
 def test_searches_on_threads_share_a_tiny_block_cache(cos):
-    """CPython servers search one Database from several threads: the index's block LRU (here so
-    small it evicts all the time) never loses a block a walk is using, and hits equal serial ones."""
+    """CPython servers search one Database from several threads: the store's LRU, which holds the
+    decoded base blocks (here so small it evicts all the time), never loses a block a walk is
+    using, and hits equal serial ones."""
     from concurrent.futures import ThreadPoolExecutor
 
     idx, q, oracle, client, _, cid = cos
     serial = open_db(client, cid)
     want = [serial.search(v, 10) for v in q[:32]]
     db = open_db(client, cid)
-    db.index._lazy.cache_limit = 20_000  # a few blocks
+    db.store.cache_limit = db.store.stats()["resident_bytes"] + 20_000  # a few blocks
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda v: db.search(v, 10), list(q[:32]) * 2))
     assert got == want * 2

@@ -390,6 +390,11 @@ class StoreReader:
     def get(self, cid: str, kind: str | None = None) -> dict[str, Any]:
         return self.store.get_decoded(cid, kind, lambda data: decode_chunk(data, kind))
 
+    def peek(self, cid: str, kind: str | None = None) -> dict[str, Any] | None:
+        """The decoded body if the store already holds it decoded (as ``get`` with this ``kind``
+        left it), else None; never fetches (see :meth:`s5vec.store.ChunkStore.peek_decoded`)."""
+        return self.store.peek_decoded(cid, kind)
+
     def get_many(self, cids: Sequence[str], kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """``{cid: get(cid, kinds.get(cid))}`` for every CID (a search round's chunks)."""
         many = getattr(self.store, "get_decoded_many", None)

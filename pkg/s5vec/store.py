@@ -6,7 +6,7 @@
   ``get`` asked for it (or it is bigger than the whole cache), it moves to a side
   table and the next ``get`` still returns it without a second download.
 * ``get_decoded(cid, tag, decode)`` -- ``get`` plus the decoded form, kept *instead of* the bytes.
-* ``peek_decoded(cid, tag, decode)`` -- the decoded form if the chunk is held, else None (no fetch).
+* ``peek_decoded(cid, tag)`` -- the decoded form if the chunk is held decoded, else None (no fetch).
 * ``keep(cids)`` / ``release(cids)`` -- chunks an open index holds for its life (resident: counted,
   never evicted, since evicting them would free nothing).
 * ``put(data)``           -- upload unless this store already uploaded or fetched it.
@@ -363,20 +363,24 @@ class ChunkStore:
             self._resize(key, e, size)
         return obj
 
-    def peek_decoded(self, cid: "str | BlobId", tag: Any, decode: Callable[[bytes], Any]) -> Any:
-        """:meth:`get_decoded` if the store holds ``cid`` (in any form), else None: never fetches.
-        What a walk that finds its next chunks as it goes asks before naming them for a fetch."""
+    def peek_decoded(self, cid: "str | BlobId", tag: Any) -> Any:
+        """The decoded body of ``cid`` if the store holds it decoded under ``tag`` (marked recent,
+        a cache hit), else None: never fetches, never decodes, and leaves a round's unread chunks
+        alone (they stay pinned for that round). What a walk that finds its next chunks as it goes
+        (``s5vec.index.hnsw_lazy``) asks before naming a chunk for a fetch."""
         key = _key(cid)
         with self._lock:
-            e = self._entry(key)
-            if e is None and key not in self._pinned:
-                return None
-            if e is not None and e.obj is not _RAW and e.tag == tag:
-                self._lookup(key)
-                return e.obj
-            if e is not None and e.data is None:
-                return None  # held under another decoding only
-        return self.get_decoded(cid, tag, decode)
+            e = self._cache.get(key)
+            if e is not None:
+                if e.obj is _RAW or e.tag != tag:
+                    return None
+                self._cache.move_to_end(key)
+            else:
+                e = self._resident.get(key)
+                if e is None or e.obj is _RAW or e.tag != tag:
+                    return None
+            self._c["cache_hits"] += 1
+            return e.obj
 
     def get_decoded_many(self, cids: Sequence[str], tags: Sequence[Any],
                          decode: Callable[[bytes, Any], Any]) -> list[Any]:
