@@ -177,7 +177,8 @@ class LazyRecords(Sequence[dict]):
             raise IndexError("record index out of range")
         v = self._cache.get(i)
         if v is None:
-            v = loads(self._blob[int(self._off[i]): int(self._off[i + 1])])
+            off = self._off
+            v = loads(self._blob[off.item(i): off.item(i + 1)])
             if not isinstance(v, dict):
                 raise FormatError("packed metadata item is not a map")
             self._cache[i] = v
@@ -216,7 +217,8 @@ class LazyStrings(Sequence[str]):
             i += n
         if not 0 <= i < n:
             raise IndexError("string index out of range")
-        return self._text[int(self._off[i]): int(self._off[i + 1])]
+        off = self._off
+        return self._text[off.item(i): off.item(i + 1)]
 
     def __iter__(self) -> Iterator[str]:
         t, off = self._text, self._off.tolist()
