@@ -68,7 +68,10 @@ export interface OpenOptions extends RuntimeOptions {
   authToken?: string;
   /** S5 portal base URLs, tried in order. */
   portals: string[];
-  /** Size of the in-worker chunk cache. */
+  /** Byte budget of the in-worker chunk cache: what it holds, counted as held (decoded chunk bodies,
+   * one copy each), including what the open index keeps for its life (`stats().resident_bytes`), so a
+   * budget below that leaves no room for lazily fetched chunks. Default: sized from the manifest
+   * (what the open keeps + up to 256 MiB of lists, refine rows and HNSW base blocks). */
   cacheBytes?: number;
   /** Deadline for fetching one blob, every portal and retry included (default 15000 ms). A slow or
    * hanging portal is also worked around sooner: the next portal is asked after a short delay. */
