@@ -124,6 +124,8 @@ def _key(cid: "str | BlobId") -> str:
         key = _KEYS.get(cid)
         if key is None:
             key = BlobId.parse(cid).to_string()
+            if key == cid:
+                key = cid  # one string object, not two (the memo is outside the cache budget)
             if len(_KEYS) >= _KEYS_MAX:
                 _KEYS.clear()
             _KEYS[cid] = key
@@ -132,7 +134,7 @@ def _key(cid: "str | BlobId") -> str:
 
 
 _KEYS: dict[str, str] = {}
-_KEYS_MAX = 1 << 17
+_KEYS_MAX = 1 << 15  # ~32k CIDs (~5 MB of strings at most): more than a warm batch of 500 3M queries reads
 
 
 class _Flights:
