@@ -395,12 +395,16 @@ def read_manifest(store: ChunkStore, cid: str) -> dict[str, Any]:
 
 CACHE_MIN = 16 * 2**20
 CACHE_LAZY_MAX = 256 * 2**20
+#: a decoded lazy chunk held by the store, over its published bytes (measured on the 1M index: list
+#: chunks 1.11, refine chunks 1.19): the budget counts what is held, so the lazy part is sized by it
+DECODED_OVER_RAW = 1.15
 
 
 def cache_bytes_for(manifest: Mapping[str, Any], resident: int | None = None) -> int:
     """The chunk cache an opened index needs, from its own sizes: everything fetched at open
     (centroids, summaries, the HNSW part) stays, plus the lazy chunks (lists, refine rows, a lazy
-    HNSW base layer) up to :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once
+    HNSW base layer; as held decoded, :data:`DECODED_OVER_RAW` their bytes) up to
+    :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once
     (a 100k index's lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`.
     The budget counts what the store holds (decoded bodies, see :mod:`s5vec.store`): ``resident``,
     once known, is what the open keeps as measured (decoded eager chunks can be several times
@@ -419,7 +423,7 @@ def cache_bytes_for(manifest: Mapping[str, Any], resident: int | None = None) ->
                 eager += c["size"]
     if resident is not None:
         eager = resident
-    return int(max(CACHE_MIN, eager + min(lazy, CACHE_LAZY_MAX) + (1 << 20)))
+    return int(max(CACHE_MIN, eager + min(int(lazy * DECODED_OVER_RAW), CACHE_LAZY_MAX) + (1 << 20)))
 
 
 def _embeds(manifest: Mapping[str, Any]) -> bool:
