@@ -305,3 +305,12 @@ def choose_hybrid(vectors: np.ndarray, timestamps: np.ndarray, metric: str = "co
         if "evidence" in sub.record:
             rec["evidence"] = sub.record["evidence"]
     return Choice(params, rec)
+
+
+def centroid_bytes(nlist: int, dim: int) -> int:
+    """Bytes of the centroids array an IVF index of ``nlist`` lists publishes (its ``ivf_centroids``
+    chunk, which every open downloads): float16, so 2 x nlist x dim (25 MB -> 12.6 MB at the 10M
+    default of 16,384 x 384). The one count of centroid bytes for the byte model."""
+    from .ivf_store import centroid_itemsize
+
+    return int(nlist) * int(dim) * centroid_itemsize(True)
