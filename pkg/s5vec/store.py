@@ -367,10 +367,11 @@ class ChunkStore:
         return obj
 
     def peek_decoded(self, cid: "str | BlobId", tag: Any) -> Any:
-        """The decoded body of ``cid`` if the store holds it decoded under ``tag`` (marked recent,
-        a cache hit), else None: never fetches, never decodes, and leaves a round's unread chunks
-        alone (they stay pinned for that round). What a walk that finds its next chunks as it goes
-        (``s5vec.index.hnsw_lazy``) asks before naming a chunk for a fetch."""
+        """The decoded body of ``cid`` if the store holds it decoded under ``tag`` (marked recent),
+        else None: never fetches, never decodes, and leaves a round's unread chunks alone (they stay
+        pinned for that round). What a walk that finds its next chunks as it goes
+        (``s5vec.index.hnsw_lazy``) asks before naming a chunk for a fetch; it asks again at every
+        step, so a peek is not counted as a cache hit."""
         key = _key(cid)
         with self._lock:
             e = self._cache.get(key)
@@ -382,7 +383,6 @@ class ChunkStore:
                 e = self._resident.get(key)
                 if e is None or e.obj is _RAW or e.tag != tag:
                     return None
-            self._c["cache_hits"] += 1
             return e.obj
 
     def get_decoded_many(self, cids: Sequence[str], tags: Sequence[Any],
