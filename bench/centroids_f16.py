@@ -22,7 +22,8 @@ try:
     new = st.put(data)
     print("centroids", c.dtype, c.shape, len(st.get(old)), "->", len(data))
     man["index"]["centroids"] = new
-    man["index"]["chunks"] = [new if x == old else x for x in man["index"]["chunks"]]
+    if "chunks" in man["index"]:  # older descriptors also listed every CID here
+        man["index"]["chunks"] = [new if x == old else x for x in man["index"]["chunks"]]
     for e in man["chunks"]:
         if e["cid"] == old:
             e["cid"], e["size"] = new, len(data)
