@@ -202,24 +202,21 @@ def cmd_phases(args: argparse.Namespace) -> None:
     measures the parts that do not scale linearly (training at its nlist) and the per-row encode
     cost at its nlist; the rest (encode of every block, upload) is projected per row."""
     from s5vec import build, sources
-    from s5vec.index import ivf_tune
 
     src = sources.open_source(args.npy)
     n = int(src.count)
     out: dict = {"n": n, "dim": src.dim, "load_before": [round(v, 2) for v in os.getloadavg()]}
-    t = time.perf_counter()
-    size = build.default_sample_size(ivf_tune.pick_nlist(n), n)
-    sample = build.sample_vectors(src, size, 0)
+    timings: dict = {}
+    choice, sample = build.choose_for_source(src, kind="ivf", metric="cosine", sample_size=None, seed=0, timings=timings)
     out["sample_rows"] = int(sample.shape[0])
-    out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
-    t = time.perf_counter()
-    choice = build.choose_params("ivf", sample, "cosine", n, 0, build.record_sizes(src))
-    out["seconds"]["choose"] = round(time.perf_counter() - t, 1)
+    out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    out["seconds"]["choose_kmeans"] = round(choice.timing.get("kmeans", 0.0), 1)
     out["picked"] = choice.params
+    out["evidence"] = {k: v for k, v in choice.record.get("evidence", {}).items()}
     print("# " + choice.line(), file=sys.stderr, flush=True)
     index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
     t = time.perf_counter()
-    build.train(index, sample)
+    build.train(index, sample, build.reusable_centroids(index, choice, 0))
     out["seconds"]["train"] = round(time.perf_counter() - t, 1)
     ivf = build.ivf_of(index)
     from s5vec import quantizers as qz

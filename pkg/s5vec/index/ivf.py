@@ -164,12 +164,17 @@ class IVFIndex(IVFStorage):
         x = kernels.prepare(x, self.metric)
         self._fit(x, progress)
 
-    def _fit(self, x: np.ndarray, progress: Callable[[int, int], Any] | None = None) -> None:
-        """Train on prepared vectors ``x`` and redistribute every record held."""
+    def _fit(self, x: np.ndarray, progress: Callable[[int, int], Any] | None = None,
+             centroids: np.ndarray | None = None) -> None:
+        """Train on prepared vectors ``x`` and redistribute every record held. ``centroids``: the
+        k-means result on ``x`` computed already (a bulk build's choice clustered the same rows)."""
         ids, vecs, codes, metas, ts = self._gather()
-        centroids = qz.kmeans(
-            x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric
-        )
+        if centroids is None:
+            centroids = qz.kmeans(
+                x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric
+            )
+        elif centroids.shape != (self.nlist, self.dim):
+            raise InvalidArgumentError(f"centroids must be ({self.nlist}, {self.dim}), got {centroids.shape}")
         if codes is not None and not self.store_full:
             # nothing better to re-encode from (retrain of PQ/SQ8 without full vectors): keep the
             # codec; keep the codes too unless they are residuals of the old centroids
