@@ -277,7 +277,7 @@ def nearest_records(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]
 def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None = None, seed: int = 0,
            meta_bytes: float = 1.0, id_bytes: float = 8.0, ts_sample: np.ndarray | None = None,
            neighbours: tuple[np.ndarray, np.ndarray] | None = None, query_rows: np.ndarray | None = None,
-           kmeans_iters: int = 10) -> Choice:
+           kmeans_iters: int = 10, centroids: np.ndarray | None = None) -> Choice:
     """IVF parameters for ``vectors`` (prepared or not; a float32 matrix of the IVF part's records,
     or a uniform sample of them).
 
@@ -289,6 +289,8 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     out (:func:`nearest_records`); without it they are found among the rows given. The returned
     :class:`Choice` carries the centroids (``kmeans(rows, nlist, iters=kmeans_iters, seed)`` on
     the first :func:`train_rows` rows given): a build trained on the same rows may reuse them.
+    ``centroids``: the index's trained centroids (``nlist`` of them), when the caller has them
+    already: no k-means then.
     """
     t0 = time.perf_counter()
     x = kernels.prepare(np.ascontiguousarray(vectors, dtype=np.float32), metric)
@@ -308,7 +310,13 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     qs = x[qpos]
     ntrain = min(rows, train_rows(nlist))
     nlist_c = int(min(nlist, max(1, ntrain)))
-    cents = qz.kmeans(x[:ntrain], nlist_c, iters=kmeans_iters, seed=seed, metric=metric)
+    if centroids is not None:
+        cents = np.ascontiguousarray(centroids, dtype=np.float32)
+        if cents.shape != (nlist, dim):
+            raise ValueError(f"centroids must be ({nlist}, {dim}), got {cents.shape}")
+        nlist_c = nlist
+    else:
+        cents = qz.kmeans(x[:ntrain], nlist_c, iters=kmeans_iters, seed=seed, metric=metric)
     t_kmeans = time.perf_counter() - t0
     whole = neighbours is not None or n <= rows
     if neighbours is None:
@@ -333,6 +341,52 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     sizes = {"id_bytes": id_bytes, "meta_bytes": meta_bytes, "timestamps": ts_sample}
     tried: list[dict[str, Any]] = []
 
+    train = x[:ntrain]
+    if train.shape[0] > SAMPLE:
+        train = train[np.sort(np.random.default_rng(seed + 1).choice(train.shape[0], SAMPLE, replace=False))]
+    tlab = qz.assign(train, cents, metric)
+    # Records beyond each query's NEIGHBOURS nearest still sit in its probed lists and may beat true
+    # neighbours on their PQ distance (weak codes). The training rows stand for them: a row farther
+    # than the query's last neighbour counts as ``weight`` records of the collection in its list.
+    far_need = rank[:, tlab]                                   # probe depth each training row needs
+    far_ok = _dist_matrix(qs, train, metric) > exact_d[:, -1:]  # not one of the near set
+    weight = (n if whole else rows) / train.shape[0]
+
+    def corrected(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int, far_d: np.ndarray,
+                  far_r: np.ndarray | None, p: int) -> float:
+        """recall@K at nprobe ``p`` as :func:`score` computes it, with the far records the training
+        rows stand for competing for the ``rerank`` (or K) slots of the PQ pass and, once there,
+        for the K of the re-rank (``far_r``: their refine distances). Rows that won a PQ slot by
+        their code's error carry part of it into the refine reconstruction too (measured at 1M:
+        without them the check saw half the refine loss)."""
+        depth = max(kk, rerank) if recon_d is not None else kk
+        found = 0
+        for i in range(nq):
+            sel = np.flatnonzero(need[i] < p)
+            if sel.size == 0:
+                continue
+            fsel = np.flatnonzero(far_ok[i] & (far_need[i] < p))
+            ad, fd = approx_d[i, sel], far_d[i, fsel]
+            # the PQ pass keeps the best ``depth`` by code distance, far rows weighing ``weight``
+            vals = np.concatenate([ad, fd])
+            wts = np.concatenate([np.ones(ad.size), np.full(fd.size, weight)])
+            o = np.argsort(vals, kind="stable")
+            cum = np.cumsum(wts[o])
+            cut = int(np.searchsorted(cum, depth, side="left"))
+            keep = np.zeros(vals.size, bool)
+            keep[o[: cut + 1]] = True
+            near_c, far_c = sel[keep[: ad.size]], fsel[keep[ad.size:]]
+            if recon_d is None:
+                rn, rf = approx_d[i, near_c], far_d[i, far_c]
+            else:
+                rn = recon_d[i, near_c]
+                rf = far_r[i, far_c] if far_r is not None else np.empty(0, np.float32)
+            rf = np.sort(rf)
+            for j in np.flatnonzero(near_c < kk):
+                ahead = int((rn < rn[j]).sum()) + weight * int(np.searchsorted(rf, rn[j], side="left"))
+                found += ahead < kk
+        return found / (nq * K)
+
     def score(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int) -> dict[int, float]:
         """recall@K per nprobe: the best ``rerank`` by ``approx_d`` among the probed neighbours,
         re-ranked by ``recon_d`` (None: no re-rank, the best K by ``approx_d``)."""
@@ -355,28 +409,40 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
             out[p] = float(((top < kk) & ok).sum() / (nq * K))
         return out
 
-    def add(row: dict[str, Any], recalls: dict[int, float], list_pv: float, refine_cost: float) -> None:
-        """One candidate at the smallest nprobe reaching the bar (else its best)."""
+    def add(row: dict[str, Any], recalls: dict[int, float], list_pv: float, refine_cost: float,
+            check: Any = None) -> None:
+        """One candidate at the smallest nprobe reaching the bar (else its best). ``check(p)``: its
+        recall at ``p`` with the far records competing (:func:`corrected`; never above ``recalls``),
+        walked up the ladder from where ``recalls`` first reaches the bar."""
         reach = [p for p in probes if recalls[p] >= target + margin]
         p = reach[0] if reach else max(probes, key=lambda q: (recalls[q], -q))
-        row.update(nprobe=p, recall=round(recalls[p], 4),
+        r = recalls[p]
+        if check is not None:
+            best = None
+            for q in [q for q in probes if q >= p][:6]:
+                rq = check(q)
+                if best is None or rq > best[1]:
+                    best = (q, rq)
+                if rq >= target + margin:
+                    best = (q, rq)
+                    break
+            p, r = best
+        row.update(nprobe=p, recall=round(r, 4), recall_near=round(recalls[p], 4),
                    cold_bytes=int(p * per_list * list_pv + refine_cost),
-                   curve={q: round(r, 4) for q, r in recalls.items()})
+                   curve={q: round(v, 4) for q, v in recalls.items()})
         tried.append(row)
 
     # lists that carry everything: flat (float16 vectors) and SQ8 codes without re-ranking
-    train = x[:ntrain]
-    if train.shape[0] > SAMPLE:
-        train = train[np.sort(np.random.default_rng(seed + 1).choice(train.shape[0], SAMPLE, replace=False))]
-    tlab = qz.assign(train, cents, metric)
     sq = qz.SQ8Codec(dim, "l2")
     sq.train(train)
-    for name, approx, bpv in (("flat", flat_nb.astype(np.float16).astype(np.float32), 2 * dim),
-                              ("sq8", sq.decode(sq.encode(flat_nb)), dim)):
+    for name, rt, bpv in (("flat", lambda v: v.astype(np.float16).astype(np.float32), 2 * dim),
+                          ("sq8", lambda v: sq.decode(sq.encode(v)), dim)):
         bm = bytes_model(n, nlist, dim, code_bytes=bpv, codec=name, **sizes)
+        ad = _rowwise(qs, rt(flat_nb).reshape(nq, m, dim), metric)
+        fd = _dist_matrix(qs, rt(train), metric)
         add({"codec": name, "pq_m": None, "refine": None, "refine_m": None, "rerank": 0,
              "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": None},
-            score(_rowwise(qs, approx.reshape(nq, m, dim), metric), None, 0), bm["list"], 0.0)
+            score(ad, None, 0), bm["list"], 0.0, lambda p, ad=ad, fd=fd: corrected(ad, None, 0, fd, None, p))
     tresid = train - cents[tlab]
     ncent = cents[nlab]
     for pm in (_divisors_near(dim, (dim // 16, dim // 8, dim // 4)) if n >= PQ_MIN else []):
@@ -385,12 +451,14 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         tcodes = pq.encode(tresid)
         codes = pq.encode(flat_nb - ncent)
         d1 = _rowwise(qs, (ncent + pq.decode(codes)).reshape(nq, m, dim), metric)
+        f1 = _dist_matrix(qs, cents[tlab] + pq.decode(tcodes), metric)
         refiners = [("pq", m2) for m2 in _divisors_near(dim, [max(1, dim // f) for f in REFINE_PQ])]
         for kind, m2 in refiners + [("sq8", None), ("float16", None)]:
             ref = Refiner(kind, dim, metric, m2, seed, pq, True, ROTATE)
             if kind != "float16":
                 ref.train(train, cents[tlab], tcodes)
             d2 = _rowwise(qs, ref.roundtrip(flat_nb, ncent, codes).reshape(nq, m, dim), metric)
+            f2 = _dist_matrix(qs, ref.roundtrip(train, cents[tlab], tcodes), metric)
             rows_per_chunk = refine_rows_for(ref.bytes_per_vector)
             bm = bytes_model(n, nlist, dim, code_bytes=pm, refine_bytes=ref.bytes_per_vector,
                              refine_rows=rows_per_chunk, codec="pq", refine=kind, pq_m=pm,
@@ -399,7 +467,8 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
                 rec_p = score(d1, d2, rr)
                 add({"codec": "pq", "pq_m": pm, "refine": kind, "refine_m": ref.m if kind == "pq" else None,
                      "rerank": rr, "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": rows_per_chunk},
-                    rec_p, bm["list"], rr * bm["refine_chunk"] * min(1.0, per_list / rows_per_chunk))
+                    rec_p, bm["list"], rr * bm["refine_chunk"] * min(1.0, per_list / rows_per_chunk),
+                    lambda p, d2=d2, f2=f2, rr=rr: corrected(d1, d2, rr, f1, f2, p))
     best, budget = pick(tried, target + margin)
     params: dict[str, Any] = {"nlist": nlist, "nprobe": int(best["nprobe"]), "codec": best["codec"]}
     if best["codec"] == "flat":
