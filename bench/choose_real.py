@@ -66,6 +66,7 @@ def main() -> None:
     out["picked"] = c.params
     out["evidence"] = c.record["evidence"]
     out["tried"] = c.record["tried"]
+    out["curves"] = [{k: (v if k != "curve" else {str(q): r for q, r in v.items()}) for k, v in t.items()} for t in c.curves]
     out["stats"] = {"id_bytes": round(stats["id_bytes"], 3), "meta_bytes": stats["meta_bytes"]}
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["load_after"] = [round(v, 2) for v in os.getloadavg()]

@@ -87,6 +87,8 @@ class Choice:
     centroids: np.ndarray | None = field(default=None, repr=False)
     #: seconds the choice took (``total``) and its k-means of them (``kmeans``); not in the record
     timing: dict[str, float] = field(default_factory=dict, repr=False)
+    #: every candidate with its recall per nprobe (near neighbours only); not in the record (benches)
+    curves: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         """One human line: what was picked and the evidence."""
@@ -494,7 +496,7 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in tried],
     )
     return Choice(params, rec, centroids=cents if nlist_c == nlist and ntrain == rows else None,
-                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans})
+                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=tried)
 
 
 def _dist_matrix(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
