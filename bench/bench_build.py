@@ -103,13 +103,28 @@ def start_portal(directory: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 32_768) -> np.ndarray:
+def exact_topk(mm: np.ndarray, queries: np.ndarray, k: int, block: int = 32_768,
+               checkpoint: str | None = None) -> np.ndarray:
     """Exact cosine top-k ids over a memory-mapped matrix, block by block (one pass over ``mm``;
-    each block's own top k is merged into the running best, so memory is queries x block)."""
+    each block's own top k is merged into the running best, so memory is queries x block).
+
+    ``checkpoint``: a file the running best is saved to every ~64 blocks and resumed from (a pass
+    over 10M rows takes hours on a busy machine and must survive the process ending)."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     best_s = np.full((q.shape[0], k), -np.inf, np.float32)
     best_i = np.zeros((q.shape[0], k), np.int64)
-    for s in range(0, mm.shape[0], block):
+    start = 0
+    tag = np.array([mm.shape[0], q.shape[0], k, block, int(np.float64(q[:, :4].sum()) * 1e6)], np.int64)
+    if checkpoint and os.path.exists(checkpoint):
+        with np.load(checkpoint) as ck:
+            if np.array_equal(ck["tag"], tag):
+                best_s, best_i, start = ck["best_s"], ck["best_i"], int(ck["next"])
+                print(f"# resuming at row {start:,} of {mm.shape[0]:,}", file=sys.stderr, flush=True)
+    for b, s in enumerate(range(start, mm.shape[0], block)):
+        if checkpoint and b and b % 64 == 0:
+            np.savez(checkpoint + ".tmp.npz", best_s=best_s, best_i=best_i, next=s, tag=tag)
+            os.replace(checkpoint + ".tmp.npz", checkpoint)
+            print(f"# row {s:,} of {mm.shape[0]:,}", file=sys.stderr, flush=True)
         x = np.asarray(mm[s : s + block], dtype=np.float32)
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
         sc = q @ x.T
@@ -132,7 +147,7 @@ def cmd_truth(args: argparse.Namespace) -> None:
     qb = max(1, args.query_block)
     parts = []
     for s in range(0, qs.shape[0], qb):
-        parts.append(exact_topk(mm, qs[s : s + qb], args.k))
+        parts.append(exact_topk(mm, qs[s : s + qb], args.k, checkpoint=f"{args.out}.part{s}.npz"))
         print(f"# {s + parts[-1].shape[0]}/{qs.shape[0]} queries, {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     out = np.concatenate(parts)
     # exact_topk leaves each row's k unordered: order by similarity
@@ -201,23 +216,43 @@ def cmd_phases(args: argparse.Namespace) -> None:
     assignment + encoding. For a size this machine cannot build in the time at hand (10M), this
     measures the parts that do not scale linearly (training at its nlist) and the per-row encode
     cost at its nlist; the rest (encode of every block, upload) is projected per row."""
-    from s5vec import build, sources
+    from s5vec import build, kernels, sources
+    from s5vec.index import ivf_tune
 
     src = sources.open_source(args.npy)
     n = int(src.count)
     out: dict = {"n": n, "dim": src.dim, "load_before": [round(v, 2) for v in os.getloadavg()]}
-    timings: dict = {}
-    choice, sample = build.choose_for_source(src, kind="ivf", metric="cosine", sample_size=None, seed=0, timings=timings)
+    if args.template and os.path.exists(args.template):  # a template trained by an earlier run
+        import pickle
+
+        t = time.perf_counter()
+        sample = build.sample_vectors(src, build.default_sample_size(ivf_tune.pick_nlist(n), n), 0)
+        out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
+        with open(args.template, "rb") as f:
+            index = pickle.load(f)
+        out["template"] = args.template
+        out["picked"] = build.ivf_of(index).params()
+    else:
+        # sample, the check's neighbour pass and the choice (whose k-means the training reuses)
+        timings: dict = {}
+        choice, sample = build.choose_for_source(src, kind="ivf", metric="cosine", sample_size=None, seed=0,
+                                                 timings=timings)
+        out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+        out["seconds"]["choose_kmeans"] = round(choice.timing.get("kmeans", 0.0), 1)
+        out["picked"] = choice.params
+        out["evidence"] = dict(choice.record.get("evidence", {}))
+        print("# " + choice.line(), file=sys.stderr, flush=True)
+        index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
+        t, c = time.perf_counter(), time.process_time()
+        build.train(index, sample, build.reusable_centroids(index, choice, 0))
+        out["seconds"]["train"] = round(time.perf_counter() - t, 1)
+        out["cpu_seconds"] = {"train": round(time.process_time() - c, 1)}
+        if args.template:
+            import pickle
+
+            with open(args.template, "wb") as f:
+                pickle.dump(index, f)
     out["sample_rows"] = int(sample.shape[0])
-    out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    out["seconds"]["choose_kmeans"] = round(choice.timing.get("kmeans", 0.0), 1)
-    out["picked"] = choice.params
-    out["evidence"] = {k: v for k, v in choice.record.get("evidence", {}).items()}
-    print("# " + choice.line(), file=sys.stderr, flush=True)
-    index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
-    t = time.perf_counter()
-    build.train(index, sample, build.reusable_centroids(index, choice, 0))
-    out["seconds"]["train"] = round(time.perf_counter() - t, 1)
     ivf = build.ivf_of(index)
     from s5vec import quantizers as qz
 
@@ -226,17 +261,40 @@ def cmd_phases(args: argparse.Namespace) -> None:
     out["sample_list_sizes"] = {"empty": int((cnt == 0).sum()), "min": int(cnt.min()), "max": int(cnt.max()),
                                 "mean": round(float(cnt.mean()), 1)}
     units = build.unit_lists(ivf)
-    per_block = []
+    groups = ivf.centroid_groups()
+    out["assign"] = "exact" if groups is None else f"grouped: {groups.count} groups, {groups.probe} probed"
+    per_block, exact_blocks, same = [], [], 0
     for b, block in enumerate(src.blocks()):
         if b >= args.blocks:
             break
-        t = time.perf_counter()
-        build.encode_block(ivf, build.stamp_block(block, time.time()), units)
-        per_block.append((len(block), time.perf_counter() - t))
-    rows = sum(r for r, _ in per_block)
-    secs = sum(s for _, s in per_block)
-    out["encode"] = {"blocks": len(per_block), "rows": rows, "seconds": round(secs, 1),
-                     "projected_all_rows_s": round(secs / max(rows, 1) * n, 0)}
+        block = build.stamp_block(block, time.time())
+        t, c = time.perf_counter(), time.process_time()
+        build.encode_block(ivf, block, units)
+        per_block.append((len(block), time.perf_counter() - t, time.process_time() - c))
+        if args.exact_too and groups is not None:  # the same block the exact way (the before), same window
+            ivf._grouped, ivf._groups, saved = False, None, groups
+            try:
+                t, c = time.perf_counter(), time.process_time()
+                build.encode_block(ivf, block, units)
+                exact_blocks.append((len(block), time.perf_counter() - t, time.process_time() - c))
+                x = kernels.prepare(block.vectors, ivf.metric)
+                same += int((qz.assign(x, ivf.centroids, ivf.metric)
+                             == qz.assign(x, ivf.centroids, ivf.metric, groups=saved)).sum())
+            finally:
+                ivf._grouped, ivf._groups = True, saved
+
+    def summary(blocks: list) -> dict:
+        rows = sum(r for r, _, _ in blocks)
+        secs = sum(s for _, s, _ in blocks)
+        cpu = sum(c for _, _, c in blocks)
+        return {"blocks": len(blocks), "rows": rows, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1),
+                "projected_all_rows_s": round(secs / max(rows, 1) * n, 0),
+                "projected_all_rows_cpu_s": round(cpu / max(rows, 1) * n, 0)}
+
+    out["encode"] = summary(per_block)
+    if exact_blocks:
+        out["encode_exact"] = summary(exact_blocks)
+        out["same_list_share"] = round(same / max(out["encode_exact"]["rows"], 1), 5)
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["load_after"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(out))
@@ -343,6 +401,10 @@ def main() -> None:
     ph = sub.add_parser("phases", help="the default build's phases timed, no upload (train + --blocks of encoding)")
     ph.add_argument("--npy", required=True)
     ph.add_argument("--blocks", type=int, default=3)
+    ph.add_argument("--exact-too", action="store_true",
+                    help="also encode every timed block with exact assignment (the before) and count equal lists")
+    ph.add_argument("--template", default=None,
+                    help="pickle of the trained template: reused if it exists (skips choose/train), else written")
     tr = sub.add_parser("truth", help="exact top-k ground truth of --queries over --npy (blocked)")
     tr.add_argument("--npy", required=True)
     tr.add_argument("--queries", required=True)

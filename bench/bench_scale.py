@@ -27,7 +27,6 @@ single_thread_env()
 import common as C  # noqa: E402
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -325,25 +324,20 @@ def main() -> None:
     ids = [f"{i}" for i in range(args.n)]
     id_index = {i: n for n, i in enumerate(ids)}
     truth = C.ground_truth(base, queries, K)
-    cache = Path(args.cache_dir)
-    (cache / "portal").mkdir(parents=True, exist_ok=True)
-    cids_file = cache / "cids.json"
-    cids = json.loads(cids_file.read_text()) if cids_file.exists() else {}
+    cache = C.PublishCache(args.cache_dir)
     rows = []
-    with BB.portal(str(cache / "portal")) as srv, BB.web_root() as url, BB.chromium() as browser:
+    with BB.portal(str(cache.portal)) as srv, BB.web_root() as url, BB.chromium() as browser:
         store = make_store([srv.url])
         with BB.fresh_page(browser, url) as page:
             print("# " + BB.startup_line(BB.browser_startup(page)))
             for kind in args.kinds.split(","):
-                # "v2": the defaults changed (rotated PQ, published bytes within a cold budget): a cached index of older defaults is not what publish picks now
-                key = hashlib.sha256(json.dumps([args.n, args.dim, args.recent_share, kind, "v2"]).encode()).hexdigest()[:16]
-                if key in cids:
-                    cid, build_s, picked = cids[key]["cid"], cids[key]["build_s"], cids[key]["picked"]
+                key = C.scale_key(args.n, args.dim, args.recent_share, kind)
+                if (hit := cache.get(key)) is not None:
+                    cid, build_s, picked = hit["cid"], hit["build_s"], hit["picked"]
                     print(f"# {kind}: reusing {cid[:16]}... (built in {build_s:.0f} s); picked {picked.get('picked')}")
                 else:
                     cid, build_s, picked = publish_default(kind, ids, base, ts, store)
-                    cids[key] = {"cid": cid, "build_s": build_s, "picked": picked}
-                    cids_file.write_text(json.dumps(cids, indent=1))
+                    cache.put(key, {"cid": cid, "build_s": build_s, "picked": picked})
                     print(f"# {kind}: built + published in {build_s:.0f} s", flush=True)
                 from s5vec.api import read_manifest
 

@@ -25,11 +25,8 @@ single_thread_env()
 import common as C  # noqa: E402
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -96,13 +93,10 @@ def main() -> None:
 
     specs = kind_specs(args.n, args.recent_share, ts, args.pq_m, [int(x) for x in args.nprobe.split(",")],
                        [int(x) for x in args.ef.split(",")])
-    cache = Path(args.cache_dir)
-    (cache / "portal").mkdir(parents=True, exist_ok=True)
-    cids_file = cache / "cids.json"
-    cids = json.loads(cids_file.read_text()) if cids_file.exists() else {}
+    cache = C.PublishCache(args.cache_dir)
 
     rows = []
-    with BB.portal(str(cache / "portal")) as srv, BB.web_root() as url, BB.chromium() as browser:
+    with BB.portal(str(cache.portal)) as srv, BB.web_root() as url, BB.chromium() as browser:
         store = make_store([srv.url])
         with BB.fresh_page(browser, url) as page:
             st = BB.browser_startup(page)
@@ -110,16 +104,14 @@ def main() -> None:
             for name in args.kinds.split(","):
                 kind, params, sweep = specs[name]
                 pkey = {k: v for k, v in params.items() if k not in ("clock", "recent_threshold")}
-                key = hashlib.sha256(json.dumps([args.data, args.n, args.dim, name, pkey], sort_keys=True,
-                                                default=str).encode()).hexdigest()[:16]
-                if key in cids:
-                    cid, build_s, size = cids[key]["cid"], cids[key]["build_s"], cids[key]["bytes"]
+                key = [args.data, args.n, args.dim, name, pkey]
+                if (hit := cache.get(key)) is not None:
+                    cid, build_s, size = hit["cid"], hit["build_s"], hit["bytes"]
                     print(f"# {name}: reusing cached publish {cid[:16]}... (built in {build_s:.0f} s earlier)", flush=True)
                 else:
                     print(f"# {name}: building ...", flush=True)
                     cid, build_s, size = BB.publish_index(kind, params, ids, base, metas, ts, store)
-                    cids[key] = {"cid": cid, "build_s": build_s, "bytes": size}
-                    cids_file.write_text(json.dumps(cids, indent=1))
+                    cache.put(key, {"cid": cid, "build_s": build_s, "bytes": size})
                     print(f"# {name}: built + published in {build_s:.0f} s, {C.fmt_bytes(size)}", flush=True)
                 for p in sweep:
                     label = ",".join(f"{k}={v}" for k, v in p.items())

@@ -5,6 +5,8 @@ thread (before NumPy loads): every bench measures single-threaded.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -165,3 +167,37 @@ class Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.s = time.perf_counter() - self.t0
+
+
+class PublishCache:
+    """Indexes a bench published before, kept under ``cache_dir`` (portal blobs in ``portal/``, CIDs
+    in ``cids.json``) by a key of what defines them, so a rerun measures without rebuilding.
+
+    Why one class: bench_scale writes the entries bench_batch reads, so both must key them alike
+    (they once drifted apart: bench_batch kept looking for keys of defaults bench_scale no longer
+    published)."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.dir = Path(cache_dir)
+        self.portal = self.dir / "portal"
+        self.portal.mkdir(parents=True, exist_ok=True)
+        self.file = self.dir / "cids.json"
+        self.entries: dict[str, dict[str, Any]] = json.loads(self.file.read_text()) if self.file.exists() else {}
+
+    @staticmethod
+    def key(parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def get(self, parts: Any) -> dict[str, Any] | None:
+        return self.entries.get(self.key(parts))
+
+    def put(self, parts: Any, entry: dict[str, Any]) -> None:
+        self.entries[self.key(parts)] = entry
+        self.file.write_text(json.dumps(self.entries, indent=1))
+
+
+def scale_key(n: int, dim: int, recent_share: float, kind: str) -> list[Any]:
+    """PublishCache key of bench_scale's default-params index (read by bench_batch). "v2": the
+    defaults changed (rotated PQ, published bytes within a cold budget), so an index cached under
+    older defaults is not what publish picks now."""
+    return [n, dim, recent_share, kind, "v2"]

@@ -397,3 +397,56 @@ def test_searches_on_threads_share_a_tiny_block_cache(cos):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda v: db.search(v, 10), list(q[:32]) * 2))
     assert got == want * 2
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_commit_after_a_lazy_open_uploads_only_the_changed_blocks(path):
+    """An edit of a lazily opened index keeps its block packing: the commit uploads the blocks
+    whose nodes' links changed and the new nodes' blocks (27 of 376 here; re-packing changed 128),
+    and the new snapshot is complete."""
+    import asyncio
+
+    idx, x, q, _ = build(3000, 96, "l2", 5, deleted=300)
+    client = LoggingClient()
+    cid = publish(idx, client, True)
+    old = set(base_cids(client, cid))
+    db = open_db(client, cid)
+    new = np.random.default_rng(3).standard_normal((5, 96)).astype(np.float32)
+    db.upsert([{"id": f"n{i}", "vector": new[i], "metadata": {"g": -1}, "timestamp": 1e6} for i in range(5)])
+    puts: list[str] = []
+    real_upload = client.upload
+
+    def upload(data):  # the portal's log of what the commit sent
+        got = real_upload(data)
+        puts.append(BlobId.parse(got).to_string())
+        return got
+
+    client.upload = upload  # type: ignore[method-assign]
+    new_cid = db.commit()[0] if path == "sync" else asyncio.run(db.commit_async())["manifest"]
+    now = base_cids(client, new_cid)
+    sent = [c for c in puts if c in set(now)]
+    assert set(sent) == set(now) - old  # every new block was sent, and only those
+    assert 0 < len(sent) <= len(now) // 5
+    assert all(c in client.blobs for c in now)  # nothing the snapshot names is missing
+    again = open_db(client, new_cid)
+    assert [again.search(new[i], 1)[0]["id"] for i in range(5)] == [f"n{i}" for i in range(5)]
+    want = [[h["id"] for h in db.search(v, 10)] for v in q[:20]]
+    assert [[h["id"] for h in again.search(v, 10)] for v in q[:20]] == want
+
+
+def test_vacuum_after_a_lazy_open_repacks_and_commits_everything():
+    """A vacuum renumbers slots: the loaded packing is dropped and the commit writes a fresh one."""
+    idx, x, q, _ = build(2000, 64, "cosine", 7, deleted=200)
+    client = LoggingClient()
+    cid = publish(idx, client, True)
+    db = open_db(client, cid)
+    db.delete(["r250"])  # makes it resident
+    assert "_base_packed" in db.index.__dict__
+    assert db.index.vacuum() == 201
+    assert "_base_packed" not in db.index.__dict__
+    db.edits += 1
+    new_cid, _ = db.commit()
+    again = open_db(client, new_cid)
+    assert len(again.index) == 1799
+    assert all(c in client.blobs for c in base_cids(client, new_cid))
+    assert [[h["id"] for h in again.search(v, 10)] for v in q[:20]] == [[h["id"] for h in db.search(v, 10)] for v in q[:20]]

@@ -224,7 +224,7 @@ def encode_block(ivf: IVFIndex, block: Block, units: Sequence[range]) -> list[Pi
     x = kernels.prepare(block.vectors, ivf.metric)
     if ivf.vectors_dtype == "float16":
         x = x.astype(np.float16).astype(np.float32)
-    labels = np.asarray(qz.assign(x, ivf.centroids, ivf.metric), dtype=np.int64)
+    labels = ivf.assign(x)
     codes = None
     if not ivf._shared:
         if ivf.residual:

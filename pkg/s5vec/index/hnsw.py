@@ -1068,6 +1068,7 @@ class HNSWIndex:
         removed = int(dead.sum())
         if removed == 0:
             return 0
+        self.__dict__.pop("_base_packed", None)  # slots are renumbered: a lazy layout cannot be kept
         if removed == n:
             inserted = self._inserted
             self._reset(16)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -139,16 +140,23 @@ def choose_codec(vecs: np.ndarray, metric: str, seed: int) -> tuple[qz.PQCodec, 
 
 # ------------------------------------------------------------------ save
 
-def block_order(nb0: np.ndarray, n: int, rows: int) -> np.ndarray:
+def block_order(nb0: np.ndarray, n: int, rows: int, prefix: np.ndarray | None = None) -> np.ndarray:
     """Slots in base-chunk order: each block is a seed (the lowest slot not yet placed) and its
     nearest unplaced layer-0 neighbours, then theirs (two hops), up to ``rows``. A walk expands a
     node and then, mostly, its near neighbours: packed this way, one fetched block serves several
-    expansions (the block layout of Starling, SIGMOD 2024, in its simplest form)."""
+    expansions (the block layout of Starling, SIGMOD 2024, in its simplest form).
+
+    ``prefix``: the order an edited index was loaded with, kept as it was (new slots are packed
+    after it), so a block whose nodes' links did not change is byte for byte the chunk it was."""
     placed = np.zeros(n + 1, dtype=bool)
     placed[n] = True  # the padding sentinel (-1 -> n)
     nb = np.where(nb0[:n] < 0, n, nb0[:n])
     out = np.empty(n, dtype=np.int64)
     k = 0
+    if prefix is not None:
+        placed[prefix] = True
+        out[: prefix.shape[0]] = prefix
+        k = int(prefix.shape[0])
     for seed in range(n):
         if placed[seed]:
             continue
@@ -170,6 +178,16 @@ def block_order(nb0: np.ndarray, n: int, rows: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Packed:
+    """The base layout a lazily opened index was made resident from (``load_all``): its slot
+    order and block size. Slots keep their vectors for life (a replaced id gets a new slot), so
+    until a vacuum renumbers them, ``save`` can keep this packing."""
+
+    order: np.ndarray
+    rows: int
+
+
 def save(index: "HNSWIndex", writer: ChunkWriter, chunk_rows: int, rows: int = BASE_ROWS) -> dict[str, Any]:
     """Write the lazy layout of an eager ``index``; returns its descriptor (see docs/FORMAT.md)."""
     n, dim = index._n, index.dim
@@ -179,7 +197,14 @@ def save(index: "HNSWIndex", writer: ChunkWriter, chunk_rows: int, rows: int = B
     index.__dict__["_nav_codec"] = (codec, picked)
     codes = codec.encode(vecs)
     dtype = np.dtype(index.vectors_dtype)
-    order = block_order(index._nb0, n, rows)
+    packed: Packed | None = index.__dict__.get("_base_packed")
+    if packed is not None and packed.rows == rows and packed.order.shape[0] <= n:
+        # an edit of a lazily opened index: keep its packing, so only the blocks whose links
+        # changed (and the new nodes') get new CIDs; the store fetched the others, knows they are
+        # on the portal and does not upload them again
+        order = block_order(index._nb0, n, rows, packed.order)
+    else:
+        order = block_order(index._nb0, n, rows)
     base: list[bytes] = []
     for lo in range(0, n, rows):
         slots = order[lo: lo + rows]
@@ -579,6 +604,7 @@ class LazyBase:
         idx._ts[:n], idx._levels[:n], idx._dead[:n] = ts, levels, dead
         idx._ids, idx._meta, idx._slot, idx._up = ids, meta, slot, up
         idx._entry, idx._max_level, idx._inserted, idx._n_dead = entry, top, inserted, n_dead
+        idx.__dict__["_base_packed"] = Packed(self.order, self.rows)
         idx._lazy = None
 
 
