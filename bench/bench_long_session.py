@@ -7,7 +7,9 @@ every step the worker's wasm heap, its free C stack and the chunks fetched so fa
 What it is for: a worker must survive any number of requests. With Pyodide 0.27's stack switching
 (JSPI) on, each asyncio callback lost 16 bytes of the 5 MiB C stack; ~800 cold searches of the 3M
 index (~20k fetched chunks) killed the worker. `free C stack` must stay the same from step to step,
-and the heap must level off once the chunk cache is full (--cache-bytes to shrink it).
+and the heap must level off once the chunk cache is full (--cache-bytes to shrink it), near the cache
+budget: `cache` is what the store counts (one copy per chunk, decoded bodies by their footprint), the
+heap is that plus the Pyodide runtime (~70 MB) and the allocator's slack.
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def main() -> None:
                 s = r["stats"]
                 print(f"queries {a + len(chunk)}: {r['ms']:.0f} ms, heap {s['wasmMemoryBytes'] / 2**20:.1f} MB, "
                       f"free C stack {s.get('wasmStackFreeBytes')} B (lost {stack0 - s.get('wasmStackFreeBytes', 0)}), "
-                      f"cache {s.get('cache_bytes', 0) / 2**20:.0f} MB, chunks fetched {s.get('chunks_fetched')}, "
+                      f"cache {s.get('cache_bytes', 0) / 2**20:.0f} MB (resident {s.get('resident_bytes', 0) / 2**20:.0f}), "
+                      f"chunks fetched {s.get('chunks_fetched')}, "
                       f"evictions {s.get('evictions')}, {time.perf_counter() - t00:.0f} s", flush=True)
     print(f"# load average {os.getloadavg()} at the end")
 

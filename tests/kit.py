@@ -116,6 +116,9 @@ class MemChunks:
         self.gets.append(cid)
         return self._reader.get(cid, kind)
 
+    def peek(self, cid: str, kind: str | None = None) -> dict[str, Any] | None:
+        return self._reader.peek(cid, kind)
+
     def fresh(self, cache_bytes: int = 64 * 2**20) -> "MemChunks":
         """The same blobs behind a new, empty cache (a new reader opening a published index)."""
         from s5vec.store import ChunkStore

@@ -174,3 +174,17 @@ def test_manifest_spec_names_the_index():
         specs[kind] = layout.decode_manifest(store.get(cid))["spec"]
     assert specs == {"flat": "Flat", "hnsw": "HNSW8", "ivf": "IVF16,PQ4",
                      "hybrid": "Hybrid(HNSW16|IVF8,SQ8;recent=7d)"}
+
+
+def test_cache_bytes_for_counts_what_is_held():
+    """The budget from a manifest: what the open keeps (measured once known, else the eager chunks'
+    bytes) + the lazy chunks as held decoded (1.15x their bytes), capped at 256 MiB."""
+    man = {"chunks": [{"cid": "a", "kind": "ivf_centroids", "size": 4 << 20},
+                      {"cid": "b", "kind": "ivf_list", "size": 100 << 20}],
+           "extra": {"unlisted": {"ivf_refine": {"bytes": 60 << 20, "count": 9}}}}
+    lazy = int((160 << 20) * api.DECODED_OVER_RAW)
+    assert api.cache_bytes_for(man) == (4 << 20) + lazy + (1 << 20)
+    assert api.cache_bytes_for(man, resident=9 << 20) == (9 << 20) + lazy + (1 << 20)
+    man["chunks"][1]["size"] = 1 << 30
+    assert api.cache_bytes_for(man, resident=9 << 20) == (9 << 20) + api.CACHE_LAZY_MAX + (1 << 20)
+    assert api.cache_bytes_for({"chunks": []}) == api.CACHE_MIN

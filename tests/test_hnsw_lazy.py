@@ -385,18 +385,62 @@ def test_a_walk_out_of_rounds_finishes_its_pool_in_one_more(cos, monkeypatch):
 
 
 def test_searches_on_threads_share_a_tiny_block_cache(cos):
-    """CPython servers search one Database from several threads: the index's block LRU (here so
-    small it evicts all the time) never loses a block a walk is using, and hits equal serial ones."""
+    """CPython servers search one Database from several threads: the store's LRU, which holds the
+    decoded base blocks (here so small it evicts all the time), never loses a block a walk is
+    using, and hits equal serial ones."""
     from concurrent.futures import ThreadPoolExecutor
 
     idx, q, oracle, client, _, cid = cos
     serial = open_db(client, cid)
     want = [serial.search(v, 10) for v in q[:32]]
     db = open_db(client, cid)
-    db.index._lazy.cache_limit = 20_000  # a few blocks
+    db.store.cache_limit = db.store.stats()["resident_bytes"] + 20_000  # a few blocks
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda v: db.search(v, 10), list(q[:32]) * 2))
     assert got == want * 2
+
+
+def test_base_blocks_count_against_the_store_budget(cos):
+    """The decoded base blocks live in the chunk store, under its one byte budget: after many
+    searches through a budget far smaller than the base layer, what the process holds beyond the
+    open index is about that budget (traced by the allocator), the store's accounted bytes stay
+    within it, and the hits still equal those of a session that keeps everything. (The index's
+    own 96 MiB block LRU used to hold every block a session touched, outside the budget.)"""
+    import gc
+    import tracemalloc
+
+    idx, q, oracle, logging, _, cid = cos
+    want = [open_db(logging, cid).search(v, 10) for v in q[:40]]
+    client = MemoryClient()  # the same blobs, without the log of what was served
+    client.blobs = logging.blobs
+    gc.collect()
+    tracemalloc.start()
+    try:
+        db = api.Database.open(cid, store=ChunkStore(client, cache_bytes=1 << 30))
+        room = 256 << 10  # ~35 base chunks of ~7 KiB; 750 in all
+        db.store.cache_limit = db.store.stats()["resident_bytes"] + room
+        db.search(q[50], 10)  # the first search's one-off imports and allocations are behind us
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        got = []
+        for v in q[:40]:
+            got.append(db.search(v, 10))
+            assert db.store.stats()["cache_bytes"] <= db.store.cache_limit
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert got == want
+    s = db.store.stats()
+    assert s["evictions"] > 0 and s["pinned_bytes"] == 0
+    # plus the CID strings of every chunk seen (the store's known set and key memo, the index's
+    # block CIDs: ~300 B a chunk, outside any budget); the old block LRU held ~7 KB a chunk
+    fetched = s["chunks_fetched"]
+    assert fetched > 500 and held <= 1.25 * room + 400 * fetched, (
+        f"{held} B held beyond the open index for a {room} B budget and {fetched} chunks fetched")
+    # a warm repeat of the last query finds its blocks in the store: no fetch, no round
+    again = db.search_with_stats(q[39], 10)
+    assert again["stats"]["rounds"] == 0 and again["hits"] == want[39]
 
 
 @pytest.mark.parametrize("path", ["sync", "async"])

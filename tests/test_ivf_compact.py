@@ -65,7 +65,7 @@ def test_compact_columns_are_smaller_and_bad_ones_are_refused():
     assert len(old) - len(new) >= 400 * 11 - 16  # 7 bytes of timestamp + 2 + 2 of offsets a record (- the t0/dt keys)
     for data in (new, old):
         got = layout.decode_chunk(data, "ivf_list")["lists"][0]
-        assert got["ids"] == ids and list(got["metadata"]) == [{}] * 400
+        assert list(got["ids"]) == ids and list(got["metadata"]) == [{}] * 400
         np.testing.assert_array_equal(got["timestamps"], np.full(400, 1.7e9))
     bad = layout.dumps({"format": "s5vec", "version": 2, "chunk": "ivf_list", "body": {"lists": [{
         "list": 0, "ids": ["a"], "metadata": [{}], "timestamps": {"t0": 1.0, "dt": np.zeros(1, np.float32)}}]}})

@@ -58,8 +58,8 @@ def test_packed_columns_round_trip_and_decode_lazily():
                                                          "meta": layout.pack_records(metas)}), "t")
     assert layout.unpack_strings(body["ids"], 4) == ids
     lazy = layout.unpack_records(body["meta"], 4)
-    assert isinstance(lazy, layout.LazyRecords) and lazy._cache == [None] * 4
-    assert lazy[2] == metas[2] and lazy._cache[0] is None  # only what was asked for is decoded
+    assert isinstance(lazy, layout.LazyRecords) and lazy._cache == {}
+    assert lazy[2] == metas[2] and 0 not in lazy._cache  # only what was asked for is decoded
     assert list(lazy) == metas and lazy[1:3] == metas[1:3]
     # the old plain-list form still reads
     assert layout.unpack_strings(ids) == ids and list(layout.unpack_records(metas)) == metas
@@ -79,6 +79,22 @@ def test_packed_columns_reject_bad_offsets():
     junk = {"cbor": b"\xff\xfe", "offsets": np.array([0, 2], np.uint32)}
     with pytest.raises(FormatError):
         layout.unpack_records(junk)[0]
+
+
+def test_list_chunk_ids_stay_packed_and_read_like_a_list():
+    """A decoded ivf_list keeps its ids as one string + the offsets array (no str object per id
+    until one is read): what the chunk cache holds costs about the chunk's bytes."""
+    ids = ["a", "", "ünï", "x" * 50, "日本"]
+    body = layout.decode_chunk(layout.encode_chunk("ivf_list", {"lists": [{
+        "list": 0, "ids": ids, "metadata": [{}] * 5, "timestamps": np.zeros(5)}]}), "ivf_list")
+    got = body["lists"][0]["ids"]
+    assert isinstance(got, layout.LazyStrings) and len(got) == 5
+    assert list(got) == ids and got[2] == "ünï" and got[-1] == "日本" and got[1:4] == ids[1:4]
+    with pytest.raises(IndexError):
+        got[5]
+    for off in ([0, 2], [1, 2, 3, 4, 5, 56], [0, 1, 0, 4, 54, 56]):
+        with pytest.raises(FormatError):
+            layout.LazyStrings("a" * 56, np.array(off, np.uint32))
 
 
 @pytest.mark.parametrize("entry", [{"cid": "x"}, {"kind": "flat_rows"}, {"cid": 1, "kind": "k"}, "x"])

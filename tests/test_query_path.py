@@ -205,7 +205,10 @@ def test_a_cache_smaller_than_one_round_still_answers_async():
         want = full.search(q, 5, None, {"nprobe": 8})
         got = asyncio.run(small.search_async(q, 5, None, {"nprobe": 8}))
         kit.assert_same_hits(got["hits"], want)
-    assert small.store.stats()["cache_bytes"] <= 30_000
+    st = small.store.stats()
+    # what the open keeps (centroids, summaries: the index holds them) is counted even beyond so
+    # small a budget; the lists fetched by the searches are not kept beyond it
+    assert st["resident_bytes"] > 0 and st["cache_bytes"] <= max(30_000, st["resident_bytes"])
 
 
 def test_editing_one_database_leaves_another_on_the_same_store_alone():

@@ -238,3 +238,121 @@ def test_prefetch_sync_pyodide_path(monkeypatch):
     assert m.blobs_downloaded == 4
     assert [st.get(c) for c in cids] == blobs  # pinned until read, despite the tiny cache
     assert m.blobs_downloaded == 4
+
+
+# ---------------------------------------------------------------- one budget for what is really held
+
+def _list_chunks(n_chunks: int, rows: int, seed: int = 0) -> list[bytes]:
+    """Real ``ivf_list`` chunks (ids, packed metadata, timestamps, PQ-like codes), as published."""
+    import numpy as np
+
+    from s5vec import layout
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_chunks):
+        out.append(layout.encode_chunk("ivf_list", {"lists": [{
+            "list": c, "ids": [f"doc-{c}-{r}" for r in range(rows)],
+            "metadata": [{"ch": f"c{r % 7}"} if r % 3 == 0 else {} for r in range(rows)],
+            "timestamps": rng.random(rows) * 1e9,
+            "codes": rng.integers(0, 256, (rows, 48), dtype=np.uint8)}]}))
+    return out
+
+
+def test_accounted_bytes_are_what_decoded_chunks_hold_and_stay_within_the_budget():
+    """Many distinct list chunks read decoded through a store with a small budget: ``cache_bytes``
+    counts the decoded bodies (their deep footprint, not the raw bytes), stays <= the budget, and
+    the memory the store really holds (traced by the allocator) stays near the budget. On the old
+    store, which counted raw bytes and kept decoded copies beside them, the traced memory was ~3x."""
+    import gc
+    import tracemalloc
+
+    from s5vec import layout
+
+    m = MemoryClient()
+    blobs = _list_chunks(400, 250)
+    cids = [m.upload(b) for b in blobs]
+    budget = 1 << 20  # ~60 of the 400 chunks (16 KiB each)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        st = ChunkStore(m, cache_bytes=budget)
+        reader = layout.StoreReader(st)
+        base = tracemalloc.get_traced_memory()[0]
+        peak_acc = 0
+        for cid in cids:
+            body = reader.get(cid, "ivf_list")
+            assert body["lists"][0]["ids"][7] == f"doc-{cids.index(cid)}-7"
+            peak_acc = max(peak_acc, st.stats()["cache_bytes"])
+        del body
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    s = st.stats()
+    assert peak_acc <= budget and 0.8 * budget < s["cache_bytes"] <= budget
+    assert s["evictions"] > 300 and s["cache_entries"] < 100
+    # what is counted is what is held: the allocator's view agrees within 25% (store bookkeeping, key strings)
+    assert held <= 1.25 * budget, f"the store holds {held} B for a {budget} B budget"
+    from s5vec.store import footprint
+
+    h = st.held()
+    assert h["raw_entries"] == 0 and h["decoded_bytes"] == s["cache_bytes"]  # one copy per chunk: decoded
+    one = layout.decode_chunk(blobs[0], "ivf_list")
+    assert footprint(one) > 0.9 * len(blobs[0])
+
+
+def test_decoded_entries_drop_their_bytes_and_a_raw_read_refetches():
+    from s5vec import layout
+
+    m = MemoryClient()
+    blob = _list_chunks(1, 50)[0]
+    cid = m.upload(blob)
+    st = ChunkStore(m, cache_bytes=1 << 20)
+    assert st.get(cid) == blob
+    assert st.held() == {"raw_bytes": len(blob), "raw_entries": 1, "decoded_bytes": 0, "decoded_entries": 0}
+    body = layout.StoreReader(st).get(cid, "ivf_list")
+    h = st.held()
+    assert h["raw_entries"] == 0 and h["decoded_entries"] == 1 and st.stats()["cache_bytes"] == h["decoded_bytes"]
+    assert layout.StoreReader(st).get(cid, "ivf_list") is body and m.blobs_downloaded == 1
+    assert st.peek_decoded(cid, "ivf_list") is body and st.peek_decoded(cid, "other") is None
+    assert st.get(cid) == blob and m.blobs_downloaded == 2  # the bytes were dropped: fetched again
+
+
+def test_kept_chunks_are_counted_and_never_evicted():
+    m = MemoryClient()
+    blobs = _blobs(6, 300)
+    cids = [m.upload(b) for b in blobs]
+    st = ChunkStore(m, cache_bytes=1000)
+    st.get(cids[0])
+    st.keep([cids[0]])
+    st.keep([cids[0]])  # nested
+    for c in cids[1:]:
+        st.get(c)
+    s = st.stats()
+    assert cids[0] in st and s["resident_bytes"] == 300 and s["cache_bytes"] <= 1000
+    st.release([cids[0]])
+    for c in cids[1:]:
+        st.get(c)
+    assert cids[0] in st  # still kept once
+    st.release([cids[0]])
+    st.get(cids[1])
+    st.get(cids[2])
+    assert cids[0] not in st and st.stats()["resident_bytes"] == 0  # back in the LRU, least recent first
+
+
+def test_prefetched_round_survives_decoding_that_grows_entries():
+    """A round's chunks stay readable while reading earlier ones (decoded bodies charged bigger
+    than their bytes) evicts: nothing is fetched twice."""
+    from s5vec import layout
+
+    m = MemoryClient()
+    blobs = _list_chunks(30, 200, seed=3)
+    cids = [m.upload(b) for b in blobs]
+    st = ChunkStore(m, cache_bytes=5 * len(blobs[0]))
+    st.prefetch_sync(cids)
+    reader = layout.StoreReader(st)
+    got = [reader.get(c, "ivf_list")["lists"][0]["list"] for c in cids]
+    assert got == list(range(30)) and m.blobs_downloaded == 30
+    s = st.stats()
+    assert s["pinned_bytes"] == 0 and s["cache_bytes"] <= s["cache_limit"]

@@ -27,6 +27,9 @@ export async function moreLikeThis(
     const hits = await db.search<VideoMeta>(query, { k: 10, filter });
     for (const h of hits) console.log(h.id, h.score.toFixed(3), h.metadata.title);
     console.log(`${db.info.count} vectors, ${db.info.dim}-d`, db.lastStats?.bytesFetched, "bytes fetched");
+    const held = await db.stats();  // the worker's chunk cache: what it holds against its budget
+    const share: number = held.cache_bytes / held.cache_limit;
+    console.log(`chunk cache ${(100 * share).toFixed(0)}% of ${held.cache_limit} B, ${held.resident_bytes} B kept by open indexes`);
     return { hits, stats: db.lastStats };
   } catch (err) {
     if (err instanceof S5VecError && err.name === "DimensionError") {

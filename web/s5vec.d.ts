@@ -68,7 +68,10 @@ export interface OpenOptions extends RuntimeOptions {
   authToken?: string;
   /** S5 portal base URLs, tried in order. */
   portals: string[];
-  /** Size of the in-worker chunk cache. */
+  /** Byte budget of the in-worker chunk cache: what it holds, counted as held (decoded chunk bodies,
+   * one copy each), including what the open index keeps for its life (`stats().resident_bytes`), so a
+   * budget below that leaves no room for lazily fetched chunks. Default: sized from the manifest
+   * (what the open keeps + up to 256 MiB of lists, refine rows and HNSW base blocks). */
   cacheBytes?: number;
   /** Deadline for fetching one blob, every portal and retry included (default 15000 ms). A slow or
    * hanging portal is also worked around sooner: the next portal is asked after a short delay. */
@@ -162,6 +165,42 @@ export interface GetResult<M = Record<string, unknown>> {
   timestamp: number;
 }
 
+/** `db.stats()`: counters over the worker's session (every database opened on the same portals
+ * shares one chunk store), and what that store holds. */
+export interface DatabaseStats {
+  bytes_fetched: number;
+  chunks_fetched: number;
+  cache_hits: number;
+  cache_misses: number;
+  evictions: number;
+  chunks_uploaded: number;
+  chunks_skipped: number;
+  bytes_uploaded: number;
+  /** Every byte the chunk cache's budget counts: one copy per chunk -- raw bytes until a search
+   * decodes it, then the decoded body's footprint (the bytes are dropped) -- resident chunks
+   * included. At most `cache_limit`, unless what open indexes keep alone is more. */
+  cache_bytes: number;
+  cache_entries: number;
+  /** The budget (`cacheBytes`, or sized from the manifest: what the open keeps + up to 256 MiB of lazy chunks). */
+  cache_limit: number;
+  /** The part of `cache_bytes` open databases keep for their life (what open fetched: centroids,
+   * summaries, the HNSW part); never evicted, since the index holds it anyway. */
+  resident_bytes: number;
+  resident_entries: number;
+  /** Chunks of the round being read, held beyond the budget until read (0 between searches). */
+  pinned_bytes: number;
+  pinned_entries: number;
+  /** Searches answered by this database. */
+  searches: number;
+  /** The worker's WebAssembly memory (Pyodide's heap; it only grows, so it is the session's peak). */
+  wasmMemoryBytes?: number;
+  /** Free bytes of the worker's C stack at a fixed call depth (constant unless the stack leaks). */
+  wasmStackFreeBytes?: number;
+  /** With a pool: each worker's own stats. */
+  workers?: Array<DatabaseStats & { worker: number }>;
+  [key: string]: unknown;
+}
+
 export declare class S5Vec {
   private constructor(handle: number, info: IndexInfo);
   static runtime(opts?: RuntimeOptions): Promise<RuntimeInfo>;
@@ -191,8 +230,9 @@ export declare class S5Vec {
   /** A record by id, without a search (UnknownIdError if there is none; one chunk when the index
    * has a text field). */
   get<M = Record<string, unknown>>(id: string): Promise<GetResult<M>>;
-  /** Cumulative fetch/cache counters. With a pool: summed over its workers, each worker's own in `workers`. */
-  stats(): Promise<Record<string, unknown>>;
+  /** Cumulative fetch/cache counters and what the worker's chunk cache holds. With a pool: summed
+   * over its workers, each worker's own in `workers`. */
+  stats(): Promise<DatabaseStats>;
   /** Set when opened by pointer (or after commit({ key })). */
   readonly pointer: PointerState | null;
   /** Edits since the last commit (kept in IndexedDB, replayed by open() after a reload). */

@@ -397,14 +397,21 @@ def read_manifest(store: ChunkStore, cid: str) -> dict[str, Any]:
 
 CACHE_MIN = 16 * 2**20
 CACHE_LAZY_MAX = 256 * 2**20
+#: a decoded lazy chunk held by the store, over its published bytes (measured on the 1M index: list
+#: chunks 1.11, refine chunks 1.19): the budget counts what is held, so the lazy part is sized by it
+DECODED_OVER_RAW = 1.15
 
 
-def cache_bytes_for(manifest: Mapping[str, Any]) -> int:
+def cache_bytes_for(manifest: Mapping[str, Any], resident: int | None = None) -> int:
     """The chunk cache an opened index needs, from its own sizes: everything fetched at open
-    (centroids, summaries, the HNSW part) stays, plus the lazy chunks (lists, refine rows) up to
-    :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once (a 100k index's
-    lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`. The chunks of
-    the round being read are held until read whatever the budget (see :mod:`s5vec.store`)."""
+    (centroids, summaries, the HNSW part) stays, plus the lazy chunks (lists, refine rows, a lazy
+    HNSW base layer; as held decoded, :data:`DECODED_OVER_RAW` their bytes) up to
+    :data:`CACHE_LAZY_MAX`, so every list a session touches is fetched once
+    (a 100k index's lists fit whole; a 1M one keeps its working set). At least :data:`CACHE_MIN`.
+    The budget counts what the store holds (decoded bodies, see :mod:`s5vec.store`): ``resident``,
+    once known, is what the open keeps as measured (decoded eager chunks can be several times
+    their bytes: a 1M index's summaries 0.3 -> 4.6 MB), else the eager chunks' bytes stand in.
+    The chunks of the round being read are held until read whatever the budget."""
     eager = lazy = 0
     unlisted = (manifest.get("extra") or {}).get("unlisted") or {}
     for u in unlisted.values():
@@ -416,7 +423,26 @@ def cache_bytes_for(manifest: Mapping[str, Any]) -> int:
                 lazy += c["size"]
             else:
                 eager += c["size"]
-    return int(max(CACHE_MIN, eager + min(lazy, CACHE_LAZY_MAX) + (1 << 20)))
+    if resident is not None:
+        eager = resident
+    return int(max(CACHE_MIN, eager + min(int(lazy * DECODED_OVER_RAW), CACHE_LAZY_MAX) + (1 << 20)))
+
+
+def _embeds(manifest: Mapping[str, Any]) -> bool:
+    return bool((manifest.get("extra") or {}).get("embed"))
+
+
+def _opened_chunks(manifest: Mapping[str, Any]) -> list[str]:
+    """What an open fetches and the database then holds: the eager index chunks, and the text
+    model's chunk (last) when the manifest names one."""
+    out = _eager_chunks(manifest)
+    if _embeds(manifest):
+        emb = manifest["extra"]["embed"]
+        model_cid = emb.get("model") if isinstance(emb, Mapping) else None
+        if not isinstance(model_cid, str):
+            raise FormatError("manifest extra.embed lacks a model CID")
+        out.append(model_cid)
+    return out
 
 
 def _eager_chunks(manifest: Mapping[str, Any]) -> list[str]:
@@ -451,6 +477,7 @@ class Database:
             self.keyword = KeywordIndex.load(extra["keyword"], reader)
         self._kw_edits: dict[str, Any] = {}  # id -> (text, metadata, timestamp), None = deleted
         self.model = None  # the text model (s5vec.embed.ChunkedModel), loaded by open when the manifest names one
+        self._kept: list[str] = []  # chunks the store keeps for this database (see _opened)
 
     # -- opening ----------------------------------------------------------------
     @classmethod
@@ -469,10 +496,9 @@ class Database:
         manifest = read_manifest(store, cid)
         if own and cache_bytes is None:
             store.cache_limit = cache_bytes_for(manifest)
-        model = _run(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch_sync)
-        db = cls._from_manifest(cid, manifest, store)
-        db.model = model
-        return db
+        kept = _opened_chunks(manifest)
+        model = _run(_model_steps(manifest, store, kept[:-1] if _embeds(manifest) else kept), store.prefetch_sync)
+        return cls._opened(cid, manifest, store, model, kept, own and cache_bytes is None)
 
     @classmethod
     async def open_async(cls, cid: str, portals: Sequence[str] | None = None, *, store: ChunkStore | None = None,
@@ -483,9 +509,28 @@ class Database:
         manifest = read_manifest(store, cid)
         if own and cache_bytes is None:
             store.cache_limit = cache_bytes_for(manifest)
-        model = await _run_async(_model_steps(manifest, store, _eager_chunks(manifest)), store.prefetch)
-        db = cls._from_manifest(cid, manifest, store)
+        kept = _opened_chunks(manifest)
+        model = await _run_async(_model_steps(manifest, store, kept[:-1] if _embeds(manifest) else kept),
+                                 store.prefetch)
+        return cls._opened(cid, manifest, store, model, kept, own and cache_bytes is None)
+
+    @classmethod
+    def _opened(cls, cid: str, manifest: dict[str, Any], store: ChunkStore, model: Any, kept: list[str],
+                size_cache: bool) -> "Database":
+        """The index loaded from what the open fetched. Those chunks are kept by the store for the
+        database's life (``ChunkStore.keep``: the index references them, so evicting them would free
+        nothing) -- kept before loading, so decoding them never evicts each other; with
+        ``size_cache`` the budget is then sized from what they really hold (:func:`cache_bytes_for`)."""
+        store.keep(kept)
+        try:
+            db = cls._from_manifest(cid, manifest, store)
+        except BaseException:
+            store.release(kept)
+            raise
         db.model = model
+        db._kept = kept
+        if size_cache:
+            store.cache_limit = cache_bytes_for(manifest, store.stats()["resident_bytes"])
         return db
 
     # -- searching --------------------------------------------------------------
@@ -944,6 +989,8 @@ class Database:
         return dict(self.store.stats(), searches=self.searches)
 
     def close(self) -> None:
+        if not self.closed:
+            self.store.release(self._kept)
         self.closed = True
 
 

@@ -101,7 +101,7 @@ def loads(data: bytes) -> Any:
 # metadata as one byte string of concatenated per-record CBOR items plus offsets, decoded per
 # record only when a filter or a hit needs it.
 
-def _offsets(lengths: Sequence[int], compact: bool) -> np.ndarray:
+def _cum_offsets(lengths: Sequence[int], compact: bool) -> np.ndarray:
     """Cumulative offsets (uint32; with ``compact`` uint16 when the last one fits: readers read
     any unsigned typed array)."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.uint32)
@@ -113,7 +113,7 @@ def _offsets(lengths: Sequence[int], compact: bool) -> np.ndarray:
 
 
 def pack_strings(items: Sequence[str], compact: bool = False) -> dict[str, Any]:
-    return {"text": "".join(items), "offsets": _offsets([len(s) for s in items], compact)}
+    return {"text": "".join(items), "offsets": _cum_offsets([len(s) for s in items], compact)}
 
 
 def unpack_strings(obj: Any, n: int | None = None) -> list[str]:
@@ -135,7 +135,7 @@ def unpack_strings(obj: Any, n: int | None = None) -> list[str]:
 
 def pack_records(items: Sequence[Mapping[str, Any]], compact: bool = False) -> dict[str, Any]:
     parts = [dumps(dict(m)) for m in items]
-    return {"cbor": b"".join(parts), "offsets": _offsets([len(p) for p in parts], compact)}
+    return {"cbor": b"".join(parts), "offsets": _cum_offsets([len(p) for p in parts], compact)}
 
 
 # Timestamps of a list chunk: float64 (8 bytes a record), or -- when every one is t0 plus a whole
@@ -178,20 +178,34 @@ def unpack_timestamps(obj: Any, n: int | None = None) -> np.ndarray:
     return out
 
 
+def _offsets(off: Any, size: int, what: str) -> np.ndarray:
+    """Packed-column offsets as an int64 array, checked to cover ``size`` items of data in order."""
+    try:
+        o = np.asarray(off)
+        if o.ndim != 1 or o.dtype.kind not in "ui":
+            raise ValueError("not a 1-d integer array")
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"bad packed {what}: {exc}") from None
+    if o.shape[0] == 0 or int(o[0]) != 0 or int(o[-1]) != size or bool((o[1:] < o[:-1]).any()):
+        raise FormatError(f"bad packed {what}: offsets do not cover the data")
+    return o
+
+
 class LazyRecords(Sequence[dict]):
-    """Metadata maps decoded one by one on first access (see :func:`pack_records`)."""
+    """Metadata maps decoded one by one on first access (see :func:`pack_records`).
+
+    Holds the packed bytes and the offsets array as decoded (no per-record Python objects until a
+    record is read): a list chunk's metadata costs its bytes in the chunk cache, not 40 B per record."""
 
     __slots__ = ("_blob", "_off", "_cache")
 
-    def __init__(self, blob: bytes, offsets: list[int]) -> None:
-        if not offsets or offsets[0] != 0 or offsets[-1] != len(blob) or any(
-                b < a for a, b in zip(offsets, offsets[1:])):
-            raise FormatError("bad packed records: offsets do not cover the data")
-        self._blob, self._off = blob, offsets
-        self._cache: list[dict | None] = [None] * (len(offsets) - 1)
+    def __init__(self, blob: bytes, offsets: Any) -> None:
+        self._off = _offsets(offsets, len(blob), "records")
+        self._blob = blob
+        self._cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return self._off.shape[0] - 1
 
     @overload
     def __getitem__(self, i: int) -> dict: ...
@@ -201,9 +215,15 @@ class LazyRecords(Sequence[dict]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        v = self._cache[i]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("record index out of range")
+        v = self._cache.get(i)
         if v is None:
-            v = loads(self._blob[self._off[i]: self._off[i + 1]])
+            off = self._off
+            v = loads(self._blob[off.item(i): off.item(i + 1)])
             if not isinstance(v, dict):
                 raise FormatError("packed metadata item is not a map")
             self._cache[i] = v
@@ -213,13 +233,50 @@ class LazyRecords(Sequence[dict]):
         return (self[i] for i in range(len(self)))
 
 
+class LazyStrings(Sequence[str]):
+    """Ids of a packed column (see :func:`pack_strings`), cut out of the text on access: the
+    hundreds of ids of a list chunk stay one string and one offsets array (as decoded) instead of
+    a list of str objects (~60 B each: more than the chunk's codes at 48 B per vector)."""
+
+    __slots__ = ("_text", "_off")
+
+    def __init__(self, text: str, offsets: Any) -> None:
+        if not isinstance(text, str):
+            raise FormatError("bad packed strings: the text is not a string")
+        self._off = _offsets(offsets, len(text), "strings")
+        self._text = text
+
+    def __len__(self) -> int:
+        return self._off.shape[0] - 1
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("string index out of range")
+        off = self._off
+        return self._text[off.item(i): off.item(i + 1)]
+
+    def __iter__(self) -> Iterator[str]:
+        t, off = self._text, self._off.tolist()
+        return (t[a:b] for a, b in zip(off[:-1], off[1:]))
+
+
 def unpack_records(obj: Any, n: int | None = None) -> Sequence[dict]:
     """Inverse of :func:`pack_records`, lazily (a plain list of maps is accepted too)."""
     if isinstance(obj, list):
         out: Sequence[dict] = [dict(m) for m in obj]
     else:
         try:
-            out = LazyRecords(obj["cbor"], obj["offsets"].tolist())
+            out = LazyRecords(obj["cbor"], obj["offsets"])
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"bad packed records: {exc}") from None
     if n is not None and len(out) != n:
@@ -241,12 +298,15 @@ def _encode_ivf_list(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _decode_ivf_list(body: dict[str, Any]) -> dict[str, Any]:
-    """Unpack ids to a list and metadata to lazily decoded maps (arrays stay views on the bytes)."""
+    """Ids and metadata stay packed, read per record on access (:class:`LazyStrings`,
+    :class:`LazyRecords`); arrays stay views on the decoded byte strings. The decoded body is what
+    the chunk cache holds (one copy per chunk), so it costs about the chunk's own bytes."""
     try:
         entries = body["lists"]
         out = []
         for e in entries:
-            ids = unpack_strings(e["ids"])
+            packed = e["ids"]
+            ids = LazyStrings(packed["text"], packed["offsets"]) if isinstance(packed, dict) else unpack_strings(packed)
             out.append(dict(e, ids=ids, metadata=unpack_records(e["metadata"], len(ids)),
                             timestamps=unpack_timestamps(e["timestamps"], len(ids))))
     except (KeyError, TypeError) as exc:
@@ -380,6 +440,11 @@ class StoreReader:
 
     def get(self, cid: str, kind: str | None = None) -> dict[str, Any]:
         return self.store.get_decoded(cid, kind, lambda data: decode_chunk(data, kind))
+
+    def peek(self, cid: str, kind: str | None = None) -> dict[str, Any] | None:
+        """The decoded body if the store already holds it decoded (as ``get`` with this ``kind``
+        left it), else None; never fetches (see :meth:`s5vec.store.ChunkStore.peek_decoded`)."""
+        return self.store.peek_decoded(cid, kind)
 
     def get_many(self, cids: Sequence[str], kinds: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """``{cid: get(cid, kinds.get(cid))}`` for every CID (a search round's chunks)."""

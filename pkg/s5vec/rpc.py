@@ -109,8 +109,9 @@ async def _open(args: dict[str, Any]) -> dict[str, Any]:
     if cache is None:
         from .api import cache_bytes_for
 
-        # the session store serves every open index: big enough for the biggest
-        store.cache_limit = max(store.cache_limit, cache_bytes_for(db.manifest))
+        # the session store serves every open index: big enough for the biggest, plus what every
+        # open index keeps (their decoded eager chunks, counted as the store holds them)
+        store.cache_limit = max(store.cache_limit, cache_bytes_for(db.manifest, store.stats()["resident_bytes"]))
     # what this open fetched: the store (and its counters) is shared by every index opened on these
     # portals in this worker, so stats() after a second open counts the first one's traffic too
     fetched = store.diff(before)

@@ -22,9 +22,11 @@ the final re-rank). When a chunk is not held the
 walk suspends: ``search`` returns ``Outcome(widen=...)`` carrying the walk, ``plan`` names the
 missing chunks plus those of the next candidates (read-ahead), the request layer fetches them,
 and the walk resumes. The steps never depend on what was cached (only the number of rounds
-does), so a cold and a warm search, or a batch and one-by-one, return the same hits. Blocks a
-walk used stay decoded in a byte-bounded LRU on the index, so a warm repeat runs in one search
-call with no fetch. Selective filters (up to 20% of the records) skip the graph: their matches are
+does), so a cold and a warm search, or a batch and one-by-one, return the same hits. Decoded
+blocks live in the chunk store like every other chunk (one cache, one byte budget: the reader's
+``peek`` finds a block the store holds without fetching it, so a warm repeat runs in one search
+call with no fetch); a walk keeps the blocks of its own steps until it ends. Selective filters
+(up to 20% of the records) skip the graph: their matches are
 ranked by code and the best ``ef`` re-ranked exactly, in one round. Hits are the expanded nodes ranked by exact distance.
 
 An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunks named by
@@ -32,8 +34,6 @@ An index opened this way is read-only until :meth:`LazyBase.load_all` (the chunk
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -66,7 +66,7 @@ WIDTH = 16            # candidates expanded per step
 READ_AHEAD = 16       # base chunks one round may name (the step's own first, then the next candidates')
 WALK_ROUNDS = 40      # suspensions before the walk finishes its pool in one last round
 MAX_ROUNDS = WALK_ROUNDS + 4  # what the request layer allows one query (api.QueryRun)
-CACHE_BYTES = 96 * 2**20  # decoded base chunks kept on the index (shared with the store's cache)
+_BLOCK = "__hnsw_block__"  # key under which a checked block is memoised on its decoded chunk body
 # A filter matching at most this many records (or this share) is answered from the codes of its
 # matches (all resident) and an exact re-rank of their best ef: one round. Walking the graph through
 # a sparse filter expands many rejected nodes: at 12.5% matching (20k x 64) the walk fetched 190
@@ -305,7 +305,7 @@ def load(index: "HNSWIndex", desc: Mapping[str, Any], reader: ChunkReader) -> No
     index._load_upper(reader.get(desc["upper"], "hnsw_upper"), n)
     if index._max_level != int(levels.max()):
         raise FormatError("hnsw levels do not match the upper layers")
-    index._lazy = LazyBase(index, codec, codes, raw, rows, order, pos)
+    index._lazy = LazyBase(index, codec, codes, raw, rows, order, pos, reader)
     nav = base.get("nav")
     index.__dict__["_nav_codec"] = (codec, dict(nav) if isinstance(nav, Mapping) else {"m": codec.m})
 
@@ -381,18 +381,19 @@ class Walk:
             got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             missing = []
             for b in np.unique(where // rows).tolist():
-                blk = self._get(lazy, b)  # held from here on, whatever another search evicts
+                blk = self._get(lazy, b)
                 if blk is None:
                     missing.append(b)
                 else:
                     got[b] = blk
             if missing:
+                self.hand.update(got)  # held until the walk ends, whatever the store evicts meanwhile
                 ahead = (lazy.pos[self.ps[open_]] // rows).tolist()
                 want = dict.fromkeys(missing)
                 for b in ahead:
                     if len(want) >= READ_AHEAD:
                         break
-                    if b not in want and b not in self.hand and b not in lazy.cache:
+                    if b not in want and b not in self.hand and not lazy.holds(b):
                         want[b] = None
                 self.need = list(want)
                 return False
@@ -416,13 +417,10 @@ class Walk:
             self._merge(nb, lazy.codec.distances(self.q, lazy.codes[nb], self.table))
 
     def _get(self, lazy: "LazyBase", b: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Block ``b`` if this round was handed it or the index holds it (then marked recent)."""
+        """Block ``b`` if this walk was handed it or the store holds it (then marked recent)."""
         got = self.hand.get(b)
         if got is None:
-            with lazy.lock:  # searches on other threads (CPython servers) share the LRU
-                got = lazy.cache.get(b)
-                if got is not None:
-                    lazy.cache.move_to_end(b)
+            got = lazy.peek(b)
         return got
 
     def _widen(self, lazy: "LazyBase") -> None:
@@ -457,7 +455,7 @@ class LazyBase:
     """The lazily fetched base layer of an opened HNSW index (see the module docstring)."""
 
     def __init__(self, index: "HNSWIndex", codec: qz.PQCodec, codes: np.ndarray, raw: list[bytes],
-                 rows: int, order: np.ndarray, pos: np.ndarray) -> None:
+                 rows: int, order: np.ndarray, pos: np.ndarray, reader: ChunkReader | None = None) -> None:
         self.index, self.codec, self.codes, self.rows = index, codec, codes, rows
         #: raw CID bytes of the base chunks, turned into strings when first needed (12,600 at
         #: 100k: converting them all at open cost a third of the open's CPU)
@@ -466,10 +464,9 @@ class LazyBase:
         #: ``order``: slots in base-chunk order (block b holds order[b*rows:(b+1)*rows]);
         #: ``pos``: its inverse, a slot's place in that order
         self.order, self.pos = order, pos
-        self.cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self.cache_bytes = 0
-        self.cache_limit = CACHE_BYTES
-        self.lock = threading.Lock()
+        #: the reader's ``peek(cid, kind)`` (decoded body if the store holds the chunk, never a
+        #: fetch); a reader without one leaves every block to the round that fetches it
+        self._peek = getattr(reader, "peek", None)
 
     # -- the hand-over
     def plan(self, query: Query) -> list[str]:
@@ -495,13 +492,10 @@ class LazyBase:
         else:
             # a walk keeps every block it was handed until it ends (a few hundred KB): blocks of a
             # step must not be lost to the LRU between rounds, or a small cache would never settle
-            st.hand.update({b: self._decode(b, chunks) for b in st.need if self.cid(b) in chunks})
+            st.hand.update({b: self._decode(b, chunks[self.cid(b)]) for b in st.need if self.cid(b) in chunks})
             st.rounds += 1
             if st.rounds >= WALK_ROUNDS and not st.brute:
                 st.finish_in_one_round()
-        for b in st.need:
-            if b in st.hand:
-                self._keep(b, st.hand[b])
         if not st.advance(self):
             return Outcome(widen=query.with_state(st))
         st.hand = {}
@@ -544,11 +538,22 @@ class LazyBase:
         return st
 
     # -- decoded blocks
-    def _decode(self, b: int, chunks: Chunks) -> tuple[np.ndarray, np.ndarray]:
-        got = self.cache.get(b)
+    def peek(self, b: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Block ``b`` if the store holds its chunk (no fetch), else None."""
+        if self._peek is None:
+            return None
+        body = self._peek(self.cid(b), None)  # None: the kind the request layer reads it under
+        return None if body is None else self._decode(b, body)
+
+    def holds(self, b: int) -> bool:
+        return self._peek is not None and self.peek(b) is not None
+
+    def _decode(self, b: int, body: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``b``'s (links, vectors), checked once and memoised on its decoded chunk body
+        (views on it: the store's footprint of the body already counts them)."""
+        got = body.get(_BLOCK) if isinstance(body, dict) else None
         if got is not None:
             return got
-        body = chunks[self.cid(b)]
         n, rows = self.index._n, self.rows
         lo, hi = b * rows, min(n, (b + 1) * rows)
         try:
@@ -563,18 +568,9 @@ class LazyBase:
         valid = links >= 0
         if (links >= n).any() or (links < -1).any() or (valid[:, 1:] & ~valid[:, :-1]).any():
             raise FormatError("hnsw_base layer-0 links out of range or not packed")
+        if isinstance(body, dict):
+            body[_BLOCK] = (links, vecs)
         return links, vecs
-
-    def _keep(self, b: int, blk: tuple[np.ndarray, np.ndarray]) -> None:
-        with self.lock:
-            if b in self.cache:
-                self.cache.move_to_end(b)
-                return
-            self.cache[b] = blk
-            self.cache_bytes += blk[0].nbytes + blk[1].nbytes
-            while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
-                _, old = self.cache.popitem(last=False)
-                self.cache_bytes -= old[0].nbytes + old[1].nbytes
 
     # -- becoming eager
     def plan_all(self) -> list[str]:
@@ -585,7 +581,7 @@ class LazyBase:
         ``plan_all`` named; afterwards it is an ordinary HNSW index (writable)."""
         idx = self.index
         n = idx._n
-        blocks = [self._decode(b, chunks) for b in range(len(self.raw))]
+        blocks = [self._decode(b, chunks[self.cid(b)]) for b in range(len(self.raw))]
         vecs = np.empty((n, idx.dim), np.float32)
         nb0 = np.empty((n, idx.M0), np.int32)
         vecs[self.order] = np.concatenate([v for _, v in blocks])

@@ -101,7 +101,7 @@ class IVFList:
 
     def __init__(
         self,
-        ids: list[str],
+        ids: Sequence[str],
         codes: np.ndarray | None,
         vectors: np.ndarray | None,
         metadata: Sequence[dict[str, Any]],
@@ -150,7 +150,7 @@ class IVFList:
 
     def append(self, ids: list[str], codes: np.ndarray | None, vectors: np.ndarray | None,
                metadata: list[dict[str, Any]], timestamps: np.ndarray, shared: bool) -> None:
-        self.ids = self.ids + ids
+        self.ids = list(self.ids) + ids
         self.metadata = list(self.metadata) + metadata
         self.timestamps = np.concatenate((self.timestamps, timestamps))
         if self.vectors is not None and vectors is not None:
@@ -222,7 +222,7 @@ class IVFList:
                 raise FormatError("IVF list refine entry must be a list of CIDs")
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"malformed IVF list chunk: {exc}") from None
-        out = cls(list(ids), codes, vectors, metadata, ts)
+        out = cls(ids, codes, vectors, metadata, ts)  # a packed column (layout.LazyStrings) stays packed
         out.refine_cids = refine
         return out
 
