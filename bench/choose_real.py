@@ -47,8 +47,19 @@ def main() -> None:
     out["seconds"]["neighbours_pass"] = round(time.perf_counter() - t, 1)
     cents = None
     if args.template:
+        class _Any:  # classes of another tree's template (only .centroids is read)
+            def __init__(self, *a, **k): pass
+            def __setstate__(self, state): self.__dict__.update(state if isinstance(state, dict) else {})
+
+        class _Loader(pickle.Unpickler):
+            def find_class(self, module, name):
+                try:
+                    return super().find_class(module, name)
+                except AttributeError:
+                    return _Any
+
         with open(args.template, "rb") as fh:
-            cents = pickle.load(fh).centroids
+            cents = _Loader(fh).load().centroids
         out["centroids_from"] = args.template
     elif args.manifest:
         sys.path.insert(0, os.path.join(ROOT, "bench"))
