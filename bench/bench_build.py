@@ -222,28 +222,30 @@ def cmd_phases(args: argparse.Namespace) -> None:
     src = sources.open_source(args.npy)
     n = int(src.count)
     out: dict = {"n": n, "dim": src.dim, "load_before": [round(v, 2) for v in os.getloadavg()]}
-    t = time.perf_counter()
-    size = build.default_sample_size(ivf_tune.pick_nlist(n), n)
-    sample = build.sample_vectors(src, size, 0)
-    out["sample_rows"] = int(sample.shape[0])
-    out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
     if args.template and os.path.exists(args.template):  # a template trained by an earlier run
         import pickle
 
+        t = time.perf_counter()
+        sample = build.sample_vectors(src, build.default_sample_size(ivf_tune.pick_nlist(n), n), 0)
+        out["seconds"] = {"sample": round(time.perf_counter() - t, 1)}
         with open(args.template, "rb") as f:
             index = pickle.load(f)
         out["template"] = args.template
         out["picked"] = build.ivf_of(index).params()
         build.ivf_of(index)._grouped = build.ivf_of(index)._groups = None  # assignment groups: made by this code
     else:
-        t = time.perf_counter()
-        choice = build.choose_params("ivf", sample, "cosine", n, 0, build.record_sizes(src))
-        out["seconds"]["choose"] = round(time.perf_counter() - t, 1)
+        # sample, the check's neighbour pass and the choice (whose k-means the training reuses)
+        timings: dict = {}
+        choice, sample = build.choose_for_source(src, kind="ivf", metric="cosine", sample_size=None, seed=0,
+                                                 timings=timings)
+        out["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+        out["seconds"]["choose_kmeans"] = round(choice.timing.get("kmeans", 0.0), 1)
         out["picked"] = choice.params
+        out["evidence"] = dict(choice.record.get("evidence", {}))
         print("# " + choice.line(), file=sys.stderr, flush=True)
         index = build.make_template("ivf", src.dim, "cosine", choice.params, n)
         t, c = time.perf_counter(), time.process_time()
-        build.train(index, sample)
+        build.train(index, sample, build.reusable_centroids(index, choice, 0))
         out["seconds"]["train"] = round(time.perf_counter() - t, 1)
         out["cpu_seconds"] = {"train": round(time.process_time() - c, 1)}
         if args.template:
@@ -251,6 +253,7 @@ def cmd_phases(args: argparse.Namespace) -> None:
 
             with open(args.template, "wb") as f:
                 pickle.dump(index, f)
+    out["sample_rows"] = int(sample.shape[0])
     ivf = build.ivf_of(index)
     from s5vec import quantizers as qz
 

@@ -315,17 +315,19 @@ def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: 
 
     if kind not in ("ivf", "hybrid"):
         return None
-    probe = range(min(len(ids), 500))
+    rng = np.random.default_rng(0)
+    probe = np.sort(rng.choice(len(ids), min(len(ids), 2000), replace=False)) if len(ids) else np.empty(0, np.int64)
 
     def meta_size(m: Any) -> int | None:
         try:  # the index validates metadata (depth, size) when it adds it; here a bad map just does not count
-            return len(layout.dumps(dict(m)))
+            return len(layout.dumps(dict(m or {})))
         except (FormatError, RecursionError, TypeError, ValueError):
             return None
 
-    metas = [s for s in (meta_size(metadata[i]) for i in probe) if s is not None]
-    sizes = {"id_bytes": float(np.mean([len(str(ids[i])) + 1 for i in probe])) if len(ids) else 8.0,
-             "meta_bytes": float(np.mean(metas)) if metas else 0.0}
+    metas = [s for s in (meta_size(metadata[i]) for i in probe.tolist()) if s is not None]
+    sizes = {"id_bytes": float(np.mean([len(str(ids[i]).encode("utf-8")) for i in probe.tolist()])) if len(ids) else 8.0,
+             "meta_bytes": float(np.mean(metas)) if metas else 1.0,
+             "ts_sample": np.asarray(timestamps, np.float64)[probe] if len(ids) else None}
     if kind == "ivf":
         return ivf_tune.choose(vectors, metric, **sizes)
     return ivf_tune.choose_hybrid(vectors, timestamps, metric, **sizes)

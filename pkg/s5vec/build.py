@@ -77,6 +77,11 @@ def sample_vectors(source: Source, size: int, seed: int, rows: int = DEFAULT_BLO
     every kind of source, so the same records give the same sample (and the same index) whether
     they come as ``.npy``, JSON lines or Parquet, in blocks of any size. Rows come back in input order.
     """
+    return sample_rows(source, size, seed, rows)[0]
+
+
+def sample_rows(source: Source, size: int, seed: int, rows: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sample_vectors` and the input row number of every sampled row."""
     rng = np.random.default_rng([seed, 0x5A3])
     res = np.empty((size, source.dim), np.float32)
     where = np.empty(size, np.int64)  # input row number of each reservoir slot
@@ -99,7 +104,45 @@ def sample_vectors(source: Source, size: int, seed: int, rows: int = DEFAULT_BLO
         seen += n
     got = min(seen, size)
     order = np.argsort(where[:got], kind="stable")
-    return np.ascontiguousarray(res[:got][order])
+    return np.ascontiguousarray(res[:got][order]), where[:got][order]
+
+
+STATS_EVERY = 97  # every this-many-th record's metadata is encoded and its timestamp kept (record stats)
+
+
+def neighbours_and_stats(source: Source, queries: np.ndarray, query_rows: np.ndarray, metric: str,
+                         m: int, rows: int = DEFAULT_BLOCK) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """One pass over the input: the exact ``m`` nearest records of every query (raw vectors of
+    sampled records, their own rows ``query_rows`` left out; what ``ivf_tune.choose`` checks its
+    candidates on, at the collection's density) and the record sizes its byte model needs: the
+    mean UTF-8 length of an id (every id), the mean CBOR size of a metadata map and a sample of
+    the timestamps (every :data:`STATS_EVERY`-th record; NaN = stamped at build time)."""
+    from .index import ivf_tune
+
+    id_len = 0
+    count = 0
+    metas: list[int] = []
+    stamps: list[float] = []
+
+    def blocks():
+        nonlocal id_len, count
+        for block in source.blocks(rows):
+            id_len += sum(len(i.encode("utf-8")) for i in block.ids)
+            count += len(block.ids)
+            off = (-block.start) % STATS_EVERY
+            for r in range(off, len(block.ids), STATS_EVERY):
+                try:
+                    metas.append(len(layout.dumps(dict(block.metadata[r]))))
+                except (TypeError, ValueError, RecursionError, S5VecError):
+                    pass
+                stamps.append(float(block.timestamps[r]))
+            yield block.start, block.vectors
+
+    q = kernels.prepare(np.ascontiguousarray(queries, dtype=np.float32), metric)
+    d, _, v = ivf_tune.nearest_records(q, blocks(), m, metric, exclude=np.asarray(query_rows, np.int64))
+    stats = {"id_bytes": id_len / max(count, 1), "meta_bytes": float(np.mean(metas)) if metas else 1.0,
+             "ts_sample": np.asarray(stamps, np.float64)}
+    return (d, v), stats
 
 
 # --------------------------------------------------------------------------- training
@@ -131,15 +174,18 @@ def ivf_of(index: Any) -> IVFIndex:
     return index.historical if index.kind == "hybrid" else index
 
 
-def train(index: Any, sample: np.ndarray) -> None:
-    """Train the (IVF part of the) empty ``index`` on raw sample vectors, as ``add`` would prepare them."""
+def train(index: Any, sample: np.ndarray, centroids: np.ndarray | None = None) -> None:
+    """Train the (IVF part of the) empty ``index`` on raw sample vectors, as ``add`` would prepare them.
+
+    ``centroids``: the ones ``ivf_tune.choose`` already clustered these rows into (same seed and
+    iterations; ``Choice.centroids``), used instead of clustering again."""
     ivf = ivf_of(index)
     x = kernels.prepare(kernels.as_matrix(sample, ivf.dim), ivf.metric)
     if ivf.vectors_dtype == "float16":
         x = x.astype(np.float16).astype(np.float32)
     if x.shape[0] < ivf.nlist:
         raise InvalidArgumentError(f"training needs at least nlist={ivf.nlist} vectors, the input has {x.shape[0]}")
-    ivf._fit(x)
+    ivf._fit(x, centroids=centroids)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -386,28 +432,29 @@ class DuplicateCheck:
 
 
 def record_sizes(source: Source, rows: int = 512) -> dict[str, float]:
-    """Mean stored size of an id and of a metadata map over the first ``rows`` records (what
-    :func:`s5vec.index.ivf_tune.choose` counts per record besides its codes)."""
+    """Mean UTF-8 length of an id and CBOR size of a metadata map over the first ``rows`` records
+    (what :func:`s5vec.index.ivf_tune.bytes_model` counts per record besides its codes; a build
+    uses :func:`neighbours_and_stats`, over every record, instead)."""
     ids: list[str] = []
     metas: list[Any] = []
     for block in source.blocks(rows):
         ids, metas = block.ids[:rows], block.metadata[:rows]
         break
     if not ids:
-        return {"id_bytes": 8.0, "meta_bytes": 0.0}
+        return {"id_bytes": 8.0, "meta_bytes": 1.0}
     sizes = []
     for m in metas:
         try:  # the index validates metadata when it stores it; here a bad map just does not count
-            sizes.append(len(layout.dumps(dict(m))) if m else 0)
+            sizes.append(len(layout.dumps(dict(m or {}))))
         except (TypeError, ValueError, RecursionError, S5VecError):
             pass
     if not sizes:
-        sizes = [0]
-    return {"id_bytes": float(np.mean([len(i) + 1 for i in ids])), "meta_bytes": float(np.mean(sizes))}
+        sizes = [1]
+    return {"id_bytes": float(np.mean([len(i.encode("utf-8")) for i in ids])), "meta_bytes": float(np.mean(sizes))}
 
 
 def choose_params(kind: str, sample: np.ndarray, metric: str, n_total: int, seed: int,
-                  sizes: Mapping[str, float] | None = None) -> Any:
+                  sizes: Mapping[str, Any] | None = None, **check: Any) -> Any:
     """The size-aware defaults of :func:`s5vec.api.publish` for a bulk build: ``ivf_tune.choose``
     on the training sample with ``n_total`` records. Returns an ``ivf_tune.Choice`` whose
     ``params`` fit ``kind`` (a hybrid's IVF part holds every bulk-loaded record) and whose
@@ -415,7 +462,7 @@ def choose_params(kind: str, sample: np.ndarray, metric: str, n_total: int, seed
     fixed ``created`` stays reproducible)."""
     from .index import ivf_tune
 
-    c = ivf_tune.choose(sample, metric, n_total=n_total, seed=seed, **dict(sizes or {}))
+    c = ivf_tune.choose(sample, metric, n_total=n_total, seed=seed, **dict(sizes or {}), **check)
     c.record.get("evidence", {}).pop("seconds", None)
     if kind == "ivf":
         return c
@@ -425,7 +472,46 @@ def choose_params(kind: str, sample: np.ndarray, metric: str, n_total: int, seed
            "why": "bulk load: every record goes to the IVF part", "ivf": c.record}
     if "evidence" in c.record:
         rec["evidence"] = c.record["evidence"]
-    return ivf_tune.Choice(params, rec)
+    return ivf_tune.Choice(params, rec, centroids=c.centroids, timing=c.timing)
+
+
+def choose_for_source(source: Source, *, kind: str, metric: str, sample_size: int | None, seed: int,
+                      timings: dict[str, float] | None = None) -> tuple[Any, np.ndarray]:
+    """(the Choice for ``source``, the training sample it was made on): a pass to sample (64 rows
+    per list of ``ivf_tune.pick_nlist(N)``), a second pass for the check's neighbours at the
+    collection's density and the record sizes (:func:`neighbours_and_stats`), then
+    :func:`choose_params` (which clusters the sample as the template would: its centroids are
+    reusable, :func:`reusable_centroids`). ``timings`` gets the seconds of each step."""
+    from .index import ivf_tune
+
+    t = time.perf_counter()
+    size = sample_size or default_sample_size(ivf_tune.pick_nlist(source.count or 0), source.count)
+    sample, where = sample_rows(source, size, seed)  # one pass: a JSON-lines source learns its count
+    n = int(source.count if source.count is not None else sample.shape[0])
+    t1 = time.perf_counter()
+    check: dict[str, Any] = {"kmeans_iters": IVFIndex(source.dim, metric).kmeans_iters}
+    if n >= ivf_tune.SMALL:
+        qpos = ivf_tune.check_queries(sample.shape[0], seed)
+        nb, stats = neighbours_and_stats(source, sample[qpos], where[qpos], metric,
+                                         min(ivf_tune.NEIGHBOURS, max(1, n - 1)))
+        check.update(neighbours=nb, query_rows=qpos)
+    else:
+        stats = record_sizes(source)
+    t2 = time.perf_counter()
+    choice = choose_params(kind, sample, metric, n, seed, stats, **check)
+    if timings is not None:
+        timings.update(sample=t1 - t, neighbours=t2 - t1, choose=time.perf_counter() - t2)
+    return choice, sample
+
+
+def reusable_centroids(index: Any, choice: Any, seed: int) -> np.ndarray | None:
+    """The choice's centroids when the template would cluster the same rows the same way (same
+    seed, float32 rows, as many lists)."""
+    ivf = ivf_of(index)
+    c = getattr(choice, "centroids", None)
+    if c is None or ivf.vectors_dtype != "float32" or ivf.seed != seed or c.shape != (ivf.nlist, ivf.dim):
+        return None
+    return c
 
 
 def prepare_build(source: Source, *, kind: str, metric: str, params: Mapping[str, Any] | None,
@@ -447,22 +533,20 @@ def prepare(source: Source, *, kind: str, metric: str, params: Mapping[str, Any]
     if kind not in BUILD_KINDS:
         raise InvalidArgumentError(f"a bulk build makes an ivf or hybrid index, not {kind!r}")
     choice = None
+    centroids = None
     if not params:
-        from .index import ivf_tune
-
-        size = sample_size or default_sample_size(ivf_tune.pick_nlist(source.count or 0), source.count)
-        sample = sample_vectors(source, size, seed)  # one pass: a JSON-lines source learns its count
-        n = int(source.count if source.count is not None else sample.shape[0])
-        choice = choose_params(kind, sample, metric, n, seed, record_sizes(source))
+        choice, sample = choose_for_source(source, kind=kind, metric=metric, sample_size=sample_size, seed=seed)
         logging.getLogger("s5vec").info("%s", choice.line())
         if explain is not None:
             explain(choice)
+        n = choice.record["n"]
         index = make_template(kind, source.dim, metric, choice.params, n)
+        centroids = reusable_centroids(index, choice, seed)
     else:
         index = make_template(kind, source.dim, metric, params, source.count)
         size = sample_size or default_sample_size(ivf_of(index).nlist, source.count)
         sample = sample_vectors(source, size, seed)
-    train(index, sample)
+    train(index, sample, centroids)
     return index, sample, choice
 
 

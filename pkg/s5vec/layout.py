@@ -101,11 +101,19 @@ def loads(data: bytes) -> Any:
 # metadata as one byte string of concatenated per-record CBOR items plus offsets, decoded per
 # record only when a filter or a hit needs it.
 
-def pack_strings(items: Sequence[str]) -> dict[str, Any]:
-    offsets = np.zeros(len(items) + 1, dtype=np.uint32)
-    if items:
-        np.cumsum([len(s) for s in items], out=offsets[1:])
-    return {"text": "".join(items), "offsets": offsets}
+def _cum_offsets(lengths: Sequence[int], compact: bool) -> np.ndarray:
+    """Cumulative offsets (uint32; with ``compact`` uint16 when the last one fits: readers read
+    any unsigned typed array)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.uint32)
+    if lengths:
+        np.cumsum(lengths, out=offsets[1:])
+    if compact and offsets[-1] < 1 << 16:
+        return offsets.astype(np.uint16)
+    return offsets
+
+
+def pack_strings(items: Sequence[str], compact: bool = False) -> dict[str, Any]:
+    return {"text": "".join(items), "offsets": _cum_offsets([len(s) for s in items], compact)}
 
 
 def unpack_strings(obj: Any, n: int | None = None) -> list[str]:
@@ -125,12 +133,49 @@ def unpack_strings(obj: Any, n: int | None = None) -> list[str]:
     return out
 
 
-def pack_records(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def pack_records(items: Sequence[Mapping[str, Any]], compact: bool = False) -> dict[str, Any]:
     parts = [dumps(dict(m)) for m in items]
-    offsets = np.zeros(len(parts) + 1, dtype=np.uint32)
-    if parts:
-        np.cumsum([len(p) for p in parts], out=offsets[1:])
-    return {"cbor": b"".join(parts), "offsets": offsets}
+    return {"cbor": b"".join(parts), "offsets": _cum_offsets([len(p) for p in parts], compact)}
+
+
+# Timestamps of a list chunk: float64 (8 bytes a record), or -- when every one is t0 plus a whole
+# number of seconds below 2**32 (records stamped at one time, or integer Unix seconds) -- a base
+# and the smallest unsigned deltas that hold them exactly ({"t0", "dt"}: 1, 2 or 4 bytes a record).
+# An older reader meets a map where it expects an array and refuses the chunk (FormatError); it
+# never misreads it.
+
+def pack_timestamps(ts: Any) -> Any:
+    t = np.ascontiguousarray(ts, dtype=np.float64)
+    if t.size == 0 or not np.isfinite(t).all():
+        return t
+    t0 = float(t.min())
+    dt = t - t0
+    if float(dt.max()) >= 2.0 ** 32 or not np.array_equal(np.floor(dt), dt):
+        return t
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if float(dt.max()) <= np.iinfo(dtype).max:
+            small = dt.astype(dtype)
+            break
+    if not np.array_equal(t0 + small.astype(np.float64), t):  # exact round trip or nothing
+        return t
+    return {"t0": t0, "dt": small}
+
+
+def unpack_timestamps(obj: Any, n: int | None = None) -> np.ndarray:
+    """Inverse of :func:`pack_timestamps` (a plain float64 array passes through)."""
+    try:
+        if isinstance(obj, dict):
+            dt = np.asarray(obj["dt"])
+            if dt.dtype.kind != "u":
+                raise ValueError("timestamp deltas must be unsigned integers")
+            out = float(obj["t0"]) + dt.astype(np.float64)
+        else:
+            out = np.asarray(obj, dtype=np.float64)
+        if out.ndim != 1 or (n is not None and out.shape[0] != n):
+            raise ValueError(f"expected {n} timestamps")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"bad timestamps column: {exc}") from None
+    return out
 
 
 def _offsets(off: Any, size: int, what: str) -> np.ndarray:
@@ -242,9 +287,12 @@ def unpack_records(obj: Any, n: int | None = None) -> Sequence[dict]:
 # -- chunk schemas -------------------------------------------------------------------------
 
 def _encode_ivf_list(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Pack every list's ids and metadata into columns (see :func:`pack_records`)."""
+    """Pack every list's ids and metadata into columns (see :func:`pack_records`), with uint16
+    offsets where they fit, and its timestamps (:func:`pack_timestamps`)."""
     out = dict(body)
-    out["lists"] = [dict(e, ids=pack_strings(list(e["ids"])), metadata=pack_records(e["metadata"]))
+    out["lists"] = [dict(e, ids=pack_strings(list(e["ids"]), compact=True),
+                         metadata=pack_records(e["metadata"], compact=True),
+                         timestamps=pack_timestamps(e["timestamps"]))
                     for e in body["lists"]]
     return out
 
@@ -259,7 +307,8 @@ def _decode_ivf_list(body: dict[str, Any]) -> dict[str, Any]:
         for e in entries:
             packed = e["ids"]
             ids = LazyStrings(packed["text"], packed["offsets"]) if isinstance(packed, dict) else unpack_strings(packed)
-            out.append(dict(e, ids=ids, metadata=unpack_records(e["metadata"], len(ids))))
+            out.append(dict(e, ids=ids, metadata=unpack_records(e["metadata"], len(ids)),
+                            timestamps=unpack_timestamps(e["timestamps"], len(ids))))
     except (KeyError, TypeError) as exc:
         raise FormatError(f"bad ivf_list chunk: {exc}") from None
     return dict(body, lists=out)

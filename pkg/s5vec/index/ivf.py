@@ -169,14 +169,20 @@ class IVFIndex(IVFStorage):
         x = kernels.prepare(x, self.metric)
         self._fit(x, progress)
 
-    def _fit(self, x: np.ndarray, progress: Callable[[int, int], Any] | None = None) -> None:
-        """Train on prepared vectors ``x`` and redistribute every record held."""
+    def _fit(self, x: np.ndarray, progress: Callable[[int, int], Any] | None = None,
+             centroids: np.ndarray | None = None) -> None:
+        """Train on prepared vectors ``x`` and redistribute every record held. ``centroids``: the
+        k-means result on ``x`` computed already (a bulk build's choice clustered the same rows)."""
         ids, vecs, codes, metas, ts = self._gather()
-        # from nlist 8192 on the mini-batch steps assign two-level too (3M: k-means 252 -> 137 CPU s,
-        # probe recall 0.9311 -> 0.9306 at nprobe 14; bench/README.md)
-        centroids, f16 = storable_centroids(qz.kmeans(
-            x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric,
-            grouped=qz.grouped_pays(self.nlist, self.metric)))
+        if centroids is None:
+            # from nlist 8192 on the mini-batch steps assign two-level too (3M: k-means 252 -> 137 CPU s,
+            # probe recall 0.9311 -> 0.9306 at nprobe 14; bench/README.md)
+            centroids = qz.kmeans(
+                x, self.nlist, iters=self.kmeans_iters, seed=self.seed, progress=progress, metric=self.metric,
+                grouped=qz.grouped_pays(self.nlist, self.metric))
+        elif centroids.shape != (self.nlist, self.dim):
+            raise InvalidArgumentError(f"centroids must be ({self.nlist}, {self.dim}), got {centroids.shape}")
+        centroids, f16 = storable_centroids(centroids)
         # nothing better to re-encode from (retrain of PQ/SQ8 without full vectors): keep the
         # codec; keep the codes too unless they are residuals of the old centroids
         keep_codec = codes is not None and not self.store_full

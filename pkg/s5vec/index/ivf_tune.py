@@ -5,38 +5,46 @@ for a million. :func:`choose` looks at ``N`` and ``dim`` and at a sample of the 
 returns the parameters plus a record of what it picked and why (the request layer stores the
 record in the manifest under ``extra.auto`` and the CLI prints it).
 
-What it picks
-    * ``nlist`` ~ ``4 sqrt(N)`` (a power of two, 16..65536): lists of ~sqrt(N)/4 records, so a
-      probe reads a small, fixed share of the collection;
-    * ``nprobe``: the smallest whose probed lists hold >= 97% of the true top-10 of held-out
-      records, found on a sample clustered into lists of the real size (so the same nprobe; the
-      sample is sparser than the collection, which makes this conservative);
-    * the codec: below :data:`PQ_MIN` records, ``flat`` (float16 vectors); above, IVF-PQ with
-      separate refine data (PQ codes are what a query downloads; refine rows only for its
-      candidates), PQ codes of rotated vectors (``pq_rotate``: principal axes dealt evenly to
-      the subspaces; on 384-d sentence-like data it lifts held-out recall of 24+128-byte codes
-      from 0.76 to 0.96). ``pq_m``, the refine code (second PQ, SQ8 or float16) and ``rerank`` are
-      checked on the sample against the exact answer (the flat oracle): every candidate is
-      scored. Among those whose held-out recall@10 reaches the target (:func:`target_for`) +
-      :data:`MARGIN`, the cold-query budget is :func:`cold_budget` (a little above the cheapest
-      one, at least :data:`COLD_FLOOR`, at most :data:`COLD_MAX`), and within it the one that
-      publishes the fewest bytes per vector wins (then the fewest cold bytes): IVF-PQ with a PQ
-      refine (faiss's IVFPQR: ``pq_m`` + ``refine_m`` bytes + id/timestamp) publishes a fifth of
-      what float16 re-rank rows cost at 384-d, at a few more bytes per cold query. If none
-      reaches the target, the most accurate one wins, and the record says so. Flat float16 and SQ8 lists are candidates too
-      (on small or high-noise data they beat PQ); below :data:`PQ_MIN` records only they are.
+The check runs on the real index's geometry at the collection's density
+    Held-out records are the queries. The sample is clustered into the index's own ``nlist``
+    lists (the centroids :func:`choose` returns are the ones the index trains: a bulk build
+    reuses them), and each query's true neighbours are its nearest records *in the whole
+    collection* (``neighbours``: the build streams the input once for them; ``api.publish``
+    holds every vector), not in the sample. Why (measured on 3M x 384, bench/bench_ivf_recall.py):
+    the index loses recall almost only in the probe -- at nprobe 14 the probed lists held 90% of
+    the true top-10 and the PQ + refine passes kept nearly all of those -- and how many lists a
+    query's neighbours spread over depends on the real list geometry and the real density. The
+    old check clustered a 20k sample into lists "of the real size" (55 lists for 3M), where
+    neighbours sit in a few huge lists: it promised 97% at nprobe 14. Without ``neighbours``
+    and with ``n_total`` above the rows given, the sample's own neighbours stand in (sparser, so
+    more lists are needed: conservative for the probe) and the record says so.
 
-The check (``recall_of``) reproduces what the index computes -- residual PQ over the sample's
-own k-means lists, its ADC ranking (distances to centroid + decoded residual), re-ranking of the
-best ``rerank`` by the refine reconstruction -- with matrix operations on the sample, instead of
-building an index per candidate.
+What it picks
+    * ``nlist`` ~ ``4 sqrt(N)`` (a power of two, 16..65536): lists of ~sqrt(N)/4 records;
+    * the codec and ``nprobe`` together: below :data:`PQ_MIN` records, flat (float16) or SQ8
+      lists; above, also IVF-PQ codes of a principal-axes rotation (``pq_rotate``, spec ``OPQm``)
+      with separate refine data (a second PQ, SQ8 or float16: codes are what a query downloads,
+      refine rows only for its candidates) and ``rerank``. Every candidate is scored on the
+      queries' true neighbours, encoded as the index would encode them (residuals of the real
+      centroids): the PQ pass ranks the records of the probed lists, the best ``rerank`` are
+      re-ranked by the refine reconstruction, recall@10 against the exact answer -- for a ladder
+      of ``nprobe``; each candidate takes the smallest ``nprobe`` reaching the target
+      (:func:`target_for` + :data:`MARGIN`). Among those, the cold-query budget is
+      :func:`cold_budget` (a little above the cheapest, at least :data:`COLD_FLOOR`, at most
+      :data:`COLD_MAX`), and within it the one that publishes the fewest bytes per vector wins
+      (then the fewest cold bytes). If none reaches the target, the most accurate one wins, and
+      the record says so.
+    * Bytes: :func:`bytes_model` encodes one representative list chunk and one refine chunk with
+      the real writer (ids of the collection's mean length, its metadata size, its timestamps),
+      and adds the centroids (:func:`centroid_bytes`), codec states and summaries: within ~1-2%
+      of what the bench measures as published (chunks + unlisted refine chunks).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -47,23 +55,25 @@ from .ivf_lists import Refiner
 TARGET_RECALL = 0.95
 TARGET_LARGE = 0.90      # from LARGE records on (issue 11's 1M tab target): bytes per vector matter more
 LARGE = 500_000
-MARGIN = 0.02            # the held-out check must reach the target + MARGIN (queries differ from records)
-DENSITY_MARGIN = 0.04    # + this from LARGE on: the sample is 50x sparser than 1M records, so its
-                         # neighbours are easier to tell apart (20k -> 200k rows cost 0.02-0.035)
-PROBE_RECALL = 0.97
+MARGIN = 0.02            # the held-out check must reach the target + MARGIN (queries differ from records,
+                         # 200 queries leave ~0.01 of noise)
 SMALL = 5_000            # fewer IVF records than this: flat float16 lists, nothing to tune
 PQ_MIN = 20_000          # fewer than this: only flat/SQ8 lists are tried (PQ saves little)
-SAMPLE = 20_000          # rows the choice is made on
-QUERIES = 100            # held-out rows used as queries
+SAMPLE = 20_000          # rows the codecs are trained on for the check
+TRAIN_MAX = 256_000      # rows the centroids are trained on (the bulk build's default sample)
+QUERIES = 200            # held-out rows used as queries
+NEIGHBOURS = 256         # each query's nearest records the check encodes and ranks (> max RERANKS)
 K = 10
-RERANKS = (20, 40, 80, 160)
+RERANKS = (20, 40, 80)
+PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
+          256, 320, 384, 512)   # the nprobe ladder the check walks
 CHUNK_TARGET = 4096      # bytes an ivf_refine chunk aims at
 COLD_FLOOR = 192 * 1024  # cold bytes per query any accurate candidate may spend to publish fewer bytes
 COLD_SLACK = 1.5         # ... or this much over the cheapest accurate candidate
 COLD_MAX = 2 * 2**20     # never more than this per cold query for the sake of published bytes
-CID_BYTES = 64           # a refine block's CID as a list chunk names it (CBOR text)
 REFINE_PQ = (8, 4, 3)    # refine PQ candidates: dim/8, dim/4, dim/3 bytes (nearest divisors of dim)
 ROTATE = True            # PQ codes of a principal-axes rotation (PQCodec rotate): OPQ in the spec
+PQ_TRAIN = 10_000        # rows a PQ codebook trains on (PQCodec's default: what the index uses)
 
 
 @dataclass
@@ -72,6 +82,13 @@ class Choice:
 
     params: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
+    #: the trained centroids the check used (``nlist`` of them), or None; a bulk build trained on
+    #: the same rows with the same seed and iterations reuses them instead of clustering again
+    centroids: np.ndarray | None = field(default=None, repr=False)
+    #: seconds the choice took (``total``) and its k-means of them (``kmeans``); not in the record
+    timing: dict[str, float] = field(default_factory=dict, repr=False)
+    #: every candidate with its recall per nprobe (near neighbours only); not in the record (benches)
+    curves: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         """One human line: what was picked and the evidence."""
@@ -105,9 +122,9 @@ def target_for(n: int) -> float:
 
 
 def margin_for(n: int) -> float:
-    """What the held-out recall must exceed the target by: :data:`MARGIN`, + :data:`DENSITY_MARGIN`
-    from :data:`LARGE` records on."""
-    return MARGIN + (DENSITY_MARGIN if n >= LARGE else 0.0)
+    """What the held-out recall must exceed the target by: :data:`MARGIN` (the check runs at the
+    collection's density, so no density margin any more)."""
+    return MARGIN
 
 
 def cold_budget(cheapest: float) -> float:
@@ -137,12 +154,138 @@ def _divisors_near(dim: int, targets: Sequence[int]) -> list[int]:
     return out
 
 
+def codec_state_bytes(kind: str, dim: int, m: int | None, rotate: bool) -> int:
+    """Bytes of a codec's state in the centroids chunk: PQ codebooks (256 x dim float32) plus a
+    rotation (dim x dim float32); SQ8 two float32 vectors."""
+    if kind == "pq":
+        return 256 * dim * 4 + (dim * dim * 4 if rotate else 0) + 64
+    if kind == "sq8":
+        return 2 * dim * 4 + 32
+    return 16
+
+
+def _representative_ids(n: int, mean_len: float) -> list[str]:
+    """``n`` distinct-looking ids whose mean length is ``mean_len`` (what a list chunk holds)."""
+    lo = max(1, int(math.floor(mean_len)))
+    frac = max(0.0, mean_len - lo)
+    longer = int(round(frac * n))
+    return ["7" * (lo + (1 if i < longer else 0)) for i in range(n)]
+
+
+def bytes_model(n: int, nlist: int, dim: int, *, code_bytes: int, refine_bytes: int | None = None,
+                refine_rows: int | None = None, codec: str = "pq", refine: str | None = None,
+                pq_m: int | None = None, refine_m: int | None = None, rotate: bool = ROTATE,
+                id_bytes: float = 8.0, meta_bytes: float = 1.0, timestamps: np.ndarray | None = None,
+                vectors_dtype: str | None = None) -> dict[str, float]:
+    """Published bytes of an IVF index of ``n`` records, per vector, from one representative list
+    chunk and one refine chunk encoded by the real writer (:mod:`s5vec.layout`).
+
+    ``id_bytes`` = mean UTF-8 length of an id, ``meta_bytes`` = mean CBOR size of a metadata map
+    (``{}`` = 1), ``timestamps`` = a sample of the records' timestamps (None: all equal, as a bulk
+    build stamps records that have none). Returns ``{"list": bytes per record in list chunks
+    (what a probe downloads, per record), "refine_chunk": bytes of one full refine chunk,
+    "per_vector": everything published (chunks + unlisted refine chunks) / n}``."""
+    from .. import layout
+    from .ivf_lists import IVFList
+
+    per = max(1, int(round(n / max(nlist, 1))))
+    rows = refine_rows or 1
+    ids = _representative_ids(per, id_bytes)
+    if timestamps is None or len(timestamps) == 0:
+        ts = np.full(per, 1.7e9)
+    else:
+        t = np.asarray(timestamps, dtype=np.float64)
+        t = np.where(np.isnan(t), 1.7e9, t)
+        ts = t[np.random.default_rng(0).integers(0, t.shape[0], per)]
+    metas = [{} for _ in range(per)]
+    cid = "b" * 59  # a blob CID as text (S5 v1, base32)
+    nblocks = -(-per // rows) if refine else 0
+    shared = codec == "flat"
+    if shared:
+        vecs = np.zeros((per, dim), np.float32)
+        lst = IVFList(ids, vecs, vecs, metas, ts)
+    else:
+        lst = IVFList(ids, np.zeros((per, code_bytes), np.uint8), None, metas, ts)
+    body = {"lists": [lst.body(0, shared, vectors_dtype or "float32", [cid] * nblocks if refine else None)]}
+    chunk = len(layout.encode_chunk("ivf_list", body))
+    chunk += max(0.0, meta_bytes - 1.0) * per  # metadata CBOR is concatenated: additive
+    list_pv = chunk / per
+    refine_chunk = 0
+    refine_pv = 0.0
+    if refine:
+        full = {"list": 0, "start": 0, "data": np.zeros((rows, refine_bytes), np.uint8 if refine != "float16" else np.uint8)}
+        refine_chunk = len(layout.encode_chunk("ivf_refine", full))
+        refine_pv = (refine_chunk - rows * refine_bytes) / rows + refine_bytes
+        # the last block of a list is partial: its framing is shared by fewer rows
+        refine_pv += (refine_chunk - rows * refine_bytes) * max(0, nblocks - per / rows) / per
+    state = codec_state_bytes(codec, dim, pq_m, rotate and codec == "pq")
+    if refine in ("pq", "sq8"):
+        state += codec_state_bytes(refine, dim, refine_m, rotate and refine == "pq")
+    fixed = centroid_bytes(nlist, dim) + state + 2048 + 60 * nlist  # + params; summaries (~60 B a list)
+    per_vector = list_pv + refine_pv + fixed / max(n, 1)
+    return {"list": list_pv, "refine_chunk": float(refine_chunk), "per_vector": per_vector}
+
+
+def train_rows(nlist: int) -> int:
+    """Rows the centroids are trained on: 64 per list, at least :data:`SAMPLE`, at most
+    :data:`TRAIN_MAX` (the bulk build's default sample, so its centroids are these)."""
+    return int(min(TRAIN_MAX, max(SAMPLE, 64 * nlist)))
+
+
+def check_queries(rows: int, seed: int) -> np.ndarray:
+    """Which of ``rows`` sample rows are the check's held-out queries (sorted positions)."""
+    rng = np.random.default_rng([seed, 0xC4E])
+    return np.sort(rng.choice(rows, min(QUERIES, max(1, rows // 10)), replace=False))
+
+
+def nearest_records(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], m: int, metric: str,
+                    exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact ``m`` nearest records of every (prepared) query over a stream of ``(first row, raw
+    vectors)`` blocks: ``(distances, rows, prepared vectors)``, nearest first. ``exclude[i]`` = a
+    row never returned for query ``i`` (the query's own record). Memory: queries x (m + block)."""
+    nq, dim = queries.shape
+    best_d = np.full((nq, m), np.inf, np.float32)
+    best_r = np.full((nq, m), -1, np.int64)
+    best_v = np.zeros((nq, m, dim), np.float32)
+    for start, raw in blocks:
+        x = kernels.prepare(np.ascontiguousarray(raw, dtype=np.float32), metric)
+        d = _dist_matrix(queries, x, metric)
+        if exclude is not None:
+            hit = (exclude >= start) & (exclude < start + x.shape[0])
+            d[np.flatnonzero(hit), exclude[hit] - start] = np.inf
+        kk = min(m, d.shape[1])
+        top = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+        cand_d = np.concatenate([best_d, np.take_along_axis(d, top, 1)], axis=1)
+        keep = np.argpartition(cand_d, m - 1, axis=1)[:, :m]
+        new_d = np.take_along_axis(cand_d, keep, 1)
+        from_old = keep < m
+        new_r = np.where(from_old, np.take_along_axis(best_r, np.minimum(keep, m - 1), 1),
+                         start + np.take_along_axis(top, np.maximum(keep - m, 0), 1))
+        new_v = np.where(from_old[:, :, None], np.take_along_axis(best_v, np.minimum(keep, m - 1)[:, :, None], 1),
+                         x[np.take_along_axis(top, np.maximum(keep - m, 0), 1)])
+        best_d, best_r, best_v = new_d, new_r, new_v
+    order = np.argsort(best_d, axis=1, kind="stable")
+    return (np.take_along_axis(best_d, order, 1), np.take_along_axis(best_r, order, 1),
+            np.take_along_axis(best_v, order[:, :, None], 1))
+
+
 def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None = None, seed: int = 0,
-           meta_bytes: float = 0.0, id_bytes: float = 8.0) -> Choice:
-    """IVF parameters for ``vectors`` (prepared or not; a float32 matrix of the IVF part's records).
+           meta_bytes: float = 1.0, id_bytes: float = 8.0, ts_sample: np.ndarray | None = None,
+           neighbours: tuple[np.ndarray, np.ndarray] | None = None, query_rows: np.ndarray | None = None,
+           kmeans_iters: int = 10, centroids: np.ndarray | None = None) -> Choice:
+    """IVF parameters for ``vectors`` (prepared or not; a float32 matrix of the IVF part's records,
+    or a uniform sample of them).
 
     ``n_total`` = the number of records the index will hold (default: the rows given);
-    ``meta_bytes``/``id_bytes`` = mean stored size of a record's metadata / id (for the byte model).
+    ``id_bytes``/``meta_bytes`` = mean UTF-8 length of an id / CBOR size of a metadata map, and
+    ``ts_sample`` a sample of the timestamps (for :func:`bytes_model`); ``neighbours`` =
+    ``(distances, prepared vectors)`` of the :data:`NEIGHBOURS` nearest records in the whole
+    collection of the rows ``query_rows`` (default :func:`check_queries`), their own record left
+    out (:func:`nearest_records`); without it they are found among the rows given. The returned
+    :class:`Choice` carries the centroids (``kmeans(rows, nlist, iters=kmeans_iters, seed)`` on
+    the first :func:`train_rows` rows given): a build trained on the same rows may reuse them.
+    ``centroids``: the index's trained centroids (``nlist`` of them), when the caller has them
+    already: no k-means then.
     """
     t0 = time.perf_counter()
     x = kernels.prepare(np.ascontiguousarray(vectors, dtype=np.float32), metric)
@@ -157,67 +300,173 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         rec.update(picked=dict(params), why=f"N < {SMALL}: flat float16 lists, nothing to tune")
         return Choice(params, rec)
 
-    rng = np.random.default_rng(seed)
-    take = min(x.shape[0], SAMPLE + QUERIES)
-    rows = rng.choice(x.shape[0], take, replace=False)
-    qs, base = x[rows[:QUERIES]], x[rows[QUERIES:]]
-    s = base.shape[0]
-    # the sample's own lists, as many records per list as the real index will have
-    nlist_s = int(max(16, min(nlist, round(nlist * s / n))))
-    cents = qz.kmeans(base, nlist_s, iters=10, seed=seed, metric=metric)
-    labels = qz.assign(base, cents, metric)
-    exact = _dist_matrix(qs, base, metric)
-    truth = np.argsort(exact, axis=1, kind="stable")[:, :K]
+    rows = x.shape[0]
+    qpos = check_queries(rows, seed) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
+    qs = x[qpos]
+    ntrain = min(rows, train_rows(nlist))
+    nlist_c = int(min(nlist, max(1, ntrain)))
+    if centroids is not None:
+        cents = np.ascontiguousarray(centroids, dtype=np.float32)
+        if cents.shape != (nlist, dim):
+            raise ValueError(f"centroids must be ({nlist}, {dim}), got {cents.shape}")
+        nlist_c = nlist
+    else:
+        cents = qz.kmeans(x[:ntrain], nlist_c, iters=kmeans_iters, seed=seed, metric=metric,
+                          grouped=qz.grouped_pays(nlist_c, metric))  # as IVFIndex._fit: the same centroids
+    t_kmeans = time.perf_counter() - t0
+    whole = neighbours is not None or n <= rows
+    if neighbours is None:
+        blocks = ((s, x[s: s + 65_536]) for s in range(0, rows, 65_536))
+        _, _, nvec = nearest_records(qs, blocks, min(NEIGHBOURS, rows - 1), metric, exclude=qpos)
+    else:
+        nvec = np.asarray(neighbours[1], dtype=np.float32)
+    nq, m = nvec.shape[0], nvec.shape[1]
+    flat_nb = nvec.reshape(nq * m, dim)
+    nlab = qz.assign(flat_nb, cents, metric)
     qc = _dist_matrix(qs, cents, metric)
     order = np.argsort(qc, axis=1, kind="stable")
-    probe_s = _probe_depth(order, labels, truth, nlist_s)
-    # the sample's lists hold as many records as the real ones, so a query's k neighbours (closer
-    # together in the full, denser collection) spread over about as many lists: the same nprobe
-    nprobe = int(min(nlist, max(1, probe_s)))
-    inprobe = np.zeros((qs.shape[0], s), dtype=bool)
-    for i in range(qs.shape[0]):
-        inprobe[i] = np.isin(labels, order[i, :probe_s])
+    rank = np.empty_like(order)
+    rank[np.arange(nq)[:, None], order] = np.arange(order.shape[1])[None, :]
+    need = np.take_along_axis(rank, nlab.reshape(nq, m), axis=1)  # probe depth each neighbour needs
+    kk = min(K, m)
+    exact_d = _rowwise(qs, nvec, metric)
+    probes = [p for p in PROBES if p <= nlist_c] or [nlist_c]
+    cover = {p: float((need[:, :kk] < p).mean()) for p in probes}
 
     per_list = n / nlist
-    resid = base - cents[labels]
-    tried = []
-    over = 16 + id_bytes + meta_bytes  # timestamp, id and metadata (+ their uint32 offsets) of one record
+    sizes = {"id_bytes": id_bytes, "meta_bytes": meta_bytes, "timestamps": ts_sample}
+    tried: list[dict[str, Any]] = []
+
+    train = x[:ntrain]
+    if train.shape[0] > SAMPLE:
+        train = train[np.sort(np.random.default_rng(seed + 1).choice(train.shape[0], SAMPLE, replace=False))]
+    tlab = qz.assign(train, cents, metric)
+    # Records beyond each query's NEIGHBOURS nearest still sit in its probed lists and may beat true
+    # neighbours on their PQ distance (weak codes). The training rows stand for them: a row farther
+    # than the query's last neighbour counts as ``weight`` records of the collection in its list.
+    far_need = rank[:, tlab]                                   # probe depth each training row needs
+    far_ok = _dist_matrix(qs, train, metric) > exact_d[:, -1:]  # not one of the near set
+    weight = (n if whole else rows) / train.shape[0]
+
+    def corrected(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int, far_d: np.ndarray,
+                  far_r: np.ndarray | None, p: int) -> float:
+        """recall@K at nprobe ``p`` as :func:`score` computes it, with the far records the training
+        rows stand for competing for the ``rerank`` (or K) slots of the PQ pass and, once there,
+        for the K of the re-rank (``far_r``: their refine distances). Rows that won a PQ slot by
+        their code's error carry part of it into the refine reconstruction too (measured at 1M:
+        without them the check saw half the refine loss)."""
+        depth = max(kk, rerank) if recon_d is not None else kk
+        found = 0
+        for i in range(nq):
+            sel = np.flatnonzero(need[i] < p)
+            if sel.size == 0:
+                continue
+            fsel = np.flatnonzero(far_ok[i] & (far_need[i] < p))
+            ad, fd = approx_d[i, sel], far_d[i, fsel]
+            # the PQ pass keeps the best ``depth`` by code distance, far rows weighing ``weight``
+            vals = np.concatenate([ad, fd])
+            wts = np.concatenate([np.ones(ad.size), np.full(fd.size, weight)])
+            o = np.argsort(vals, kind="stable")
+            cum = np.cumsum(wts[o])
+            cut = int(np.searchsorted(cum, depth, side="left"))
+            keep = np.zeros(vals.size, bool)
+            keep[o[: cut + 1]] = True
+            near_c, far_c = sel[keep[: ad.size]], fsel[keep[ad.size:]]
+            if recon_d is None:
+                rn, rf = approx_d[i, near_c], far_d[i, far_c]
+            else:
+                rn = recon_d[i, near_c]
+                rf = far_r[i, far_c] if far_r is not None else np.empty(0, np.float32)
+            rf = np.sort(rf)
+            for j in np.flatnonzero(near_c < kk):
+                ahead = int((rn < rn[j]).sum()) + weight * int(np.searchsorted(rf, rn[j], side="left"))
+                found += ahead < kk
+        return found / (nq * K)
+
+    def score(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int) -> dict[int, float]:
+        """recall@K per nprobe: the best ``rerank`` by ``approx_d`` among the probed neighbours,
+        re-ranked by ``recon_d`` (None: no re-rank, the best K by ``approx_d``)."""
+        out = {}
+        for p in probes:
+            if cover[p] * K < 1e-9:
+                out[p] = 0.0
+                continue
+            d = np.where(need < p, approx_d, np.inf)
+            depth = min(m, max(kk, rerank)) if recon_d is not None else kk
+            cand = np.argpartition(d, depth - 1, axis=1)[:, :depth]
+            cd = np.take_along_axis(d, cand, 1)
+            if recon_d is not None:
+                rd = np.take_along_axis(recon_d, cand, 1)
+                rd = np.where(np.isfinite(cd), rd, np.inf)
+            else:
+                rd = cd
+            top = np.take_along_axis(cand, np.argsort(rd, axis=1, kind="stable")[:, :kk], 1)
+            ok = np.take_along_axis(np.isfinite(rd), np.argsort(rd, axis=1, kind="stable")[:, :kk], 1)
+            out[p] = float(((top < kk) & ok).sum() / (nq * K))
+        return out
+
+    def add(row: dict[str, Any], recalls: dict[int, float], list_pv: float, refine_cost: float,
+            check: Any = None) -> None:
+        """One candidate at the smallest nprobe reaching the bar (else its best). ``check(p)``: its
+        recall at ``p`` with the far records competing (:func:`corrected`; never above ``recalls``),
+        walked up the ladder from where ``recalls`` first reaches the bar."""
+        reach = [p for p in probes if recalls[p] >= target + margin]
+        p = reach[0] if reach else max(probes, key=lambda q: (recalls[q], -q))
+        r = recalls[p]
+        if check is not None:
+            best = None
+            for q in [q for q in probes if q >= p][:6]:
+                rq = check(q)
+                if best is None or rq > best[1]:
+                    best = (q, rq)
+                if rq >= target + margin:
+                    best = (q, rq)
+                    break
+            p, r = best
+        row.update(nprobe=p, recall=round(r, 4), recall_near=round(recalls[p], 4),
+                   cold_bytes=int(p * per_list * list_pv + refine_cost),
+                   curve={q: round(v, 4) for q, v in recalls.items()})
+        tried.append(row)
+
     # lists that carry everything: flat (float16 vectors) and SQ8 codes without re-ranking
-    f16 = base.astype(np.float16).astype(np.float32)
     sq = qz.SQ8Codec(dim, "l2")
-    sq.train(base)
-    for name, approx, bpv in (("flat", f16, 2 * dim), ("sq8", sq.decode(sq.encode(base)), dim)):
-        d = np.where(inprobe, _dist_matrix(qs, approx, metric), np.inf)
-        top = np.argsort(d, axis=1, kind="stable")[:, :K]
-        r = float(np.mean([len(np.intersect1d(top[i], truth[i])) for i in range(qs.shape[0])]) / K)
-        tried.append({"codec": name, "pq_m": None, "refine": None, "refine_m": None, "rerank": 0,
-                      "recall": round(r, 4), "cold_bytes": int(nprobe * per_list * (bpv + over)),
-                      "bytes_per_vector": int(bpv + over), "refine_rows": None})
-    for m in (_divisors_near(dim, (dim // 16, dim // 8, dim // 4)) if n >= PQ_MIN else []):
-        pq = qz.PQCodec(dim, m, 8, "l2" if metric == "l2" else "ip", seed=seed, train_size=5000, rotate=ROTATE)
-        pq.train(resid)
-        codes = pq.encode(resid)
-        approx = cents[labels] + pq.decode(codes)
-        d1 = np.where(inprobe, _dist_matrix(qs, approx, metric), np.inf)
+    sq.train(train)
+    for name, rt, bpv in (("flat", lambda v: v.astype(np.float16).astype(np.float32), 2 * dim),
+                          ("sq8", lambda v: sq.decode(sq.encode(v)), dim)):
+        bm = bytes_model(n, nlist, dim, code_bytes=bpv, codec=name, **sizes)
+        ad = _rowwise(qs, rt(flat_nb).reshape(nq, m, dim), metric)
+        fd = _dist_matrix(qs, rt(train), metric)
+        add({"codec": name, "pq_m": None, "refine": None, "refine_m": None, "rerank": 0,
+             "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": None},
+            score(ad, None, 0), bm["list"], 0.0, lambda p, ad=ad, fd=fd: corrected(ad, None, 0, fd, None, p))
+    tresid = train - cents[tlab]
+    ncent = cents[nlab]
+    for pm in (_divisors_near(dim, (dim // 16, dim // 8, dim // 4)) if n >= PQ_MIN else []):
+        pq = qz.PQCodec(dim, pm, 8, "l2" if metric == "l2" else "ip", seed=seed, train_size=PQ_TRAIN, rotate=ROTATE)
+        pq.train(tresid)
+        tcodes = pq.encode(tresid)
+        codes = pq.encode(flat_nb - ncent)
+        d1 = _rowwise(qs, (ncent + pq.decode(codes)).reshape(nq, m, dim), metric)
+        f1 = _dist_matrix(qs, cents[tlab] + pq.decode(tcodes), metric)
         refiners = [("pq", m2) for m2 in _divisors_near(dim, [max(1, dim // f) for f in REFINE_PQ])]
         for kind, m2 in refiners + [("sq8", None), ("float16", None)]:
             ref = Refiner(kind, dim, metric, m2, seed, pq, True, ROTATE)
-            ref.train(base, cents[labels], codes) if kind != "float16" else None
-            recon = ref.roundtrip(base, cents[labels], codes)
+            if kind != "float16":
+                ref.train(train, cents[tlab], tcodes)
+            d2 = _rowwise(qs, ref.roundtrip(flat_nb, ncent, codes).reshape(nq, m, dim), metric)
+            f2 = _dist_matrix(qs, ref.roundtrip(train, cents[tlab], tcodes), metric)
             rows_per_chunk = refine_rows_for(ref.bytes_per_vector)
+            bm = bytes_model(n, nlist, dim, code_bytes=pm, refine_bytes=ref.bytes_per_vector,
+                             refine_rows=rows_per_chunk, codec="pq", refine=kind, pq_m=pm,
+                             refine_m=ref.m if kind == "pq" else None, **sizes)
             for rr in RERANKS:
-                r = recall_of(d1, recon, qs, truth, rr, metric)
-                list_b = nprobe * per_list * (m + over + CID_BYTES / rows_per_chunk)
-                refine_b = rr * min(rows_per_chunk, per_list) * ref.bytes_per_vector
-                row = {"codec": "pq", "pq_m": m, "refine": kind, "refine_m": ref.m if kind == "pq" else None, "rerank": rr,
-                       "recall": round(r, 4), "cold_bytes": int(list_b + refine_b),
-                       "bytes_per_vector": int(m + ref.bytes_per_vector + over + CID_BYTES / rows_per_chunk),
-                       "refine_rows": rows_per_chunk}
-                tried.append(row)
-                if r >= target + margin:
-                    break  # a deeper re-rank only costs more bytes
+                rec_p = score(d1, d2, rr)
+                add({"codec": "pq", "pq_m": pm, "refine": kind, "refine_m": ref.m if kind == "pq" else None,
+                     "rerank": rr, "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": rows_per_chunk},
+                    rec_p, bm["list"], rr * bm["refine_chunk"] * min(1.0, per_list / rows_per_chunk),
+                    lambda p, d2=d2, f2=f2, rr=rr: corrected(d1, d2, rr, f1, f2, p))
     best, budget = pick(tried, target + margin)
-    params: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe, "codec": best["codec"]}
+    params: dict[str, Any] = {"nlist": nlist, "nprobe": int(best["nprobe"]), "codec": best["codec"]}
     if best["codec"] == "flat":
         params["vectors_dtype"] = "float16"
     elif best["codec"] == "sq8":
@@ -230,47 +479,33 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
             params["refine_m"] = best["refine_m"]
     rec.update(
         picked=dict(params),
-        evidence={"sample": s, "queries": int(qs.shape[0]), "recall": best["recall"], "target": target, "margin": margin,
-                  "probe_sample": probe_s, "nlist_sample": nlist_s, "cold_bytes": best["cold_bytes"],
-                  "bytes_per_vector": best["bytes_per_vector"], "reached": budget is not None,
-                  "cold_budget": None if budget is None else int(budget),
+        evidence={"sample": rows, "queries": int(nq), "neighbours": int(m),
+                  "density": "collection" if whole else "sample", "recall": best["recall"], "target": target,
+                  "margin": margin, "cover": round(cover.get(params["nprobe"], 0.0), 4),
+                  "cold_bytes": best["cold_bytes"], "bytes_per_vector": best["bytes_per_vector"],
+                  "curve": {str(q): r for q, r in best["curve"].items()},
+                  "cover_curve": {str(q): round(c, 4) for q, c in cover.items()},
+                  "reached": budget is not None, "cold_budget": None if budget is None else int(budget),
                   "seconds": round(time.perf_counter() - t0, 2)},
-        tried=[{k: v for k, v in t.items() if k != "refine_rows"} for t in tried],
+        tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in tried],
     )
-    return Choice(params, rec)
+    return Choice(params, rec, centroids=cents if nlist_c == nlist and ntrain == rows else None,
+                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=tried)
 
 
 def _dist_matrix(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
     return kernels.distance_matrix(q, x, metric).astype(np.float32, copy=False)
 
 
-def _probe_depth(order: np.ndarray, labels: np.ndarray, truth: np.ndarray, nlist: int) -> int:
-    """Smallest number of probed lists whose lists hold >= PROBE_RECALL of the true top-k."""
-    tl = labels[truth]  # (q, k) list of each true neighbour
-    rank = np.empty_like(order)
-    rank[np.arange(order.shape[0])[:, None], order] = np.arange(order.shape[1])[None, :]
-    need = np.take_along_axis(rank, tl, axis=1)  # probe position each neighbour needs
-    for p in range(1, nlist + 1):
-        if (need < p).mean() >= PROBE_RECALL:
-            return p
-    return nlist
-
-
-def recall_of(d1: np.ndarray, recon: np.ndarray, qs: np.ndarray, truth: np.ndarray, rerank: int,
-              metric: str) -> float:
-    """recall@K of: best ``rerank`` by ``d1`` (ADC distances, inf = not probed), re-ranked by
-    the distance to ``recon`` (refine reconstruction)."""
-    found = 0
-    for i in range(qs.shape[0]):
-        row = d1[i]
-        c = np.argpartition(row, min(rerank, row.shape[0] - 1))[:rerank]
-        c = c[np.isfinite(row[c])]
-        if c.size == 0:
-            continue
-        d2 = kernels.distances(qs[i], recon[c], metric)
-        top = c[np.argsort(d2, kind="stable")[:K]]
-        found += len(np.intersect1d(top, truth[i]))
-    return found / (qs.shape[0] * K)
+def _rowwise(qs: np.ndarray, v: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of query ``i`` to each of its own rows ``v[i]`` (queries x m)."""
+    dots = np.einsum("qd,qmd->qm", qs, v, dtype=np.float32)
+    if metric == "l2":
+        d = np.einsum("qmd,qmd->qm", v, v, dtype=np.float32) - 2.0 * dots + np.einsum("qd,qd->q", qs, qs)[:, None]
+        return np.maximum(d, 0.0)
+    if metric == "cosine":
+        return (1.0 - dots).astype(np.float32)
+    return -dots
 
 
 def choose_hybrid(vectors: np.ndarray, timestamps: np.ndarray, metric: str = "cosine", *, now: float | None = None,
