@@ -77,6 +77,23 @@ def clustered(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float
     return (x, which) if labels else x
 
 
+def sentence_like(n: int, dim: int, seed: int, *, latent: int = 16, clusters: int = 40, noise: float = 0.1,
+                  scales: tuple[float, float] = (0.6, 1.2), model: int = 1234) -> np.ndarray:
+    """Unit vectors shaped like sentence embeddings: anisotropic clusters in a ``latent``-d space
+    mapped to ``dim`` plus small isotropic ``noise`` (bench/common.py ``synthetic``'s shape). The
+    distribution (centres, per-axis ``scales``, the map) is fixed by ``model``; ``seed`` is the
+    draw, so another seed gives fresh queries from the same distribution, never records."""
+    m = np.random.default_rng(model)
+    centres = m.standard_normal((clusters, latent)).astype(np.float32)
+    scale = m.uniform(scales[0], scales[1], (clusters, latent)).astype(np.float32)
+    w = (m.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, clusters, n)
+    z = centres[lab] + scale[lab] * rng.standard_normal((n, latent)).astype(np.float32)
+    x = z @ w + noise * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
 def queries_near(x: np.ndarray, nq: int, noise: float = 0.1, seed: int = 5) -> np.ndarray:
     """``nq`` queries: random data points plus Gaussian noise."""
     rng = np.random.default_rng(seed)

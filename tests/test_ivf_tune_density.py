@@ -10,22 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kit
 from s5vec import api, build, kernels, sources
 from s5vec.index import ivf_tune
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
 
-def _draw(n: int, dim: int, seed: int, *, latent: int = 12, clusters: int = 30, noise: float = 0.12) -> np.ndarray:
-    model = np.random.default_rng(99)  # the distribution; ``seed`` the draw
-    centres = model.standard_normal((clusters, latent)).astype(np.float32)
-    scales = model.uniform(0.5, 1.3, (clusters, latent)).astype(np.float32)
-    w = (model.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    lab = rng.integers(0, clusters, n)
-    z = centres[lab] + scales[lab] * rng.standard_normal((n, latent)).astype(np.float32)
-    x = z @ w + noise * rng.standard_normal((n, dim)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+def _draw(n: int, dim: int, seed: int) -> np.ndarray:
+    """Another distribution than the tuning data's (latent size, clusters, scales, noise, map)."""
+    return kit.sentence_like(n, dim, seed, latent=12, clusters=30, noise=0.12, scales=(0.5, 1.3), model=99)
 
 
 def _recall(db: api.Database, x: np.ndarray, qs: np.ndarray, params: dict | None = None) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kit
-from s5vec import api, layout
+from s5vec import api
 from s5vec.errors import InvalidArgumentError
 from s5vec.index.ivf import IVFIndex
 from s5vec.s5.client import MemoryClient
@@ -190,18 +190,8 @@ def test_tuned_pq_defaults_reach_recall_on_other_data(seed, top):
     assert got >= 0.9, (choice.params, got)
 
 
-def _sentence_like(n: int, dim: int, seed: int, latent: int = 16, clusters: int = 40) -> np.ndarray:
-    """Anisotropic clusters in a ``latent``-d space mapped to ``dim`` plus small isotropic noise
-    (bench/common.py ``synthetic``'s shape); the map is fixed, the draw depends on ``seed``."""
-    model = np.random.default_rng(1234)
-    centres = model.standard_normal((clusters, latent)).astype(np.float32)
-    scales = model.uniform(0.6, 1.2, (clusters, latent)).astype(np.float32)
-    w = (model.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    lab = rng.integers(0, clusters, n)
-    z = centres[lab] + scales[lab] * rng.standard_normal((n, latent)).astype(np.float32)
-    x = z @ w + 0.1 * rng.standard_normal((n, dim)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+def _sentence_like(n: int, dim: int, seed: int) -> np.ndarray:
+    return kit.sentence_like(n, dim, seed)
 
 
 @pytest.mark.parametrize("n_total", [24_000, 1_000_000])

@@ -21,7 +21,7 @@ chunks whose content changed.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence, overload
+from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
 import cbor2
 import numpy as np
@@ -191,35 +191,54 @@ def _offsets(off: Any, size: int, what: str) -> np.ndarray:
     return o
 
 
-class LazyRecords(Sequence[dict]):
+_T = TypeVar("_T")
+
+
+class _Packed(Sequence[_T]):
+    """A packed column read item by item: ``_off`` (checked offsets, see :func:`_offsets`) cuts
+    its data; subclasses say how one item is made (``_at``)."""
+
+    __slots__ = ()
+    _off: np.ndarray
+    _what = "item"
+
+    def __len__(self) -> int:
+        return self._off.shape[0] - 1
+
+    def _at(self, i: int) -> _T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> _T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[_T]: ...
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self._what} index out of range")
+        return self._at(i)
+
+
+class LazyRecords(_Packed[dict]):
     """Metadata maps decoded one by one on first access (see :func:`pack_records`).
 
     Holds the packed bytes and the offsets array as decoded (no per-record Python objects until a
     record is read): a list chunk's metadata costs its bytes in the chunk cache, not 40 B per record."""
 
     __slots__ = ("_blob", "_off", "_cache")
+    _what = "record"
 
     def __init__(self, blob: bytes, offsets: Any) -> None:
         self._off = _offsets(offsets, len(blob), "records")
         self._blob = blob
         self._cache: dict[int, dict] = {}
 
-    def __len__(self) -> int:
-        return self._off.shape[0] - 1
-
-    @overload
-    def __getitem__(self, i: int) -> dict: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[dict]: ...
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("record index out of range")
+    def _at(self, i: int) -> dict:
         v = self._cache.get(i)
         if v is None:
             off = self._off
@@ -230,15 +249,16 @@ class LazyRecords(Sequence[dict]):
         return v
 
     def __iter__(self) -> Iterator[dict]:
-        return (self[i] for i in range(len(self)))
+        return (self._at(i) for i in range(len(self)))
 
 
-class LazyStrings(Sequence[str]):
+class LazyStrings(_Packed[str]):
     """Ids of a packed column (see :func:`pack_strings`), cut out of the text on access: the
     hundreds of ids of a list chunk stay one string and one offsets array (as decoded) instead of
     a list of str objects (~60 B each: more than the chunk's codes at 48 B per vector)."""
 
     __slots__ = ("_text", "_off")
+    _what = "string"
 
     def __init__(self, text: str, offsets: Any) -> None:
         if not isinstance(text, str):
@@ -246,22 +266,7 @@ class LazyStrings(Sequence[str]):
         self._off = _offsets(offsets, len(text), "strings")
         self._text = text
 
-    def __len__(self) -> int:
-        return self._off.shape[0] - 1
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("string index out of range")
+    def _at(self, i: int) -> str:
         off = self._off
         return self._text[off.item(i): off.item(i + 1)]
 
