@@ -41,8 +41,6 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
-
 from .errors import AuthError, IntegrityError, InvalidArgumentError, PortalError, QuotaError, S5VecError
 from .s5.cid import BlobId, blob_cid
 from .s5.client import BlobClient
@@ -81,7 +79,8 @@ def footprint(obj: Any, seen: set[int] | None = None) -> int:
     n = sys.getsizeof(obj)
     if isinstance(obj, _ATOMS):
         return n
-    if isinstance(obj, np.ndarray):
+    np = sys.modules.get("numpy")  # not imported here: the transport layer runs without NumPy,
+    if np is not None and isinstance(obj, np.ndarray):  # and without it no object is an ndarray
         base = obj.base
         return n if base is None else n + footprint(base, seen)
     if isinstance(obj, memoryview):
