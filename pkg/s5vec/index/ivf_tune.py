@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -320,48 +320,102 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         _, _, nvec = nearest_records(qs, blocks, min(NEIGHBOURS, rows - 1), metric, exclude=qpos)
     else:
         nvec = np.asarray(neighbours[1], dtype=np.float32)
-    nq, m = nvec.shape[0], nvec.shape[1]
-    flat_nb = nvec.reshape(nq * m, dim)
-    nlab = qz.assign(flat_nb, cents, metric)
-    qc = _dist_matrix(qs, cents, metric)
-    order = np.argsort(qc, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    rank[np.arange(nq)[:, None], order] = np.arange(order.shape[1])[None, :]
-    need = np.take_along_axis(rank, nlab.reshape(nq, m), axis=1)  # probe depth each neighbour needs
-    kk = min(K, m)
-    exact_d = _rowwise(qs, nvec, metric)
-    probes = [p for p in PROBES if p <= nlist_c] or [nlist_c]
-    cover = {p: float((need[:, :kk] < p).mean()) for p in probes}
-
-    per_list = n / nlist
-    sizes = {"id_bytes": id_bytes, "meta_bytes": meta_bytes, "timestamps": ts_sample}
-    tried: list[dict[str, Any]] = []
-
     train = x[:ntrain]
     if train.shape[0] > SAMPLE:
         train = train[np.sort(np.random.default_rng(seed + 1).choice(train.shape[0], SAMPLE, replace=False))]
-    tlab = qz.assign(train, cents, metric)
-    # Records beyond each query's NEIGHBOURS nearest still sit in its probed lists and may beat true
-    # neighbours on their PQ distance (weak codes). The training rows stand for them: a row farther
-    # than the query's last neighbour counts as ``weight`` records of the collection in its list.
-    far_need = rank[:, tlab]                                   # probe depth each training row needs
-    far_ok = _dist_matrix(qs, train, metric) > exact_d[:, -1:]  # not one of the near set
-    weight = (n if whole else rows) / train.shape[0]
+    chk = _Check(qs, nvec, cents, train, metric, bar=target + margin, per_list=n / nlist,
+                 weight=(n if whole else rows) / train.shape[0], nlist=nlist_c)
+    sizes = {"id_bytes": id_bytes, "meta_bytes": meta_bytes, "timestamps": ts_sample}
+    _try_full_lists(chk, n, nlist, sizes)
+    if n >= PQ_MIN:
+        _try_pq(chk, n, nlist, sizes, seed)
+    tried = chk.tried
+    best, budget = pick(tried, target + margin)
+    params = _params_of(nlist, best)
+    cover = chk.cover
+    nq, m = chk.nq, chk.m
+    rec.update(
+        picked=dict(params),
+        evidence={"sample": rows, "queries": int(nq), "neighbours": int(m),
+                  "density": "collection" if whole else "sample", "recall": best["recall"], "target": target,
+                  "margin": margin, "cover": round(cover.get(params["nprobe"], 0.0), 4),
+                  "cold_bytes": best["cold_bytes"], "bytes_per_vector": best["bytes_per_vector"],
+                  "curve": {str(q): r for q, r in best["curve"].items()},
+                  "cover_curve": {str(q): round(c, 4) for q, c in cover.items()},
+                  "reached": budget is not None, "cold_budget": None if budget is None else int(budget),
+                  "seconds": round(time.perf_counter() - t0, 2)},
+        tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in tried],
+    )
+    return Choice(params, rec, centroids=cents if nlist_c == nlist and ntrain == rows else None,
+                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=tried)
 
-    def corrected(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int, far_d: np.ndarray,
+
+def _params_of(nlist: int, best: Mapping[str, Any]) -> dict[str, Any]:
+    """The index constructor's parameters for the winning candidate."""
+    params: dict[str, Any] = {"nlist": nlist, "nprobe": int(best["nprobe"]), "codec": best["codec"]}
+    if best["codec"] == "flat":
+        params["vectors_dtype"] = "float16"
+    elif best["codec"] == "sq8":
+        params["store_full"] = False
+    else:
+        params.update(pq_m=best["pq_m"], refine=best["refine"], refine_rows=best["refine_rows"], rerank=best["rerank"])
+        if ROTATE:
+            params["pq_rotate"] = True
+        if best["refine"] == "pq":
+            params["refine_m"] = best["refine_m"]
+    return params
+
+
+class _Check:
+    """The held-out check of :func:`choose` at the collection's density: held-out queries ``qs``,
+    their nearest records ``nvec`` (q, m, dim) in the whole collection, the index's centroids and
+    the training rows (standing for the records farther than those). Computes once what every
+    candidate shares (the probe depth each neighbour needs, the cover per nprobe, the far rows'
+    depths) and scores candidates into ``tried``."""
+
+    def __init__(self, qs: np.ndarray, nvec: np.ndarray, cents: np.ndarray, train: np.ndarray, metric: str, *,
+                 bar: float, per_list: float, weight: float, nlist: int) -> None:
+        self.qs, self.cents, self.train, self.metric = qs, cents, train, metric
+        self.bar, self.per_list, self.weight = bar, per_list, weight
+        self.nq, self.m = nvec.shape[0], nvec.shape[1]
+        dim = nvec.shape[2]
+        self.nvec, self.flat_nb = nvec, nvec.reshape(self.nq * self.m, dim)
+        self.nlab = qz.assign(self.flat_nb, cents, metric)
+        order = np.argsort(_dist_matrix(qs, cents, metric), axis=1, kind="stable")
+        rank = np.empty_like(order)
+        rank[np.arange(self.nq)[:, None], order] = np.arange(order.shape[1])[None, :]
+        self.need = np.take_along_axis(rank, self.nlab.reshape(self.nq, self.m), axis=1)  # probe depth each neighbour needs
+        self.kk = min(K, self.m)
+        exact_d = _rowwise(qs, nvec, metric)
+        self.probes = [p for p in PROBES if p <= nlist] or [nlist]
+        self.cover = {p: float((self.need[:, :self.kk] < p).mean()) for p in self.probes}
+        self.tlab = qz.assign(train, cents, metric)
+        # Records beyond each query's NEIGHBOURS nearest still sit in its probed lists and may beat true
+        # neighbours on their PQ distance (weak codes). The training rows stand for them: a row farther
+        # than the query's last neighbour counts as ``weight`` records of the collection in its list.
+        self.far_need = rank[:, self.tlab]                                  # probe depth each training row needs
+        self.far_ok = _dist_matrix(qs, train, metric) > exact_d[:, -1:]  # not one of the near set
+        self.tried: list[dict[str, Any]] = []
+
+    def rowwise(self, approx: np.ndarray) -> np.ndarray:
+        """Distances of each query to its neighbours' reconstruction ``approx`` (q*m, dim)."""
+        return _rowwise(self.qs, approx.reshape(self.nq, self.m, -1), self.metric)
+
+    def corrected(self, approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int, far_d: np.ndarray,
                   far_r: np.ndarray | None, p: int) -> float:
-        """recall@K at nprobe ``p`` as :func:`score` computes it, with the far records the training
+        """recall@K at nprobe ``p`` as :meth:`score` computes it, with the far records the training
         rows stand for competing for the ``rerank`` (or K) slots of the PQ pass and, once there,
         for the K of the re-rank (``far_r``: their refine distances). Rows that won a PQ slot by
         their code's error carry part of it into the refine reconstruction too (measured at 1M:
         without them the check saw half the refine loss)."""
+        kk, weight = self.kk, self.weight
         depth = max(kk, rerank) if recon_d is not None else kk
         found = 0
-        for i in range(nq):
-            sel = np.flatnonzero(need[i] < p)
+        for i in range(self.nq):
+            sel = np.flatnonzero(self.need[i] < p)
             if sel.size == 0:
                 continue
-            fsel = np.flatnonzero(far_ok[i] & (far_need[i] < p))
+            fsel = np.flatnonzero(self.far_ok[i] & (self.far_need[i] < p))
             ad, fd = approx_d[i, sel], far_d[i, fsel]
             # the PQ pass keeps the best ``depth`` by code distance, far rows weighing ``weight``
             vals = np.concatenate([ad, fd])
@@ -381,17 +435,18 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
             for j in np.flatnonzero(near_c < kk):
                 ahead = int((rn < rn[j]).sum()) + weight * int(np.searchsorted(rf, rn[j], side="left"))
                 found += ahead < kk
-        return found / (nq * K)
+        return found / (self.nq * K)
 
-    def score(approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int) -> dict[int, float]:
+    def score(self, approx_d: np.ndarray, recon_d: np.ndarray | None, rerank: int) -> dict[int, float]:
         """recall@K per nprobe: the best ``rerank`` by ``approx_d`` among the probed neighbours,
         re-ranked by ``recon_d`` (None: no re-rank, the best K by ``approx_d``)."""
+        kk, m = self.kk, self.m
         out = {}
-        for p in probes:
-            if cover[p] * K < 1e-9:
+        for p in self.probes:
+            if self.cover[p] * K < 1e-9:
                 out[p] = 0.0
                 continue
-            d = np.where(need < p, approx_d, np.inf)
+            d = np.where(self.need < p, approx_d, np.inf)
             depth = min(m, max(kk, rerank)) if recon_d is not None else kk
             cand = np.argpartition(d, depth - 1, axis=1)[:, :depth]
             cd = np.take_along_axis(d, cand, 1)
@@ -402,15 +457,16 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
                 rd = cd
             top = np.take_along_axis(cand, np.argsort(rd, axis=1, kind="stable")[:, :kk], 1)
             ok = np.take_along_axis(np.isfinite(rd), np.argsort(rd, axis=1, kind="stable")[:, :kk], 1)
-            out[p] = float(((top < kk) & ok).sum() / (nq * K))
+            out[p] = float(((top < kk) & ok).sum() / (self.nq * K))
         return out
 
-    def add(row: dict[str, Any], recalls: dict[int, float], list_pv: float, refine_cost: float,
+    def add(self, row: dict[str, Any], recalls: dict[int, float], list_pv: float, refine_cost: float,
             check: Any = None) -> None:
         """One candidate at the smallest nprobe reaching the bar (else its best). ``check(p)``: its
-        recall at ``p`` with the far records competing (:func:`corrected`; never above ``recalls``),
+        recall at ``p`` with the far records competing (:meth:`corrected`; never above ``recalls``),
         walked up the ladder from where ``recalls`` first reaches the bar."""
-        reach = [p for p in probes if recalls[p] >= target + margin]
+        probes = self.probes
+        reach = [p for p in probes if recalls[p] >= self.bar]
         p = reach[0] if reach else max(probes, key=lambda q: (recalls[q], -q))
         r = recalls[p]
         if check is not None:
@@ -419,78 +475,62 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
                 rq = check(q)
                 if best is None or rq > best[1]:
                     best = (q, rq)
-                if rq >= target + margin:
+                if rq >= self.bar:
                     best = (q, rq)
                     break
             p, r = best
         row.update(nprobe=p, recall=round(r, 4), recall_near=round(recalls[p], 4),
-                   cold_bytes=int(p * per_list * list_pv + refine_cost),
+                   cold_bytes=int(p * self.per_list * list_pv + refine_cost),
                    curve={q: round(v, 4) for q, v in recalls.items()})
-        tried.append(row)
+        self.tried.append(row)
 
-    # lists that carry everything: flat (float16 vectors) and SQ8 codes without re-ranking
+
+def _try_full_lists(chk: _Check, n: int, nlist: int, sizes: Mapping[str, Any]) -> None:
+    """Candidates whose lists carry everything: flat (float16 vectors) and SQ8 codes, no re-rank."""
+    dim = chk.flat_nb.shape[1]
     sq = qz.SQ8Codec(dim, "l2")
-    sq.train(train)
+    sq.train(chk.train)
     for name, rt, bpv in (("flat", lambda v: v.astype(np.float16).astype(np.float32), 2 * dim),
                           ("sq8", lambda v: sq.decode(sq.encode(v)), dim)):
         bm = bytes_model(n, nlist, dim, code_bytes=bpv, codec=name, **sizes)
-        ad = _rowwise(qs, rt(flat_nb).reshape(nq, m, dim), metric)
-        fd = _dist_matrix(qs, rt(train), metric)
-        add({"codec": name, "pq_m": None, "refine": None, "refine_m": None, "rerank": 0,
-             "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": None},
-            score(ad, None, 0), bm["list"], 0.0, lambda p, ad=ad, fd=fd: corrected(ad, None, 0, fd, None, p))
-    tresid = train - cents[tlab]
-    ncent = cents[nlab]
-    for pm in (_divisors_near(dim, (dim // 16, dim // 8, dim // 4)) if n >= PQ_MIN else []):
+        ad = chk.rowwise(rt(chk.flat_nb))
+        fd = _dist_matrix(chk.qs, rt(chk.train), chk.metric)
+        chk.add({"codec": name, "pq_m": None, "refine": None, "refine_m": None, "rerank": 0,
+                 "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": None},
+                chk.score(ad, None, 0), bm["list"], 0.0,
+                lambda p, ad=ad, fd=fd: chk.corrected(ad, None, 0, fd, None, p))
+
+
+def _try_pq(chk: _Check, n: int, nlist: int, sizes: Mapping[str, Any], seed: int) -> None:
+    """IVF-PQ candidates (residual codes of ``pq_m`` = dim/16, dim/8, dim/4 bytes) with separate
+    refine data (a second PQ, SQ8 or float16) and each re-rank depth of :data:`RERANKS`."""
+    dim, metric, cents = chk.flat_nb.shape[1], chk.metric, chk.cents
+    per_list = n / nlist
+    tresid = chk.train - cents[chk.tlab]
+    ncent = cents[chk.nlab]
+    for pm in _divisors_near(dim, (dim // 16, dim // 8, dim // 4)):
         pq = qz.PQCodec(dim, pm, 8, "l2" if metric == "l2" else "ip", seed=seed, train_size=PQ_TRAIN, rotate=ROTATE)
         pq.train(tresid)
         tcodes = pq.encode(tresid)
-        codes = pq.encode(flat_nb - ncent)
-        d1 = _rowwise(qs, (ncent + pq.decode(codes)).reshape(nq, m, dim), metric)
-        f1 = _dist_matrix(qs, cents[tlab] + pq.decode(tcodes), metric)
+        codes = pq.encode(chk.flat_nb - ncent)
+        d1 = chk.rowwise(ncent + pq.decode(codes))
+        f1 = _dist_matrix(chk.qs, cents[chk.tlab] + pq.decode(tcodes), metric)
         refiners = [("pq", m2) for m2 in _divisors_near(dim, [max(1, dim // f) for f in REFINE_PQ])]
         for kind, m2 in refiners + [("sq8", None), ("float16", None)]:
             ref = Refiner(kind, dim, metric, m2, seed, pq, True, ROTATE)
             if kind != "float16":
-                ref.train(train, cents[tlab], tcodes)
-            d2 = _rowwise(qs, ref.roundtrip(flat_nb, ncent, codes).reshape(nq, m, dim), metric)
-            f2 = _dist_matrix(qs, ref.roundtrip(train, cents[tlab], tcodes), metric)
+                ref.train(chk.train, cents[chk.tlab], tcodes)
+            d2 = chk.rowwise(ref.roundtrip(chk.flat_nb, ncent, codes))
+            f2 = _dist_matrix(chk.qs, ref.roundtrip(chk.train, cents[chk.tlab], tcodes), metric)
             rows_per_chunk = refine_rows_for(ref.bytes_per_vector)
             bm = bytes_model(n, nlist, dim, code_bytes=pm, refine_bytes=ref.bytes_per_vector,
                              refine_rows=rows_per_chunk, codec="pq", refine=kind, pq_m=pm,
                              refine_m=ref.m if kind == "pq" else None, **sizes)
             for rr in RERANKS:
-                rec_p = score(d1, d2, rr)
-                add({"codec": "pq", "pq_m": pm, "refine": kind, "refine_m": ref.m if kind == "pq" else None,
-                     "rerank": rr, "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": rows_per_chunk},
-                    rec_p, bm["list"], rr * bm["refine_chunk"] * min(1.0, per_list / rows_per_chunk),
-                    lambda p, d2=d2, f2=f2, rr=rr: corrected(d1, d2, rr, f1, f2, p))
-    best, budget = pick(tried, target + margin)
-    params: dict[str, Any] = {"nlist": nlist, "nprobe": int(best["nprobe"]), "codec": best["codec"]}
-    if best["codec"] == "flat":
-        params["vectors_dtype"] = "float16"
-    elif best["codec"] == "sq8":
-        params["store_full"] = False
-    else:
-        params.update(pq_m=best["pq_m"], refine=best["refine"], refine_rows=best["refine_rows"], rerank=best["rerank"])
-        if ROTATE:
-            params["pq_rotate"] = True
-        if best["refine"] == "pq":
-            params["refine_m"] = best["refine_m"]
-    rec.update(
-        picked=dict(params),
-        evidence={"sample": rows, "queries": int(nq), "neighbours": int(m),
-                  "density": "collection" if whole else "sample", "recall": best["recall"], "target": target,
-                  "margin": margin, "cover": round(cover.get(params["nprobe"], 0.0), 4),
-                  "cold_bytes": best["cold_bytes"], "bytes_per_vector": best["bytes_per_vector"],
-                  "curve": {str(q): r for q, r in best["curve"].items()},
-                  "cover_curve": {str(q): round(c, 4) for q, c in cover.items()},
-                  "reached": budget is not None, "cold_budget": None if budget is None else int(budget),
-                  "seconds": round(time.perf_counter() - t0, 2)},
-        tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in tried],
-    )
-    return Choice(params, rec, centroids=cents if nlist_c == nlist and ntrain == rows else None,
-                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=tried)
+                chk.add({"codec": "pq", "pq_m": pm, "refine": kind, "refine_m": ref.m if kind == "pq" else None,
+                         "rerank": rr, "bytes_per_vector": round(bm["per_vector"], 1), "refine_rows": rows_per_chunk},
+                        chk.score(d1, d2, rr), bm["list"], rr * bm["refine_chunk"] * min(1.0, per_list / rows_per_chunk),
+                        lambda p, d2=d2, f2=f2, rr=rr: chk.corrected(d1, d2, rr, f1, f2, p))
 
 
 def _dist_matrix(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
