@@ -13,6 +13,7 @@ import pytest
 import kit
 from s5vec import api, build, kernels, sources
 from s5vec.index import ivf_tune
+from s5vec.index.ivf_store import storable_centroids
 from s5vec.s5.client import MemoryClient
 from s5vec.store import ChunkStore
 
@@ -70,3 +71,27 @@ def test_byte_estimate_matches_the_published_index(built):
     est = rep.choice.record["evidence"]["bytes_per_vector"]
     print(f"\nbytes per vector: estimate {est}, published {published:.2f}")
     assert abs(est - published) <= 0.02 * published, (est, published, rep.choice.line())
+
+
+def test_publish_trains_the_index_the_check_measured():
+    """``api.publish`` in memory: the chooser clusters a uniform draw of the records (not the first
+    ones: records often arrive in time or topic order) and the index is trained on those rows with
+    those centroids -- the index its estimate describes, with one k-means instead of two."""
+    n = 70_000  # nlist 1024 trains on 65,536 rows: fewer than the records
+    x = _draw(n, 16, seed=8)
+    x = x[np.argsort(x[:, 0], kind="stable")]  # topic order: the first rows are one end of the space
+    recs = [{"id": str(i), "vector": x[i], "timestamp": 1.0} for i in range(n)]
+    seen = []
+    store = ChunkStore(MemoryClient())
+    cid = api.publish(recs, store, kind="ivf", explain=seen.append)
+    choice = seen[0]
+    pos = choice.train_pos
+    assert choice.params["nlist"] == 1024 and len(pos) == ivf_tune.train_rows(1024) < n
+    assert np.all(np.diff(pos) > 0) and pos[-1] > n - 1000  # sorted, drawn from all of them
+    assert 0.4 < float(np.mean(pos >= n // 2)) < 0.6
+    db = api.Database.open(cid, store=store)
+    stored, _ = storable_centroids(choice.centroids)
+    assert np.array_equal(db.index.centroids, stored)
+    assert len(db.index) == n
+    qs = _draw(200, 16, seed=9)
+    assert _recall(db, x, qs) >= ivf_tune.target_for(n) - 0.02  # the estimate's bar, minus the check's noise

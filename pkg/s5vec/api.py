@@ -333,6 +333,23 @@ def choose_params(kind: str, ids: Sequence[str], vectors: np.ndarray, metadata: 
     return ivf_tune.choose_hybrid(vectors, timestamps, metric, **sizes)
 
 
+def train_as_checked(index: Index, choice: Any, vectors: np.ndarray) -> bool:
+    """Train the empty ``index``'s IVF part on the rows ``choice`` clustered (``choice.train_pos``
+    of ``vectors``) with its centroids, so the index is the one the held-out check measured and
+    k-means runs once (100k x 384 hybrid: publish 112.5 -> 99.1 CPU s). False
+    (nothing done) when the choice has no such centroids; ``add`` then trains as usual."""
+    from .build import ivf_of, train
+
+    cents, pos = getattr(choice, "centroids", None), getattr(choice, "train_pos", None)
+    if cents is None or pos is None or index.kind not in ("ivf", "hybrid"):
+        return False
+    ivf = ivf_of(index)
+    if cents.shape != (ivf.nlist, ivf.dim) or len(pos) < ivf.nlist:
+        return False
+    train(index, vectors[pos], cents)
+    return True
+
+
 def publish(
     records: Iterable[Mapping[str, Any]], store: ChunkStore, *, kind: str = DEFAULT_KIND, metric: str = "cosine",
     params: Mapping[str, Any] | None = None, progress: Any = None, text_field: str | None = None,
@@ -361,6 +378,8 @@ def publish(
             if explain is not None:
                 explain(choice)
     index = new_index(kind, mat.shape[1], metric, params)
+    if choice is not None:
+        train_as_checked(index, choice, mat)
     add_kwargs = {"progress": progress} if progress else {}
     index.add(ids, mat, metas, ts, **add_kwargs)
     extra = dict(extra or {})

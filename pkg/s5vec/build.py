@@ -43,12 +43,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import kernels, layout
-from . import quantizers as qz
 from .errors import InvalidArgumentError, S5VecError
 from .filters import summarize
 from .index.ivf import IVFIndex
 from .index.ivf_lists import IVFList
-from .index.ivf_store import CENTROIDS_KIND, LIST_KIND, REFINE_KIND
+from .index.ivf_store import CENTROIDS_KIND, REFINE_KIND
 from .sources import DEFAULT_BLOCK, Block, Source
 
 BUILD_KINDS = ("ivf", "hybrid")
@@ -472,7 +471,7 @@ def choose_params(kind: str, sample: np.ndarray, metric: str, n_total: int, seed
            "why": "bulk load: every record goes to the IVF part", "ivf": c.record}
     if "evidence" in c.record:
         rec["evidence"] = c.record["evidence"]
-    return ivf_tune.Choice(params, rec, centroids=c.centroids, timing=c.timing)
+    return ivf_tune.Choice(params, rec, centroids=c.centroids, train_pos=c.train_pos, timing=c.timing)
 
 
 def choose_for_source(source: Source, *, kind: str, metric: str, sample_size: int | None, seed: int,
@@ -506,10 +505,13 @@ def choose_for_source(source: Source, *, kind: str, metric: str, sample_size: in
 
 def reusable_centroids(index: Any, choice: Any, seed: int) -> np.ndarray | None:
     """The choice's centroids when the template would cluster the same rows the same way (same
-    seed, float32 rows, as many lists)."""
+    seed, float32 rows, as many lists, all of the sample: ``train`` trains on the whole sample)."""
     ivf = ivf_of(index)
     c = getattr(choice, "centroids", None)
+    pos = getattr(choice, "train_pos", None)
     if c is None or ivf.vectors_dtype != "float32" or ivf.seed != seed or c.shape != (ivf.nlist, ivf.dim):
+        return None
+    if pos is None or (len(pos) and int(pos[-1]) != len(pos) - 1):  # sorted: all rows iff the last is n-1
         return None
     return c
 

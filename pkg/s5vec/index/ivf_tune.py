@@ -85,6 +85,10 @@ class Choice:
     #: the trained centroids the check used (``nlist`` of them), or None; a bulk build trained on
     #: the same rows with the same seed and iterations reuses them instead of clustering again
     centroids: np.ndarray | None = field(default=None, repr=False)
+    #: positions (sorted) of the rows given to :func:`choose` that ``centroids`` were trained on:
+    #: ``api.publish`` trains the index on those rows with those centroids (one k-means, and the
+    #: index the check measured); None when unknown (centroids passed in)
+    train_pos: np.ndarray | None = field(default=None, repr=False)
     #: seconds the choice took (``total``) and its k-means of them (``kmeans``); not in the record
     timing: dict[str, float] = field(default_factory=dict, repr=False)
     #: every candidate with its recall per nprobe (near neighbours only); not in the record (benches)
@@ -283,7 +287,8 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     collection of the rows ``query_rows`` (default :func:`check_queries`), their own record left
     out (:func:`nearest_records`); without it they are found among the rows given. The returned
     :class:`Choice` carries the centroids (``kmeans(rows, nlist, iters=kmeans_iters, seed)`` on
-    the first :func:`train_rows` rows given): a build trained on the same rows may reuse them.
+    :func:`train_rows` of the rows given, all of them or a seeded uniform draw: ``train_pos``): an
+    index trained on the same rows may reuse them.
     ``centroids``: the index's trained centroids (``nlist`` of them), when the caller has them
     already: no k-means then.
     """
@@ -305,13 +310,17 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     qs = x[qpos]
     ntrain = min(rows, train_rows(nlist))
     nlist_c = int(min(nlist, max(1, ntrain)))
+    # more rows than the centroids need (all of a collection, in memory): a uniform draw of them, not
+    # the first ones (records often come in time or topic order)
+    tpos = (np.arange(rows, dtype=np.int64) if ntrain == rows
+            else np.sort(np.random.default_rng([seed, 0x7A1]).choice(rows, ntrain, replace=False)))
     if centroids is not None:
         cents = np.ascontiguousarray(centroids, dtype=np.float32)
         if cents.shape != (nlist, dim):
             raise ValueError(f"centroids must be ({nlist}, {dim}), got {cents.shape}")
         nlist_c = nlist
     else:
-        cents = qz.kmeans(x[:ntrain], nlist_c, iters=kmeans_iters, seed=seed, metric=metric,
+        cents = qz.kmeans(x[tpos], nlist_c, iters=kmeans_iters, seed=seed, metric=metric,
                           grouped=qz.grouped_pays(nlist_c, metric))  # as IVFIndex._fit: the same centroids
     t_kmeans = time.perf_counter() - t0
     whole = neighbours is not None or n <= rows
@@ -320,7 +329,7 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
         _, _, nvec = nearest_records(qs, blocks, min(NEIGHBOURS, rows - 1), metric, exclude=qpos)
     else:
         nvec = np.asarray(neighbours[1], dtype=np.float32)
-    train = x[:ntrain]
+    train = x[tpos]
     if train.shape[0] > SAMPLE:
         train = train[np.sort(np.random.default_rng(seed + 1).choice(train.shape[0], SAMPLE, replace=False))]
     chk = _Check(qs, nvec, cents, train, metric, bar=target + margin, per_list=n / nlist,
@@ -329,25 +338,24 @@ def choose(vectors: np.ndarray, metric: str = "cosine", *, n_total: int | None =
     _try_full_lists(chk, n, nlist, sizes)
     if n >= PQ_MIN:
         _try_pq(chk, n, nlist, sizes, seed)
-    tried = chk.tried
-    best, budget = pick(tried, target + margin)
+    best, budget = pick(chk.tried, target + margin)
     params = _params_of(nlist, best)
-    cover = chk.cover
-    nq, m = chk.nq, chk.m
     rec.update(
         picked=dict(params),
-        evidence={"sample": rows, "queries": int(nq), "neighbours": int(m),
+        evidence={"sample": rows, "queries": int(chk.nq), "neighbours": int(chk.m),
                   "density": "collection" if whole else "sample", "recall": best["recall"], "target": target,
-                  "margin": margin, "cover": round(cover.get(params["nprobe"], 0.0), 4),
+                  "margin": margin, "cover": round(chk.cover.get(params["nprobe"], 0.0), 4),
                   "cold_bytes": best["cold_bytes"], "bytes_per_vector": best["bytes_per_vector"],
                   "curve": {str(q): r for q, r in best["curve"].items()},
-                  "cover_curve": {str(q): round(c, 4) for q, c in cover.items()},
+                  "cover_curve": {str(q): round(c, 4) for q, c in chk.cover.items()},
                   "reached": budget is not None, "cold_budget": None if budget is None else int(budget),
                   "seconds": round(time.perf_counter() - t0, 2)},
-        tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in tried],
+        tried=[{k: v for k, v in t.items() if k not in ("refine_rows", "curve")} for t in chk.tried],
     )
-    return Choice(params, rec, centroids=cents if nlist_c == nlist and ntrain == rows else None,
-                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=tried)
+    known = nlist_c == nlist
+    return Choice(params, rec, centroids=cents if known else None,
+                  train_pos=tpos if known and centroids is None else None,
+                  timing={"total": time.perf_counter() - t0, "kmeans": t_kmeans}, curves=chk.tried)
 
 
 def _params_of(nlist: int, best: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,7 +387,7 @@ class _Check:
         self.bar, self.per_list, self.weight = bar, per_list, weight
         self.nq, self.m = nvec.shape[0], nvec.shape[1]
         dim = nvec.shape[2]
-        self.nvec, self.flat_nb = nvec, nvec.reshape(self.nq * self.m, dim)
+        self.flat_nb = nvec.reshape(self.nq * self.m, dim)
         self.nlab = qz.assign(self.flat_nb, cents, metric)
         order = np.argsort(_dist_matrix(qs, cents, metric), axis=1, kind="stable")
         rank = np.empty_like(order)
@@ -575,11 +583,14 @@ def choose_hybrid(vectors: np.ndarray, timestamps: np.ndarray, metric: str = "co
                       "recent": int(recent.sum()), "hnsw.vectors_dtype": "float16",
                       **{f"ivf.{k}": v for k, v in ivf.items()}},
            "why": why}
-    if sub is not None:
-        rec["ivf"] = sub.record
-        if "evidence" in sub.record:
-            rec["evidence"] = sub.record["evidence"]
-    return Choice(params, rec)
+    if sub is None:
+        return Choice(params, rec)
+    rec["ivf"] = sub.record
+    if "evidence" in sub.record:
+        rec["evidence"] = sub.record["evidence"]
+    hist_pos = np.flatnonzero(hist)
+    return Choice(params, rec, centroids=sub.centroids,
+                  train_pos=None if sub.train_pos is None else hist_pos[sub.train_pos], timing=sub.timing)
 
 
 def centroid_bytes(nlist: int, dim: int) -> int:
