@@ -177,15 +177,18 @@ def cmd_ivf(args: argparse.Namespace) -> None:
         store = api.make_store([url], timeout=120)
         src = sources.open_source(args.npy)
         load0 = os.getloadavg()
+        rss = RssSampler()
         rep = build.build(src, store, kind=args.kind, metric="cosine", params=params, seed=0, progress=args.progress,
                           dask=args.dask, portals=[url], sample_size=args.sample,
                           explain=lambda c: print("# " + c.line(), file=sys.stderr, flush=True))
+        rss.stop()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         man = api.read_manifest(store, rep.cid)
         unlisted = (man.get("extra") or {}).get("unlisted") or {}
         published = sum(c["size"] for c in man["chunks"]) + sum(u["bytes"] for u in unlisted.values())
         out = {"n": rep.count, "dim": src.dim, "spec": rep.spec, "cid": rep.cid, "seconds": {k: round(v, 1) for k, v in rep.seconds.items()},
-               "peak_rss_mib": round(peak_mib), "list_bytes": rep.bytes, "list_bytes_per_vector": round(rep.bytes / rep.count, 1),
+               "peak_rss_mib": round(peak_mib), "peak_rss_mib_by_phase": rss.by_phase(rep.seconds),
+               "spilled_bytes": rep.spilled, "list_bytes": rep.bytes, "list_bytes_per_vector": round(rep.bytes / rep.count, 1),
                "published_bytes_per_vector": round(published / rep.count, 1), "unlisted": unlisted,
                "picked": (rep.choice.params if rep.choice is not None else None),
                "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
@@ -208,6 +211,41 @@ def cmd_ivf(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class RssSampler:
+    """This process's resident set (VmRSS) every ``every`` seconds on a thread, so a build's peak
+    can be told per phase (``getrusage`` only knows the peak of the whole run)."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        import threading
+
+        self.t0, self.samples, self._stop = time.perf_counter(), [], threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            with open("/proc/self/status") as fh:
+                kb = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:"))
+            self.samples.append((time.perf_counter() - self.t0, kb / 1024))
+            self._stop.wait(every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_phase(self, seconds: dict) -> dict:
+        """Peak MiB in each phase of a build report's ``seconds`` (train, encode, upload, assemble: in that order)."""
+        out, start = {}, 0.0
+        for name in ("train", "encode", "upload", "assemble"):
+            if name not in seconds:
+                continue
+            end = start + seconds[name]
+            inside = [m for t, m in self.samples if start <= t <= end]
+            out[name] = round(max(inside)) if inside else None
+            start = end
+        return out
 
 
 def cmd_phases(args: argparse.Namespace) -> None:

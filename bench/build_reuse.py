@@ -48,8 +48,8 @@ def main() -> None:
         build.train(index, sample, cents)
         del sample
         t1 = time.perf_counter()
-        results, timings = build._run_local(index, src, store, rows=65_536, now=time.time(), threads=4,
-                                            progress=False, on_block=None)
+        results, timings, _ = build._run_local(index, src, store, rows=65_536, now=time.time(), threads=4,
+                                               progress=False, on_block=None)
         cid = build.assemble(index, results, store, extra={"params_from": "ivf_tune.choose (scale3m)"})
         man = api.read_manifest(store, cid)
         unlisted = (man.get("extra") or {}).get("unlisted") or {}

@@ -13,6 +13,7 @@ import pytest
 
 import kit
 from conftest import ROOT
+from procs import portal_process
 from s5vec import api, build, layout, sources
 from s5vec.errors import DimensionError, InvalidArgumentError, InvalidVectorError
 from s5vec.s5.client import MemoryClient
@@ -249,9 +250,7 @@ def test_bad_jsonl_and_parquet_records(tmp_path):
 _MEMORY_SCRIPT = r"""
 import json, sys
 import numpy as np
-from s5vec import build, sources
-from s5vec.s5.client import MemoryClient
-from s5vec.store import ChunkStore
+from s5vec import api, build, sources
 
 def status(field):
     with open("/proc/self/status") as fh:
@@ -265,14 +264,15 @@ base = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as fh:  # reset the high-water mark (VmHWM) to the current RSS
     fh.write("5")
 assert status("VmHWM") <= base + 1024, (status("VmHWM"), base)
-rep = build.build(src, ChunkStore(MemoryClient(), cache_bytes=1 << 20), kind="ivf",
-                  params={"nlist": 64, "codec": "pq", "pq_m": 16, "store_full": False}, sample_size=10000)
-print(json.dumps({"base_kib": base, "peak_kib": status("VmHWM"), "count": rep.count}))
+store = api.make_store([sys.argv[2]], cache_bytes=1 << 20)  # a real portal: the chunks live in its process
+rep = build.build(src, store, kind="ivf", params={"nlist": 64, "codec": "pq", "pq_m": 16, "store_full": False},
+                  sample_size=10000, spill_dir=sys.argv[3])
+print(json.dumps({"base_kib": base, "peak_kib": status("VmHWM"), "count": rep.count, "spilled": rep.spilled}))
 """
 
 INPUT_DIM = 256
-PER_RECORD_CEILING = 700  # bytes of RSS per extra record streamed (a float32 input row is 1,024 bytes)
-TOTAL_CEILING_MIB = 180  # RSS growth for all 200k records (the float32 input is 195 MiB)
+PER_RECORD_CEILING = 120  # bytes of RSS per extra record streamed (a float32 input row is 1,024 bytes)
+TOTAL_CEILING_MIB = 100  # RSS growth for all 200k records (the float32 input is 195 MiB)
 
 
 def _write_input(path, rows: int) -> None:
@@ -284,28 +284,72 @@ def _write_input(path, rows: int) -> None:
     mm.flush()
 
 
-def _growth_mib(path) -> float:
+def _growth_mib(path, portal_dir) -> float:
+    """Peak RSS growth of a build of ``path`` in a fresh process, uploading to a portal process."""
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "pkg"), OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path)], capture_output=True, text=True,
-                         env=env, timeout=600)
+    spill = portal_dir / "spill"
+    spill.mkdir()
+    with portal_process(portal_dir) as url:
+        out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path), url, str(spill)], capture_output=True,
+                             text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["spilled"] > 16 * got["count"]  # the codes went through the spill files...
+    assert list(spill.iterdir()) == []  # ...which are gone
     return (got["peak_kib"] - got["base_kib"]) / 1024
 
 
 @pytest.mark.slow
 def test_streaming_200k_vectors_stays_under_the_memory_ceiling(tmp_path):
-    """Streaming 200k x 256 vectors (195 MiB of float32) from a .npy: peak RSS growth (VmHWM, reset
-    once the input is opened and BLAS is warm) stays under 180 MiB, and the second 100k records
-    cost under 700 bytes each (an input row is 1,024; measured ~540): the input is read 16k rows at a time; what
-    grows is only what is published (PQ codes, ids, metadata, held until uploaded, and kept by the
-    in-memory portal). The fixed part is the training sample (10k rows, a few copies) and one
-    block's temporaries."""
+    """Streaming 200k x 256 vectors (195 MiB of float32) from a .npy to a portal process: peak RSS
+    growth (VmHWM, reset once the input is opened and BLAS is warm) stays under 100 MiB, and the
+    second 100k records cost under 120 bytes each (measured 29; an input row is 1,024): the input is
+    read 16k rows at a time, the encoded rows wait for their upload in spill files (they were held
+    in memory: 96 / 127 MiB, 333 bytes per extra record), and the duplicate-id check keeps 8 bytes
+    a record. The fixed part is the training sample (10k rows, a few copies), one block's
+    temporaries and the units being uploaded."""
     _write_input(tmp_path / "a.npy", 100_000)
     _write_input(tmp_path / "b.npy", 200_000)
-    small, big = _growth_mib(tmp_path / "a.npy"), _growth_mib(tmp_path / "b.npy")
+    (tmp_path / "pa").mkdir()
+    (tmp_path / "pb").mkdir()
+    small, big = _growth_mib(tmp_path / "a.npy", tmp_path / "pa"), _growth_mib(tmp_path / "b.npy", tmp_path / "pb")
     per_record = (big - small) * 2**20 / 100_000
     print(f"RSS growth streaming 100k / 200k x {INPUT_DIM}: {small:.1f} / {big:.1f} MiB; "
           f"{per_record:.0f} bytes per extra record")
     assert big < TOTAL_CEILING_MIB
     assert per_record < PER_RECORD_CEILING
+
+
+def test_duplicate_across_blocks_is_named_and_colliding_hashes_pass(tmp_path, data, monkeypatch):
+    """The duplicate-id check keeps hashes, not ids: a repeat in a later block is found after the
+    last block (nothing uploaded, the spill files removed), and ids that only share a hash pass."""
+    d, x, ids, *_ = data
+    with open(tmp_path / "dup.jsonl", "w") as fh:
+        for i in range(len(x)):
+            fh.write(json.dumps(ids[i] if i != 5321 else ids[17]) + "\n")  # blocks of 1000: row 17 and 5321
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    store = _store()
+    with pytest.raises(InvalidArgumentError, match="duplicate id 'r17' \\(input row 5321 repeats row 17\\)"):
+        _build(sources.open_source(d / "x.npy", ids=tmp_path / "dup.jsonl"), store=store, spill_dir=str(spill))
+    assert _uploaded(store) == 0 and list(spill.iterdir()) == []
+    # every id collides with a seventh of the others: still distinct, so the build goes through
+    monkeypatch.setattr(build, "_id_hashes", lambda ids: np.array([int(i[1:]) % 7 for i in ids], np.int64))
+    rep, _ = _build(sources.open_source(d / "x.npy", ids=d / "ids.jsonl"))
+    assert rep.count == len(x) and rep.spilled > 0
+
+
+def test_piece_spill_reads_back_in_order_once(tmp_path):
+    from s5vec.spill import PieceSpill
+
+    with PieceSpill(3, tmp_path) as sp:
+        for k in range(5):
+            sp.add(k % 3, {"k": k, "a": np.arange(k)})
+        sp.add(1, None)  # an empty piece writes nothing
+        got = [p["k"] for p in sp.pieces(1)]
+        assert got == [1, 4]
+        with pytest.raises(RuntimeError):
+            list(sp.pieces(1))
+        assert [p["k"] for p in sp.pieces(0)] == [0, 3]
+        d = sp.dir
+    assert not os.path.exists(d)

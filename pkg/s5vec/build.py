@@ -391,7 +391,8 @@ def assemble(index: Any, results: Sequence[UnitResult], store: Any, *, created: 
 @dataclass
 class BuildReport:
     """``chunks``/``bytes``: every chunk the units wrote (list + refine chunks); ``choice``: the
-    parameters picked when none were given (``ivf_tune.Choice``), else None."""
+    parameters picked when none were given (``ivf_tune.Choice``), else None; ``spilled``: bytes
+    the encoded rows took on disk between encoding and upload (0 on Dask)."""
 
     cid: str
     count: int
@@ -400,6 +401,7 @@ class BuildReport:
     seconds: dict[str, float] = field(default_factory=dict)
     spec: str = ""
     choice: Any = None
+    spilled: int = 0
 
 
 def _bar(total: int | None, desc: str, unit: str, enabled: bool):
@@ -413,21 +415,42 @@ def _bar(total: int | None, desc: str, unit: str, enabled: bool):
 
 
 class DuplicateCheck:
-    """Rejects an id seen before in the stream (the build is an insert of distinct records)."""
+    """Rejects an id seen before in the stream (the build is an insert of distinct records).
+
+    Keeps 8 bytes a record (each id's ``hash()``; equal strings hash equally within a process),
+    not the ids: a set of 10M ids was ~1 GB of the build's heap. Repeats within a block fail at
+    once; across blocks :meth:`finish` looks for repeated hashes after the last block and reads
+    the ids of those rows again to name the duplicate, so two ids that merely collide pass."""
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self._hashes: list[np.ndarray] = []
 
     def __call__(self, block: Block) -> None:
-        new = set(block.ids)
-        if len(new) != len(block.ids):
+        if len(set(block.ids)) != len(block.ids):
             local: set[str] = set()
             dup = next(i for i in block.ids if i in local or local.add(i))  # type: ignore[func-returns-value]
             raise InvalidArgumentError(f"duplicate id {dup!r} in input rows {block.start}..")
-        again = new & self.seen
-        if again:
-            raise InvalidArgumentError(f"duplicate id {min(again)!r} (input rows {block.start}.. repeat an earlier id)")
-        self.seen |= new
+        self._hashes.append(_id_hashes(block.ids))
+
+    def finish(self, source: Source, rows: int) -> None:
+        """Raise InvalidArgumentError naming the first id that repeats an earlier one, if any
+        (reads ``source`` again only when two rows share a hash)."""
+        h = np.sort(np.concatenate(self._hashes)) if self._hashes else np.empty(0, np.int64)
+        self._hashes = []
+        again = np.unique(h[1:][h[1:] == h[:-1]])
+        if again.size == 0:
+            return
+        first: dict[str, int] = {}
+        for block in source.blocks(rows):
+            for j in np.flatnonzero(np.isin(_id_hashes(block.ids), again)).tolist():
+                i, row = block.ids[j], block.start + j
+                if i in first:
+                    raise InvalidArgumentError(f"duplicate id {i!r} (input row {row} repeats row {first[i]})")
+                first[i] = row
+
+
+def _id_hashes(ids: Sequence[str]) -> np.ndarray:
+    return np.fromiter(map(hash, ids), np.int64, len(ids))
 
 
 def record_sizes(source: Source, rows: int = 512) -> dict[str, float]:
@@ -558,7 +581,7 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
           threads: int = 4, progress: bool = False, dask: Any = None, portals: Sequence[str] | None = None,
           on_block: Callable[[int], Any] | None = None, connect_timeout: float = 10.0,
           auth_token: str | None = None, explain: Callable[[Any], Any] | None = None,
-          extra: Mapping[str, Any] | None = None) -> BuildReport:
+          extra: Mapping[str, Any] | None = None, spill_dir: str | None = None) -> BuildReport:
     """Build and publish an index of ``kind`` over ``source`` block by block; returns the report.
 
     Without ``params`` they are picked for the input's size and data (:func:`choose_params`,
@@ -569,7 +592,9 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
     ``dask``: None (this process; ``threads`` upload in parallel), ``"local"`` (a LocalCluster)
     or a scheduler address / ``distributed.Client``: then workers encode and upload and
     ``portals`` (their URLs) is required. ``sample_size`` rows (default
-    :func:`default_sample_size`) drawn with ``seed`` train the index.
+    :func:`default_sample_size`) drawn with ``seed`` train the index. ``spill_dir``: where this
+    process keeps the encoded rows until their upload (a private temporary directory under it;
+    default: the system's, ``TMPDIR``), ~160 B a record with the 10M defaults.
     """
     t0 = time.perf_counter()
     now = time.time() if now is None else float(now)
@@ -579,55 +604,62 @@ def build(source: Source, store: Any, *, kind: str = "ivf", metric: str = "cosin
     if choice is not None:
         extra["auto"] = choice.record
     t1 = time.perf_counter()
+    spilled = 0
     if dask is not None:
         from .build_dask import run_dask
 
         results, timings = run_dask(index, source, dask, portals, rows=rows, now=now, progress=progress,
                                     on_block=on_block, connect_timeout=connect_timeout, auth_token=auth_token)
     else:
-        results, timings = _run_local(index, source, store, rows=rows, now=now, threads=threads,
-                                      progress=progress, on_block=on_block)
+        results, timings, spilled = _run_local(index, source, store, rows=rows, now=now, threads=threads,
+                                               progress=progress, on_block=on_block, spill_dir=spill_dir)
     t2 = time.perf_counter()
     cid = assemble(index, results, store, created=created, extra=extra)
     seconds = {"train": t1 - t0, **timings, "assemble": time.perf_counter() - t2}
     seconds["total"] = time.perf_counter() - t0
     chunks = sum(len(r.chunks) + sum(u[0] for u in r.unlisted.values()) for r in results)
-    return BuildReport(cid, len(index), chunks, sum(r.bytes for r in results), seconds, index.spec(), choice)
+    return BuildReport(cid, len(index), chunks, sum(r.bytes for r in results), seconds, index.spec(), choice,
+                       spilled)
 
 
 def _run_local(index: Any, source: Source, store: Any, *, rows: int, now: float, threads: int, progress: bool,
-               on_block: Callable[[int], Any] | None) -> tuple[list[UnitResult], dict[str, float]]:
+               on_block: Callable[[int], Any] | None, spill_dir: str | None = None
+               ) -> tuple[list[UnitResult], dict[str, float], int]:
+    """Encode every block, its pieces spilled to disk per unit (:class:`~s5vec.spill.PieceSpill`),
+    then upload the units ``threads`` at a time, each read back from its file: memory is a block
+    plus the units in flight, not the encoded collection. Returns (results, seconds, bytes spilled)."""
+    from .spill import PieceSpill
+
     ivf = ivf_of(index)
     units = unit_lists(ivf)
-    pieces: list[list[Piece | None]] = [[] for _ in units]
     check = DuplicateCheck()
-    bar = _bar(source.count, "encoding", "vec", progress)
-    t0 = time.perf_counter()
-    for b, block in enumerate(source.blocks(rows)):
-        check(block)
-        for u, p in enumerate(encode_block(ivf, stamp_block(block, now), units)):
-            pieces[u].append(p)
-        if bar is not None:
-            bar.update(len(block))
-        if on_block is not None:
-            on_block(b)
-    if bar is not None:
-        bar.close()
-    del check
-    t1 = time.perf_counter()
-    bar = _bar(len(units), "uploading", "unit", progress)
-    results: list[UnitResult] = [None] * len(units)  # type: ignore[list-item]
-
-    def one(u: int) -> UnitResult:
-        r = upload_unit(ivf, units[u], pieces[u], store)
-        pieces[u] = []  # free this unit's rows as soon as they are uploaded
-        return r
-
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="s5upload") as ex:
-        for u, r in zip(range(len(units)), ex.map(one, range(len(units)))):
-            results[u] = r
+    with PieceSpill(len(units), spill_dir) as spill:
+        bar = _bar(source.count, "encoding", "vec", progress)
+        t0 = time.perf_counter()
+        for b, block in enumerate(source.blocks(rows)):
+            check(block)
+            for u, p in enumerate(encode_block(ivf, stamp_block(block, now), units)):
+                spill.add(u, p)
             if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    return results, {"encode": t1 - t0, "upload": time.perf_counter() - t1}
+                bar.update(len(block))
+            if on_block is not None:
+                on_block(b)
+        if bar is not None:
+            bar.close()
+        check.finish(source, rows)
+        t1 = time.perf_counter()
+        bar = _bar(len(units), "uploading", "unit", progress)
+        results: list[UnitResult] = [None] * len(units)  # type: ignore[list-item]
+
+        def one(u: int) -> UnitResult:
+            return upload_unit(ivf, units[u], spill.pieces(u), store)
+
+        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="s5upload") as ex:
+            for u, r in zip(range(len(units)), ex.map(one, range(len(units)))):
+                results[u] = r
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        spilled = spill.bytes
+    return results, {"encode": t1 - t0, "upload": time.perf_counter() - t1}, spilled

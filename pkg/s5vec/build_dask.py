@@ -118,7 +118,7 @@ def _run(client: Any, ivf: Any, units: list[range], source: Source, portals: lis
             bar.update(n)
     if bar is not None:
         bar.close()
-    del check
+    check.finish(source, rows)
     t1 = time.perf_counter()
     uploads = {}
     for u, lists in enumerate(units):
