@@ -197,7 +197,8 @@ class PublishCache:
 
 
 def scale_key(n: int, dim: int, recent_share: float, kind: str) -> list[Any]:
-    """PublishCache key of bench_scale's default-params index (read by bench_batch). "v2": the
-    defaults changed (rotated PQ, published bytes within a cold budget), so an index cached under
-    older defaults is not what publish picks now."""
-    return [n, dim, recent_share, kind, "v2"]
+    """PublishCache key of bench_scale's default-params index (read by bench_batch). The tag names
+    the defaults: "v2" rotated PQ within a cold budget; "v3" the check at the collection's density
+    and the index trained on the check's rows and centroids. An index cached under older defaults
+    is not what publish picks now."""
+    return [n, dim, recent_share, kind, "v3"]

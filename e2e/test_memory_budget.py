@@ -29,6 +29,7 @@ def test_many_cold_searches_stay_within_the_cache_budget(harness, portals):
                        params={"lazy_base": True, "M": 8, "ef_construction": 40})
     qx = [[float(v) for v in q] for q in kit.queries_near(x, 40, seed=5)]
     qy = [[float(v) for v in q] for q in kit.queries_near(y, 40, seed=6)]
+    qz = [[float(v) for v in q] for q in kit.queries_near(x, 150, seed=7)]  # one batch bigger than the cache
     # what the opens keep (centroids, summaries; the HNSW ids, metadata, codes, upper layers) is ~400 KB;
     # the IVF lists + refine rows and the HNSW base layer ~500 KB more: ~250 KB of room for them
     budget = 640 << 10
@@ -49,8 +50,10 @@ def test_many_cold_searches_stay_within_the_cache_budget(harness, portals):
              }
            }
            const batches = { a: await a.searchBatch(vx, { k: 10 }), b: await b.searchBatch(vy, { k: 10 }) };
-           return { singles, batches, worst, after: await a.stats() };""",
-        {"a": a, "b": b, "qx": qx, "qy": qy}, timeout=300_000)
+           const big = await a.searchBatch(arg.qz, { k: 10 });
+           const bigStats = a.lastStats, afterBig = await a.stats();
+           return { singles, batches, worst, after: await a.stats(), big, bigStats, afterBig };""",
+        {"a": a, "b": b, "qx": qx, "qy": qy, "qz": qz}, timeout=300_000)
     worst, after = out["worst"], out["after"]
     assert after["cache_limit"] == budget and after["evictions"] > 100 and after["chunks_fetched"] > 500
     assert 0 < after["resident_bytes"] < budget  # what the two opens keep, counted in the budget
@@ -62,3 +65,10 @@ def test_many_cold_searches_stay_within_the_cache_budget(harness, portals):
         for g, s, w in zip(out["batches"][key], out["singles"][key], want):
             assert [h["id"] for h in g] == [h["id"] for h in s]
             kit.assert_same_hits(g, w)
+    # a batch of 150 over a 640 KB cache: answered in groups (64 first: no estimate in a manifest
+    # with explicit params; then as many as half the cache holds), the same hits as CPython
+    assert out["bigStats"]["queries"] == 150 and out["bigStats"]["groups"] >= 3, out["bigStats"]
+    assert out["afterBig"]["cache_bytes"] <= budget and out["afterBig"]["pinned_bytes"] == 0
+    ref = api.Database.open(ivf, [url])
+    for g, w in zip(out["big"], ref.search_batch(np.asarray(qz, dtype=np.float32), 10)):
+        kit.assert_same_hits(g, w)

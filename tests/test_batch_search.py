@@ -199,3 +199,52 @@ def test_tab_delete_on_a_lazy_hybrid_with_refine_chunks():
     got = db.search_batch(x[:3], 10)
     assert not {"v0", "v1"} & {h["id"] for r in got for h in r}
     assert got[2][0]["id"] == "v2"
+
+
+def test_big_batch_is_answered_in_groups_that_fit_the_cache(monkeypatch):
+    """A batch whose chunks would not fit the cache is answered group by group, each group's fetch
+    within half the cache, with the same hits as one by one (and as a big cache gives); the group
+    size follows what a query of the previous group fetched."""
+    cid, store, x = _hybrid_db(3000)
+    qs = kit.queries_near(x, 120, seed=31)
+    one = api.Database.open(cid, store=ChunkStore(store.client))
+    want = [one.search(q, 10) for q in qs]
+    big = api.Database.open(cid, store=ChunkStore(store.client, cache_bytes=64 * 2**20))
+    got_big = big.search_batch_with_stats(qs, 10)
+    assert got_big["stats"]["groups"] == 2  # no estimate in a manifest with explicit params: 64, then the rest
+    db = api.Database.open(cid, store=ChunkStore(store.client, cache_bytes=96 * 1024))
+    sizes, fetched = [], []
+    real_next, real_fetched = api.BatchGroups.next, api.BatchGroups.fetched
+
+    def spy_next(self):
+        g = real_next(self)
+        if g is not None:
+            sizes.append(len(g))
+        return g
+
+    def spy_fetched(self, queries, nbytes):
+        fetched.append(nbytes / queries)
+        real_fetched(self, queries, nbytes)
+
+    monkeypatch.setattr(api.BatchGroups, "next", spy_next)
+    monkeypatch.setattr(api.BatchGroups, "fetched", spy_fetched)
+    got = db.search_batch_with_stats(qs, 10)
+    assert got["stats"]["groups"] == len(sizes) > 2 and sum(sizes) == len(qs) == got["stats"]["queries"]
+    for a, b in zip(sizes[1:-1], fetched):  # 48 KiB of budget / bytes a query fetched, at least 8
+        assert a == max(api.BATCH_MIN_GROUP, int(48 * 1024 // b))
+    for g, gb, w in zip(got["results"], got_big["results"], want):
+        _same(g, w)
+        _same(gb, w)
+
+
+def test_batch_groups_follow_the_estimate_and_what_was_fetched():
+    g = api.BatchGroups(1000, 10 * 2**20, per_query=200 * 1024)  # 5 MiB of budget / 200 KiB = 25 a group
+    assert len(g.next()) == 25
+    g.fetched(25, 25 * 50 * 1024)  # really 50 KiB a query: 102 a group
+    assert len(g.next()) == 102
+    g.fetched(102, 0)  # warm: keeps the estimate
+    assert len(g.next()) == 102
+    g.fetched(102, 102 * 4 * 2**20)  # 4 MiB a query: the floor
+    assert len(g.next()) == api.BATCH_MIN_GROUP
+    assert api.BatchGroups(5, 2**20).next() == range(0, 5)  # no estimate: one first group of up to 64
+    assert api.BatchGroups(0, 2**20).next() is None

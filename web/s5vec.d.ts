@@ -138,6 +138,10 @@ export interface SearchStats {
   rounds?: number;
   /** searchBatch: number of queries the stats cover */
   queries?: number;
+  /** searchBatch: groups the batch was answered in, one after the other, each expected to fetch at
+   * most half the chunk cache (a big batch over a big index would otherwise hold every query's
+   * chunks at once); the hits are the same in any grouping. */
+  groups?: number;
   /** With a pool (workers > 1): the worker that answered (0 = the first, which takes the writes). */
   worker?: number;
   /** A searchBatch split across a pool: how many workers answered parts of it (the counts are summed
