@@ -172,6 +172,15 @@ def search(index: Any, vector: Any, k: int = 10, filter: Any = None, *, chunks: 
     return [(h.id, h.distance) for h in hits]
 
 
+def assert_same_ranking(got: Sequence[tuple[str, float]], want: Sequence[tuple[str, float]],
+                        *, tol: float = SCORE_TOL) -> None:
+    """:func:`search` results (``(id, distance)``) that agree as :func:`assert_same_hits` says:
+    what a resident IVF list and a lazily read one give, the latter scoring PQ refine codes
+    against a rotated query instead of decoding them (float32 rounding apart)."""
+    assert_same_hits([{"id": i, "score": d} for i, d in got], [{"id": i, "score": d} for i, d in want],
+                     tol=tol, metadata=False)
+
+
 def flat_oracle(ids: Sequence[str], vectors: np.ndarray, metric: str = "cosine",
                 metadata: Sequence[Mapping[str, Any]] | None = None,
                 timestamps: Sequence[float] | None = None) -> Any:

@@ -109,6 +109,13 @@ def scan(query: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray |
     return np.negative(dots, out=dots)
 
 
+def row_dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``data @ query`` by the route :func:`scan` takes on this platform (einsum in Pyodide)."""
+    if _ROWWISE_EINSUM:
+        return np.einsum("nd,d->n", data, query)
+    return data @ query
+
+
 def distance_matrix(queries: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray | None = None) -> np.ndarray:
     """Distances (queries x rows) as :func:`distances` gives them row by row, in one matrix
     product (batched search, the tuner's held-out checks)."""

@@ -769,6 +769,16 @@ class PQCodec:
         with kernels.one_blas_thread():
             return (out @ self.rotation.T).astype(np.float32, copy=False)
 
+    def dots(self, query: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``decode(codes) @ query`` without decoding: ``R`` is orthonormal, so q . (D R^T) =
+        (q R) . D, with D the codebook rows the codes name. One dim x dim product per query
+        instead of one per row: in Pyodide (no optimised BLAS) rotating back 20 re-rank rows of
+        384-d took 1.3 ms, the rotated query 0.1 ms."""
+        self._need()
+        q = self._rotated(np.asarray(query, dtype=np.float32).reshape(1, self.dim)).reshape(self.dim)
+        parts = self.codebooks[np.arange(self.m)[None, :], np.asarray(codes).astype(np.intp)]
+        return kernels.row_dots(parts.reshape(parts.shape[0], self.dim), q)
+
     def distance_table(self, query: np.ndarray) -> np.ndarray:
         self._need()
         q = np.asarray(query, dtype=np.float32).reshape(1, self.dim)

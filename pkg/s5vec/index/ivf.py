@@ -850,9 +850,9 @@ class IVFIndex(IVFStorage):
                     parts.append(lst.vectors[b * R: (b + 1) * R])
                 else:
                     parts.append(self._refine_block(st.numbers[s], lst, b, chunks)[1])
-            vecs = np.empty((approx.size, self.dim), dtype=np.float32)
+            dist = np.empty(approx.size, dtype=np.float32)
             res = np.asarray(resident)[where]
-            for flag in (True, False):  # resident rows as they are; stored codes decoded for these rows only
+            for flag in (True, False):  # resident rows as they are; stored codes scored for these rows only
                 sel = np.flatnonzero(res == flag)
                 if not sel.size:
                     continue
@@ -865,12 +865,13 @@ class IVFIndex(IVFStorage):
                     np.cumsum([p.shape[0] for p in sub[:-1]], out=starts[1:])
                 pool = np.concatenate(sub) if len(sub) > 1 else sub[0]
                 got = pool[starts[pos[where[sel]]] + rows[sel] % R]
-                if not flag:
+                if flag:
+                    dist[sel] = kernels.scan(query.vector, got, self.metric)
+                else:
                     s_sel = src[sel]
-                    got = self._refine_decode(np.asarray([st.numbers[int(x)] for x in s_sel]),
-                                              [st.sources[int(x)] for x in s_sel], rows[sel], got)
-                vecs[sel] = got
-            cd[approx] = kernels.scan(query.vector, vecs, self.metric)
+                    dist[sel] = self._refine_distances(query.vector, np.asarray([st.numbers[int(x)] for x in s_sel]),
+                                                       [st.sources[int(x)] for x in s_sel], rows[sel], got)
+            cd[approx] = dist
         hits = []
         for b in kernels.top_k(cd, query.k):
             lst, r = st.sources[int(st.src[b])], int(st.rows[b])

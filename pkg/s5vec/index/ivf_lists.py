@@ -246,7 +246,8 @@ class Refiner:
     ``encode(x, centroids, codes)`` -> what an ``ivf_refine`` chunk stores for prepared vectors
     ``x`` of one list (``centroids`` = that list's centroid broadcast per row, ``codes`` their
     first-level codes); ``decode`` is its inverse; ``roundtrip`` = decode(encode(...)), which is
-    what the index keeps in memory so a resident search and a loaded one agree exactly.
+    what the index keeps in memory so a resident search and a loaded one agree (to float32
+    rounding: a loaded PQ refine is scored against the rotated query, :meth:`dots`).
 
     - ``float16``: the vectors as float16 (2 bytes per dimension);
     - ``sq8``: per-dimension scalar quantization (1 byte per dimension);
@@ -307,6 +308,18 @@ class Refiner:
         if self.residual and cents is not None:
             base = base + cents
         return (base + self.codec.decode(data)).astype(np.float32, copy=False)
+
+    def dots(self, query: np.ndarray, data: np.ndarray, cents: np.ndarray | None,
+             codes: np.ndarray | None) -> np.ndarray | None:
+        """``decode(data, cents, codes) @ query`` without decoding, for a PQ refine over PQ codes
+        (each code's rotation applied to the query once, not to every row); None for the other
+        kinds (their decode has no rotation to save)."""
+        if self.kind != "pq" or codes is None or not isinstance(self.first, qz.PQCodec):
+            return None
+        d = self.first.dots(query, codes) + self.codec.dots(query, data)
+        if self.residual and cents is not None:
+            d += kernels.row_dots(np.asarray(cents, dtype=np.float32), query)
+        return d.astype(np.float32, copy=False)
 
     def roundtrip(self, x: np.ndarray, cents: np.ndarray | None, codes: np.ndarray | None) -> np.ndarray:
         return self.decode(self.encode(x, cents, codes), cents, codes)

@@ -182,13 +182,21 @@ class IVFStorage:
             raise FormatError(f"malformed ivf_refine chunk: {exc}") from None
         return start, data
 
-    def _refine_decode(self, ls: np.ndarray, lists: Sequence[IVFList], rows: np.ndarray, data: np.ndarray) -> np.ndarray:
-        """Re-rank vectors of rows ``rows`` of lists ``lists`` (list numbers ``ls``), from their refine codes ``data``."""
+    def _refine_distances(self, query: np.ndarray, ls: np.ndarray, lists: Sequence[IVFList], rows: np.ndarray,
+                          data: np.ndarray) -> np.ndarray:
+        """Distances of ``query`` to the re-rank vectors of rows ``rows`` of lists ``lists`` (list
+        numbers ``ls``) from their refine codes ``data``: decoded, then ``kernels.scan``. For cosine / inner product with a PQ refine over PQ codes the dots
+        are taken without decoding (``Refiner.dots``: the query is rotated once per codec instead
+        of every row back): the default at 100k in Pyodide spent 2.6 ms a query rotating 20 rows."""
         codes = None
         if lists[0].codes is not None:
             codes = np.stack([lst.codes[r] for lst, r in zip(lists, rows.tolist())])
         cents = self.centroids[ls] if self.residual else None  # type: ignore[index,attr-defined]
-        return self.refiner.decode(data, cents, codes)  # type: ignore[attr-defined]
+        metric = self.metric  # type: ignore[attr-defined]
+        dots = None if metric == "l2" else self.refiner.dots(query, data, cents, codes)  # type: ignore[attr-defined]
+        if dots is None:
+            return kernels.scan(query, self.refiner.decode(data, cents, codes), metric)  # type: ignore[attr-defined]
+        return np.subtract(1.0, dots, out=dots) if metric == "cosine" else np.negative(dots, out=dots)
 
     def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
         """All decoded re-rank vectors of one refine block of list ``l`` (making a list resident)."""
