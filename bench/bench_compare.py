@@ -142,7 +142,8 @@ def run_hnswlib(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, reps: 
     return row("hnswlib", "HNSW", "M=16,efC=200,ef=64", "CPython", (wall, cpu), found, lat, batch_s, size, n, truth)
 
 
-def run_faiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, nlist: int, nprobe: int, reps: int) -> list[dict]:
+def run_faiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, nlist: int, nprobe: int, reps: int,
+              graphs: bool = True) -> list[dict]:
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -156,11 +157,12 @@ def run_faiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, nlist: i
         rows.append(row("faiss", name, params, "CPython", build, found, lat, batch_s, size, n, truth))
         print(f"# faiss {name}: recall {rows[-1]['recall@10']:.3f}, build {build[0]:.0f} s", flush=True)
 
-    h = faiss.IndexHNSWFlat(d, 16, IP)
-    h.hnsw.efConstruction = 200
-    _, wall, cpu = timed(lambda: h.add(base))
-    h.hnsw.efSearch = 64
-    measure("HNSWFlat", "M=16,efC=200,ef=64", h, (wall, cpu), int(faiss.serialize_index(h).size))
+    if graphs:
+        h = faiss.IndexHNSWFlat(d, 16, IP)
+        h.hnsw.efConstruction = 200
+        _, wall, cpu = timed(lambda: h.add(base))
+        h.hnsw.efSearch = 64
+        measure("HNSWFlat", "M=16,efC=200,ef=64", h, (wall, cpu), int(faiss.serialize_index(h).size))
 
     flat = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, IP)
     _, wall, cpu = timed(lambda: (flat.train(base), flat.add(base)))
@@ -198,6 +200,13 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--build", action="store_true", help="run `bash build_wheel.sh` first")
+    ap.add_argument("--npy", help="base vectors from this .npy (e.g. bench_build.py gen's 1M) instead of synthetic")
+    ap.add_argument("--queries-npy", help="with --npy: the queries")
+    ap.add_argument("--truth", help="with --npy: their exact top-10 row numbers (bench_build.py truth)")
+    ap.add_argument("--baselines", default="hnswlib,faiss-hnsw,faiss-ivf",
+                    help="which baselines (comma-separated; the graph builds take ~10 min each at 1M here)")
+    ap.add_argument("--nlist", type=int, help="faiss IVF nlist (default: s5vec ivf's pick, else 4 sqrt(n))")
+    ap.add_argument("--nprobe", type=int, help="faiss IVF nprobe (default: s5vec ivf's pick, else 16)")
     args = ap.parse_args()
     if args.build:
         BB.build_bundle()
@@ -207,28 +216,40 @@ def main() -> None:
     print(f"# bench_compare  {time.strftime('%Y-%m-%d %H:%M %Z')}  {os.cpu_count()} cores, load {load[0]:.1f} "
           f"{load[1]:.1f} {load[2]:.1f}; synthetic n={args.n} dim={args.dim}, {args.queries} queries, k={K}; "
           "one thread everywhere", flush=True)
-    base, queries, ts0 = C.synthetic(args.n, args.dim, args.queries)
+    if args.npy:
+        base = np.load(args.npy, mmap_mode="r")
+        base = np.ascontiguousarray(base / np.linalg.norm(base, axis=1, keepdims=True), dtype=np.float32)
+        queries = np.load(args.queries_npy)[: args.queries].astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        args.n = base.shape[0]
+        ts0 = np.arange(args.n, dtype=np.float64)
+    else:
+        base, queries, ts0 = C.synthetic(args.n, args.dim, args.queries)
     ts = recent_timestamps(ts0, args.recent_share)
     ids = [str(i) for i in range(args.n)]
     id_index = {i: n for n, i in enumerate(ids)}
-    truth = C.ground_truth(base, queries, K)
+    truth = np.load(args.truth)[: args.queries, :K] if args.truth else C.ground_truth(base, queries, K)
     rows: list[dict] = []
     browser_rows: list[dict] = []
     published: list[tuple[str, str, str, float]] = []
     nlist, nprobe = int(round(4 * np.sqrt(args.n))), 16
     with BB.portal() as srv:
         store = make_store([srv.url], timeout=120)
-        for kind in args.kinds.split(","):
+        for kind in [k for k in args.kinds.split(",") if k]:
             r, cid, picked = run_s5vec(kind, ids, base, ts, queries, truth, store, srv.url, args.batch_reps)
             rows.append(r)
             published.append((kind, r["params"], cid, r["B/vec"]))
             got = picked.get("picked") or {}
             if kind == "ivf" and "nlist" in got:  # faiss IVF at the same nlist / nprobe as s5vec's default
                 nlist, nprobe = int(got["nlist"]), int(got.get("nprobe", nprobe))
+        nlist, nprobe = args.nlist or nlist, args.nprobe or nprobe
+        want = set(args.baselines.split(","))
         if not args.no_baselines:
-            rows.append(run_hnswlib(base, queries, truth, args.batch_reps))
-            print(f"# hnswlib: recall {rows[-1]['recall@10']:.3f}, build {rows[-1]['build s']:.0f} s", flush=True)
-            rows.extend(run_faiss(base, queries, truth, nlist, nprobe, args.batch_reps))
+            if "hnswlib" in want:
+                rows.append(run_hnswlib(base, queries, truth, args.batch_reps))
+                print(f"# hnswlib: recall {rows[-1]['recall@10']:.3f}, build {rows[-1]['build s']:.0f} s", flush=True)
+            if want & {"faiss-hnsw", "faiss-ivf"}:
+                rows.extend(run_faiss(base, queries, truth, nlist, nprobe, args.batch_reps, "faiss-hnsw" in want))
         if not args.no_browser:
             with BB.web_root() as url, BB.chromium() as browser, BB.fresh_page(browser, url) as page:
                 print("# " + BB.startup_line(BB.browser_startup(page)), flush=True)
