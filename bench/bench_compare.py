@@ -214,7 +214,8 @@ def main() -> None:
 
     load = os.getloadavg()
     print(f"# bench_compare  {time.strftime('%Y-%m-%d %H:%M %Z')}  {os.cpu_count()} cores, load {load[0]:.1f} "
-          f"{load[1]:.1f} {load[2]:.1f}; synthetic n={args.n} dim={args.dim}, {args.queries} queries, k={K}; "
+          f"{load[1]:.1f} {load[2]:.1f}; {args.npy or 'synthetic'} n={'(file)' if args.npy else args.n} dim={args.dim}, "
+          f"{args.queries} queries, k={K}; "
           "one thread everywhere", flush=True)
     if args.npy:
         base = np.load(args.npy, mmap_mode="r")
