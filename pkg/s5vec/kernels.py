@@ -104,6 +104,11 @@ def scan(query: np.ndarray, data: np.ndarray, metric: str, data_sq: np.ndarray |
             data_sq = sq_norms(data)
         d = data_sq - 2.0 * dots + float(np.einsum("d,d->", query, query))
         return np.maximum(d, 0.0, out=d)
+    return dot_distances(dots, metric)
+
+
+def dot_distances(dots: np.ndarray, metric: str) -> np.ndarray:
+    """cosine / ip distances from inner products ``dots`` (overwritten): 1 - dot, -dot."""
     if metric == "cosine":
         return np.subtract(1.0, dots, out=dots)
     return np.negative(dots, out=dots)

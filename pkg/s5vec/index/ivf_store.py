@@ -196,7 +196,7 @@ class IVFStorage:
         dots = None if metric == "l2" else self.refiner.dots(query, data, cents, codes)  # type: ignore[attr-defined]
         if dots is None:
             return kernels.scan(query, self.refiner.decode(data, cents, codes), metric)  # type: ignore[attr-defined]
-        return np.subtract(1.0, dots, out=dots) if metric == "cosine" else np.negative(dots, out=dots)
+        return kernels.dot_distances(dots, metric)
 
     def _refine_rows(self, l: int, lst: IVFList, block: int, chunks: Chunks) -> np.ndarray:
         """All decoded re-rank vectors of one refine block of list ``l`` (making a list resident)."""
